@@ -1,0 +1,73 @@
+import pytest
+import yaml
+
+from pzpipe import PipelineError
+from pzpipe.config import config_hash, load_config, validate_config
+
+
+def test_default_config_validates_and_fills_defaults(cfg):
+    assert cfg["partition"]["chunk_rows"] == 130000
+    assert cfg["zgrid"] == {"zmin": 0.0, "zmax": 3.0, "nz": 301}
+    assert set(cfg["algorithms"]) == {"bpz", "fzboost", "knn", "tpz", "dnf"}
+    assert cfg["partition"]["cuts"]["min_detected_bands"] == 1
+
+
+def _raw(repo):
+    with open(repo / "config" / "config.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def test_unknown_key_is_named(repo):
+    raw = _raw(repo)
+    raw["partition"]["chunk_row"] = 1000
+    with pytest.raises(PipelineError, match=r"partition.*chunk_row"):
+        validate_config(raw)
+
+
+def test_typo_in_algorithm_block(repo):
+    raw = _raw(repo)
+    raw["algorithms"]["bpz"]["enabeld"] = False
+    with pytest.raises(PipelineError, match=r"algorithms\.bpz.*enabeld"):
+        validate_config(raw)
+
+
+def test_wrong_type_is_named(repo):
+    raw = _raw(repo)
+    raw["partition"]["chunk_rows"] = "many"
+    with pytest.raises(PipelineError, match=r"partition\.chunk_rows.*not of type"):
+        validate_config(raw)
+
+
+def test_unknown_algorithm_rejected(repo):
+    raw = _raw(repo)
+    raw["algorithms"]["lephare"] = {"enabled": True}
+    with pytest.raises(PipelineError, match="lephare"):
+        validate_config(raw)
+
+
+def test_ref_band_must_be_a_band(repo):
+    raw = _raw(repo)
+    raw["ref_band"] = "w"
+    with pytest.raises(PipelineError, match="ref_band"):
+        validate_config(raw)
+
+
+def test_deredden_needs_ebv_column(repo):
+    raw = _raw(repo)
+    raw["partition"]["deredden"]["enabled"] = True
+    with pytest.raises(PipelineError, match="columns.ebv"):
+        validate_config(raw)
+
+
+def test_hash_is_stable_and_sensitive(cfg):
+    h = config_hash(cfg)
+    assert h == config_hash(dict(cfg))
+    cfg2 = dict(cfg, release="other")
+    assert config_hash(cfg2) != h
+
+
+def test_release_name_rejects_shell_metacharacters(repo):
+    raw = _raw(repo)
+    raw["release"] = "dr1; rm -rf /"
+    with pytest.raises(PipelineError, match="release"):
+        validate_config(raw)

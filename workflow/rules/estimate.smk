@@ -1,0 +1,20 @@
+rule estimate_batch:
+    """Photo-z PDFs and point estimates for every chunk of one batch."""
+    input:
+        unpack(model_inputs),
+        partition=f"{RESULTS}/partition/{{batch}}.parquet",
+    output:
+        f"{RESULTS}/estimates/{{algo}}/{{batch}}.parquet",
+    log:
+        "logs/estimate_batch/{algo}/{batch}.log",
+    threads: CFG["estimate"]["workers"]
+    resources:
+        mem_mb=estimate_mem_mb,
+        runtime=estimate_runtime,
+    run:
+        from pzpipe import estimate
+        from pzpipe.runlog import job_log
+
+        with job_log(log[0], f"estimate {wildcards.algo} {wildcards.batch}"):
+            estimate.run_batch(wildcards.algo, input.partition, input.model, CFG, output[0],
+                               workers=threads)

@@ -1,0 +1,32 @@
+rule bpz_prepare:
+    """Writable copy of BPZ's template data with its AB files generated once."""
+    output:
+        directory(f"{RESULTS}/bpz_data"),
+    log:
+        "logs/bpz_prepare.log",
+    run:
+        from pzpipe import train
+        from pzpipe.runlog import job_log
+
+        with job_log(log[0], "bpz_prepare"):
+            train.prepare_bpz_data(CFG, output[0])
+
+
+rule train:
+    """Train one RAIL algorithm once on the training sample."""
+    input:
+        unpack(train_inputs),
+    output:
+        model=f"{RESULTS}/models/{{algo}}/model.pkl",
+        sidecar=f"{RESULTS}/models/{{algo}}/model.json",
+    log:
+        "logs/train/{algo}.log",
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
+    run:
+        from pzpipe import train
+        from pzpipe.runlog import job_log
+
+        with job_log(log[0], f"train {wildcards.algo}"):
+            train.run(wildcards.algo, CFG, output.model, output.sidecar, input.training)

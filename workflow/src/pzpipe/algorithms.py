@@ -1,0 +1,167 @@
+"""Registry of photo-z algorithms: one entry per RAIL algorithm.
+
+Adding an algorithm means adding one ``Algorithm`` entry here (and its config block);
+no stage module has an if/elif on algorithm names. Each entry knows its RAIL informer
+and estimator classes, the RAIL parameters the pipeline always sets, which ancillary
+outputs to keep, and any work-arounds for RAIL traps (see ../shared/NOTES.md):
+
+- RAIL estimators overwrite non-detections in the caller's arrays: we pass copies.
+- DNF needs a dict of numpy arrays (not a DataFrame) and small internal chunks to bound
+  memory: its RAIL ``chunk_size`` is ``estimate.dnf_subchunk``.
+- TPZ is not seeded inside RAIL (numpy global rng and stdlib ``random``): we seed both
+  before every inform/estimate call from the config seed and the chunk index.
+- BPZ needs a writable copy of its template data (``bpz_ref_data_path``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .partition import ID_COL, err_col, mag_col
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    module: str
+    informer: str
+    estimator: str
+    extras: dict = field(default_factory=dict)    # ancil key -> output column
+    seed_global_rng: bool = False                 # TPZ: seed numpy + random per call
+    subchunk_key: str | None = None               # estimate.<key> -> RAIL chunk_size
+    needs_bpz_data: bool = False
+
+    def classes(self):
+        mod = importlib.import_module(self.module)
+        return getattr(mod, self.informer), getattr(mod, self.estimator)
+
+
+REGISTRY: dict[str, Algorithm] = {
+    a.name: a
+    for a in [
+        Algorithm("bpz", "rail.estimation.algos.bpz_lite", "BPZliteInformer",
+                  "BPZliteEstimator", extras={"todds": "todds", "tb": "t_best"},
+                  needs_bpz_data=True),
+        Algorithm("fzboost", "rail.estimation.algos.flexzboost", "FlexZBoostInformer",
+                  "FlexZBoostEstimator"),
+        Algorithm("knn", "rail.estimation.algos.k_nearneigh", "KNearNeighInformer",
+                  "KNearNeighEstimator"),
+        Algorithm("tpz", "rail.estimation.algos.tpz_lite", "TPZliteInformer",
+                  "TPZliteEstimator", seed_global_rng=True),
+        Algorithm("dnf", "rail.estimation.algos.dnf", "DNFInformer", "DNFEstimator",
+                  extras={"DNF_Z": "dnf_z", "photozerr": "dnf_zerr"},
+                  subchunk_key="dnf_subchunk"),
+    ]
+}
+
+
+def get(name: str) -> Algorithm:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown algorithm '{name}'; known: {sorted(REGISTRY)}") from None
+
+
+def common_params(cfg: dict) -> dict:
+    """RAIL parameters shared by every algorithm, from the pipeline config."""
+    bands = cfg["bands"]
+    z = cfg["zgrid"]
+    return dict(
+        bands=[mag_col(b) for b in bands],
+        err_bands=[err_col(b) for b in bands],
+        ref_band=mag_col(cfg["ref_band"]),
+        nondetect_val=float(cfg["partition"]["nondetect_val"]),
+        zmin=float(z["zmin"]), zmax=float(z["zmax"]), nzbins=int(z["nz"]),
+        hdf5_groupname="", id_col=ID_COL, redshift_col="redshift",
+    )
+
+
+def bpz_data_dir(results_dir: str = "results") -> str:
+    import os
+
+    return os.path.abspath(f"{results_dir}/bpz_data")
+
+
+def stage_params(algo: Algorithm, cfg: dict, kind: str) -> dict:
+    """Full RAIL parameter dict for ``kind`` in {'inform', 'estimate'}."""
+    params = common_params(cfg)
+    if algo.needs_bpz_data:
+        params["bpz_ref_data_path"] = bpz_data_dir()
+    if kind == "estimate" and algo.subchunk_key:
+        params["chunk_size"] = int(cfg["estimate"][algo.subchunk_key])
+    if algo.name == "bpz" and kind == "estimate":
+        # RAIL BPZ's grid is arange(zmin, zmax + dz, dz): make it the pipeline grid
+        z = cfg["zgrid"]
+        params["dz"] = (z["zmax"] - z["zmin"]) / (z["nz"] - 1)
+    params.update(cfg["algorithms"][algo.name].get(kind, {}))
+    return params
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed % (2**32))
+    random.seed(seed)
+
+
+def chunk_seed(base: int, chunk_index: int) -> int:
+    return (int(base) * 1_000_003 + int(chunk_index)) % (2**32)
+
+
+class Runner:
+    """Estimator for one algorithm with its model loaded once (one per worker)."""
+
+    def __init__(self, algo: Algorithm, model_path: str, cfg: dict, name: str = "est"):
+        from rail.core.data import DataStore
+
+        DataStore.allow_overwrite = True
+        self.algo = algo
+        self.cfg = cfg
+        self.zgrid = np.linspace(cfg["zgrid"]["zmin"], cfg["zgrid"]["zmax"], cfg["zgrid"]["nz"])
+        _, est_cls = algo.classes()
+        params = stage_params(algo, cfg, "estimate")
+        self.fast = None
+        if algo.name == "bpz" and cfg["algorithms"]["bpz"].get("fast", True):
+            self.fast = _make_fast_bpz(model_path, params)
+        self.stage = None
+        if self.fast is None:
+            self.stage = est_cls.make_stage(name=f"{name}_{algo.name}", model=model_path,
+                                            output_mode="return", **params)
+            stage = self.stage
+            stage.open_model(**stage.config)           # load the model once
+            stage.open_model = lambda *a, **k: stage.model
+
+    def estimate(self, data: dict[str, np.ndarray], chunk_index: int = 0):
+        """Return (pdf on the pipeline grid (N, nz) float64, extras dict of arrays)."""
+        n = len(data[ID_COL])
+        if n == 0:
+            return np.zeros((0, len(self.zgrid))), {v: np.zeros(0) for v in self.algo.extras.values()}
+        inp = {k: np.array(v, copy=True) for k, v in data.items()}   # RAIL mutates inputs
+        if self.algo.seed_global_rng:
+            seed_everything(chunk_seed(self.cfg["estimate"]["seed"], chunk_index))
+        if self.fast is not None:
+            pdf, anc = self.fast.estimate(inp)
+        else:
+            ens = self.stage.estimate(inp).data
+            pdf = np.asarray(ens.pdf(self.zgrid), dtype=np.float64).reshape(n, -1)
+            anc = ens.ancil or {}
+        extras = {}
+        for key, col in self.algo.extras.items():
+            if key in anc:
+                extras[col] = np.asarray(anc[key]).reshape(n)
+        return pdf, extras
+
+
+def _make_fast_bpz(model_path: str, params: dict):
+    """pzpipe's vectorised BPZ (equal to RAIL's within 1e-6, tests/test_bpzfast.py)."""
+    try:
+        from .bpzfast import FastBPZ
+    except ImportError:
+        return None
+    import pickle
+
+    with open(model_path, "rb") as f:
+        model = pickle.load(f)
+    return FastBPZ(model, params)

@@ -1,0 +1,142 @@
+"""Load, validate and hash the pipeline configuration.
+
+The schema (workflow/schemas/config.schema.yaml) forbids unknown keys, so a typo
+stops the run with a message naming the key, and fills in defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from . import PipelineError
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _load_schema() -> dict:
+    with open(SCHEMA_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def _fill_defaults(instance: Any, schema: dict, root: dict) -> Any:
+    """Recursively fill 'default' values of object properties (draft 2020-12 subset)."""
+    if "$ref" in schema:
+        ref = schema["$ref"].split("/")[1:]
+        target = root
+        for part in ref:
+            target = target[part]
+        return _fill_defaults(instance, target, root)
+    if isinstance(instance, dict) and "properties" in schema:
+        for key, sub in schema["properties"].items():
+            if key not in instance:
+                target = sub
+                if "$ref" in sub:
+                    target = root
+                    for part in sub["$ref"].split("/")[1:]:
+                        target = target[part]
+                if "default" in target:
+                    instance[key] = copy.deepcopy(target["default"])
+            if key in instance:
+                instance[key] = _fill_defaults(instance[key], sub, root)
+    return instance
+
+
+def _format_error(err: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    msg = err.message
+    if err.validator == "additionalProperties":
+        return (f"config error at '{where}': {msg}. Check the spelling against "
+                f"config/README.md (unknown keys are not allowed).")
+    return f"config error at '{where}': {msg}"
+
+
+def validate_config(config: dict) -> dict:
+    """Return a validated copy of ``config`` with defaults filled in.
+
+    Raises PipelineError naming the offending key.
+    """
+    schema = _load_schema()
+    cfg = copy.deepcopy(dict(config))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise PipelineError("\n".join(_format_error(e) for e in errors[:5]))
+    cfg = _fill_defaults(cfg, schema, schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise PipelineError("\n".join(_format_error(e) for e in errors[:5]))
+    if cfg["ref_band"] not in cfg["bands"]:
+        raise PipelineError(
+            f"config error at 'ref_band': '{cfg['ref_band']}' is not one of bands {cfg['bands']}")
+    if cfg["zgrid"]["zmax"] <= cfg["zgrid"]["zmin"]:
+        raise PipelineError("config error at 'zgrid': zmax must be larger than zmin")
+    dered = cfg["partition"]["deredden"]
+    if dered["enabled"]:
+        if not cfg["columns"]["ebv"]:
+            raise PipelineError("config error at 'partition.deredden': enabled but "
+                                "'columns.ebv' (the E(B-V) column) is not set")
+        missing = [b for b in cfg["bands"] if b not in dered["coefficients"]]
+        if missing:
+            raise PipelineError(f"config error at 'partition.deredden.coefficients': "
+                                f"no coefficient for band(s) {missing}")
+    if not cfg["inputs"]["files"] and cfg["inputs"]["descriptor"] is None:
+        raise PipelineError("config error at 'inputs': give 'files' (a list of catalog "
+                            "files) or 'descriptor' (for planning)")
+    return cfg
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> dict:
+    with open(path) as f:
+        cfg = yaml.safe_load(f) or {}
+    if overrides:
+        cfg = deep_update(cfg, overrides)
+    return validate_config(cfg)
+
+
+def deep_update(base: dict, new: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_update(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def resolve_path(path: str) -> str:
+    """Resolve 'rail:relative/path' inside the installed RAIL package; other paths as is."""
+    if path.startswith("rail:"):
+        from rail.utils.path_utils import find_rail_file
+
+        try:
+            return str(find_rail_file(path[len("rail:"):]))
+        except Exception as exc:  # noqa: BLE001
+            raise PipelineError(f"cannot find '{path}' inside the installed RAIL packages "
+                                f"({exc}); is pz-rail-base installed?") from exc
+    return path
+
+
+def config_hash(cfg: dict, sections: list[str] | None = None) -> str:
+    """sha256 of the canonical JSON of the config (or of some of its sections)."""
+    part = cfg if sections is None else {k: cfg.get(k) for k in sections}
+    blob = json.dumps(part, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def zgrid(cfg: dict):
+    import numpy as np
+
+    g = cfg["zgrid"]
+    return np.linspace(g["zmin"], g["zmax"], g["nz"])
+
+
+def enabled_algorithms(cfg: dict) -> list[str]:
+    return [name for name, a in cfg["algorithms"].items() if a.get("enabled", True)]

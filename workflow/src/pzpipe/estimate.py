@@ -1,0 +1,166 @@
+"""Estimate stage: photo-z PDFs and point estimates for one batch of chunks.
+
+One Snakemake job = one batch. Its chunks (row groups of the partition file) are spread
+over ``workers`` processes, each loading the model once and using one BLAS/OpenMP
+thread; results are written in chunk order as one row group per chunk, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import PipelineError, algorithms, pdfstore
+from .config import config_hash, zgrid as make_zgrid
+from .io import atomic_path
+from .partition import ID_COL, read_meta
+from .pointest import FLAG_PDF_BAD, point_estimates
+
+log = logging.getLogger(__name__)
+
+POINT_COLS = ("z_mode", "z_mean", "z_median", "z_lo68", "z_hi68", "z_err68")
+_RUNNER = None
+
+
+def output_schema(algo: algorithms.Algorithm, zg: np.ndarray) -> pa.Schema:
+    pdf_type = pdfstore.encode(np.ones((1, len(zg))), zg).type
+    fields = [pa.field(ID_COL, pa.int64())]
+    fields += [pa.field(c, pa.float32()) for c in POINT_COLS]
+    fields += [pa.field(c, pa.float32()) for c in algo.extras.values()]
+    fields += [pa.field("flags", pa.int32()), pa.field("pdf", pdf_type)]
+    return pa.schema(fields)
+
+
+def estimate_table(runner: algorithms.Runner, data: dict[str, np.ndarray], flags: np.ndarray,
+                   chunk_index: int, bits: int) -> pa.Table:
+    """Estimate one chunk and return its output table."""
+    z = runner.zgrid
+    pdf, extras = runner.estimate(data, chunk_index)
+    pe, bad = point_estimates(pdf, z)
+    cols = {ID_COL: pa.array(np.asarray(data[ID_COL], dtype=np.int64))}
+    for c in POINT_COLS:
+        cols[c] = pa.array(pe[c].astype(np.float32))
+    for c in runner.algo.extras.values():
+        cols[c] = pa.array(np.asarray(extras.get(c, np.full(len(bad), np.nan)), dtype=np.float32))
+    cols["flags"] = pa.array((flags | np.where(bad, FLAG_PDF_BAD, 0)).astype(np.int32))
+    cols["pdf"] = pdfstore.encode(pdf, z, bits=bits)
+    return pa.table(cols, schema=output_schema(runner.algo, z))
+
+
+def _limit_threads():
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "NUMBA_NUM_THREADS"):
+        os.environ[var] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _init_worker(algo_name, model_path, cfg):
+    global _RUNNER
+    _limit_threads()
+    _RUNNER = algorithms.Runner(algorithms.get(algo_name), model_path, cfg,
+                                name=f"w{os.getpid()}")
+
+
+def _read_row_group(path: str, rg: int, columns=None) -> dict[str, np.ndarray]:
+    t = pq.ParquetFile(path).read_row_group(rg, columns=columns)
+    return {name: t.column(name).to_numpy() for name in t.column_names}
+
+
+def _work(args):
+    path, rg, chunk_index, bits = args
+    data = _read_row_group(path, rg)
+    flags = data.pop("flags")
+    t0 = time.perf_counter()
+    table = estimate_table(_RUNNER, data, flags, chunk_index, bits)
+    return table, time.perf_counter() - t0
+
+
+def run_batch(algo_name: str, partition_file: str, model_path: str, cfg: dict,
+              output: str, workers: int = 1) -> dict:
+    """Estimate every chunk of ``partition_file`` with ``algo_name`` into ``output``."""
+    algo = algorithms.get(algo_name)
+    meta = read_meta(partition_file)
+    bits = int(cfg["estimate"]["pdf_bits"])
+    tasks = [(partition_file, ch["row_group"], ch["chunk"], bits)
+             for ch in meta["chunks"] if ch["row_group"] is not None]
+    schema = output_schema(algo, make_zgrid(cfg))
+    out_meta = {
+        "algorithm": algo_name, "batch": meta["batch"],
+        "zgrid": [cfg["zgrid"]["zmin"], cfg["zgrid"]["zmax"], cfg["zgrid"]["nz"]],
+        "pdf_encoding": pdfstore.ENCODING, "pdf_bits": bits,
+        "config_hash": config_hash(cfg, ["bands", "partition", "zgrid", "algorithms",
+                                         "estimate", "training"]),
+        "model_sha256": _sha(model_path),
+        "chunks": [{"chunk": ch["chunk"], "rows": ch["rows_out"]} for ch in meta["chunks"]],
+    }
+    workers = max(1, min(int(workers), len(tasks) or 1))
+    t0 = time.time()
+    n_rows = 0
+    with atomic_path(output) as tmp:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            if workers == 1:
+                _init_worker(algo_name, model_path, cfg)
+                results = map(_work, tasks)
+                pool = None
+            else:
+                pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                                           initargs=(algo_name, model_path, cfg))
+                results = pool.map(_work, tasks)
+            try:
+                for (path, rg, chunk_index, _), (table, secs) in zip(tasks, results):
+                    expected = meta["chunks"][[c["chunk"] for c in meta["chunks"]].index(chunk_index)]["rows_out"]
+                    if table.num_rows != expected:
+                        raise PipelineError(f"{algo_name} chunk {chunk_index}: {table.num_rows} "
+                                            f"rows out, {expected} in; refusing to write")
+                    writer.write_table(table, row_group_size=max(table.num_rows, 1))
+                    n_rows += table.num_rows
+                    log.info("%s chunk %d: %d objects in %.1f s (%.0f obj/s)", algo_name,
+                             chunk_index, table.num_rows, secs, table.num_rows / max(secs, 1e-9))
+            finally:
+                if pool is not None:
+                    pool.shutdown(cancel_futures=True)
+            out_meta["rows"] = n_rows
+            out_meta["seconds"] = round(time.time() - t0, 2)
+            writer.add_key_value_metadata({"pzpipe": json.dumps(out_meta)})
+    return out_meta
+
+
+def _sha(path):
+    from .provenance import sha256_file
+
+    return sha256_file(path)
+
+
+def estimate_sample(algo_name: str, model_path: str, cfg: dict, data: dict[str, np.ndarray],
+                    chunk_rows: int | None = None) -> pa.Table:
+    """Estimate an in-memory sample (validation) with the same code path, in one process."""
+    runner = algorithms.Runner(algorithms.get(algo_name), model_path, cfg, name="val")
+    chunk_rows = chunk_rows or cfg["partition"]["chunk_rows"]
+    n = len(data[ID_COL])
+    tables = []
+    bits = int(cfg["estimate"]["pdf_bits"])
+    for i, s in enumerate(range(0, max(n, 1), chunk_rows)):
+        part = {k: v[s:s + chunk_rows] for k, v in data.items() if k not in ("redshift", "flags")}
+        flags = data["flags"][s:s + chunk_rows]
+        tables.append(estimate_table(runner, part, flags, i, bits))
+    return pa.concat_tables(tables)
+
+
+def read_estimates(path: str) -> pa.Table:
+    return pq.read_table(path)
+
+
+def zgrid_of(cfg):
+    return make_zgrid(cfg)

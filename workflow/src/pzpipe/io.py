@@ -1,0 +1,113 @@
+"""Reading input catalogs by row range, and atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import PipelineError
+
+HDF5_SUFFIXES = (".hdf5", ".h5", ".hdf")
+
+
+def is_hdf5(path: str) -> bool:
+    return Path(path).suffix.lower() in HDF5_SUFFIXES
+
+
+def available_columns(path: str, hdf5_group: str = "photometry") -> list[str]:
+    if is_hdf5(path):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            grp = f[hdf5_group] if hdf5_group else f
+            return list(grp.keys())
+    try:
+        return pq.ParquetFile(path).schema_arrow.names
+    except Exception as exc:  # noqa: BLE001
+        raise PipelineError(f"input file '{path}' is not a readable parquet file ({exc}). "
+                            f"Re-stage the file or remove it from the config.") from exc
+
+
+def read_rows(path: str, columns: list[str], start: int = 0, stop: int | None = None,
+              hdf5_group: str = "photometry") -> dict[str, np.ndarray]:
+    """Read ``columns`` for rows [start, stop) as a dict of numpy arrays.
+
+    Parquet: only the row groups overlapping the range are read.
+    """
+    if is_hdf5(path):
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                grp = f[hdf5_group] if hdf5_group else f
+                return {c: np.asarray(grp[c][start:stop]) for c in columns}
+        except OSError as exc:
+            raise PipelineError(f"cannot read HDF5 file '{path}': {exc}") from exc
+    try:
+        pf = pq.ParquetFile(path)
+        md = pf.metadata
+        if stop is None:
+            stop = md.num_rows
+        groups, offsets, row = [], [], 0
+        for i in range(md.num_row_groups):
+            n = md.row_group(i).num_rows
+            if row < stop and row + n > start:
+                groups.append(i)
+                offsets.append(row)
+            row += n
+        if not groups:
+            table = pf.schema_arrow.empty_table().select(columns)
+        else:
+            table = pf.read_row_groups(groups, columns=columns)
+            table = table.slice(start - offsets[0], stop - start)
+    except PipelineError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise PipelineError(f"cannot read rows {start}-{stop} of parquet file '{path}' "
+                            f"({type(exc).__name__}: {exc}). The file may be truncated: "
+                            f"re-stage it.") from exc
+    out = {}
+    for c in columns:
+        col = table.column(c)
+        if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
+            out[c] = col.to_numpy(zero_copy_only=False)
+        else:
+            out[c] = np.asarray(col.to_pylist(), dtype=object)
+    return out
+
+
+def tmp_name(path: str | os.PathLike) -> str:
+    p = Path(path)
+    return str(p.with_name(f".{p.name}.tmp-{os.getpid()}"))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path next to ``path``; rename it into place on success.
+
+    On any exception the temporary file is removed, so no partial output is left
+    under the final name.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_json_atomic(path, obj) -> None:
+    import json
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+            f.write("\n")

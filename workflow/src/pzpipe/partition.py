@@ -1,0 +1,312 @@
+"""Partition stage: input catalog rows -> skinny chunks of AB magnitudes.
+
+``transform`` turns one chunk of raw input columns into the skinny table: fluxes
+(nJy) to AB magnitudes (``-2.5 log10(f) + 31.4``, errors propagated), non-detections
+(NaN, inf, non-positive flux or non-finite magnitude) to ``nondetect_val`` with a
+per-band flag bit, optional dereddening and rounding, then the configured cuts. Cut
+rows are counted by reason (first failing reason, in ``CUT_REASONS`` order), never
+dropped silently. ``run_batch`` writes one parquet file per batch, one row group per
+chunk, with per-chunk bookkeeping in the schema metadata (key ``pzpipe``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import PipelineError
+from .io import atomic_path, available_columns, read_rows
+from .layout import Chunk, Layout
+
+log = logging.getLogger(__name__)
+
+AB_ZEROPOINT_NJY = 31.4
+CUT_REASONS = ("require_true", "no_detections", "ref_mag_max", "ref_mag_min", "max_mag_err")
+# flags bitmask: bit b (0..nbands-1) = band b not detected; bit 16 = error replaced
+FLAG_BAD_ERR = 1 << 16
+ID_COL = "object_id"
+
+
+def mag_col(band: str) -> str:
+    return f"mag_{band}_lsst"
+
+
+def err_col(band: str) -> str:
+    return f"mag_err_{band}_lsst"
+
+
+def input_columns(cfg: dict, extra: list[str] = ()) -> list[str]:
+    """The raw columns the partition needs from an input file."""
+    c = cfg["columns"]
+    kind = cfg["inputs"]["photometry"]
+    cols = [c["id"]]
+    for b in cfg["bands"]:
+        cols += [c[kind].format(band=b), c[f"{kind}_err"].format(band=b)]
+    if cfg["partition"]["deredden"]["enabled"]:
+        cols.append(c["ebv"])
+    cols += list(cfg["partition"]["cuts"]["require_true"])
+    for k in ("ra", "dec"):
+        if c[k]:
+            cols.append(c[k])
+    cols += list(extra)
+    return list(dict.fromkeys(cols))
+
+
+def check_columns(path: str, cfg: dict, extra: list[str] = ()) -> list[str]:
+    """Raise a PipelineError naming file, column and fix when a needed column is missing."""
+    have = available_columns(path, cfg["inputs"]["hdf5_group"])
+    need = input_columns(cfg, extra)
+    missing = [c for c in need if c not in have]
+    if missing:
+        import difflib
+
+        col = missing[0]
+        close = difflib.get_close_matches(col, have, n=3)
+        hint = f" Did you mean {close}?" if close else ""
+        raise PipelineError(
+            f"file '{path}': column '{col}' not found ({len(missing)} missing: "
+            f"{missing[:6]}).{hint} Fix the 'columns' section of the config (templates use "
+            f"'{{band}}'), or inputs.photometry (mag/flux).")
+    return need
+
+
+def _numeric(path, name, arr, rows):
+    if arr.dtype.kind not in "fiub":
+        try:
+            return arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise PipelineError(
+                f"file '{path}' rows {rows}: column '{name}' has non-numeric values "
+                f"(dtype {arr.dtype}); photometry columns must be numbers.") from exc
+    return arr.astype(np.float64)
+
+
+def transform(raw: dict[str, np.ndarray], cfg: dict, path: str = "<memory>",
+              rows: str = "", extra: list[str] = ()) -> tuple[dict[str, np.ndarray], dict]:
+    """Raw input columns -> (skinny columns, counts). See the module docstring."""
+    c = cfg["columns"]
+    p = cfg["partition"]
+    kind = cfg["inputs"]["photometry"]
+    nd = float(p["nondetect_val"])
+    bands = cfg["bands"]
+    ids = raw[c["id"]]
+    n = len(ids)
+    if ids.dtype.kind not in "iu":
+        if ids.dtype.kind == "f" and np.all(np.isfinite(ids)) and np.all(ids == np.round(ids)):
+            ids = ids.astype(np.int64)
+        else:
+            raise PipelineError(
+                f"file '{path}' rows {rows}: id column '{c['id']}' must hold integers "
+                f"(found dtype {ids.dtype}{', with NaN' if ids.dtype.kind == 'f' else ''}). "
+                f"Set columns.id to the object id column.")
+    flags = np.zeros(n, dtype=np.int32)
+    out = {ID_COL: ids.astype(np.int64)}
+    detected = np.zeros((n, len(bands)), dtype=bool)
+    for bi, b in enumerate(bands):
+        vname = c[kind].format(band=b)
+        ename = c[f"{kind}_err"].format(band=b)
+        val = _numeric(path, vname, raw[vname], rows)
+        err = _numeric(path, ename, raw[ename], rows)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if kind == "flux":
+                det = np.isfinite(val) & (val > 0)
+                mag = np.where(det, -2.5 * np.log10(np.where(det, val, 1.0)) + AB_ZEROPOINT_NJY, nd)
+                merr = 2.5 / math.log(10) * err / np.where(det, val, 1.0)
+                # non-detection: error column holds the 1-sigma limiting magnitude
+                lim = np.where(np.isfinite(err) & (err > 0),
+                               -2.5 * np.log10(np.where(err > 0, err, 1.0)) + AB_ZEROPOINT_NJY, nd)
+                merr = np.where(det, merr, lim)
+            else:
+                det = np.isfinite(val) & (val != nd)
+                mag = np.where(det, val, nd)
+                merr = np.where(np.isfinite(err), err, nd)
+        bad_err = det & ~(np.isfinite(merr) & (merr > 0))
+        if bad_err.any():
+            # a detection without a usable error cannot be used: treat as non-detection
+            det = det & ~bad_err
+            mag = np.where(bad_err, nd, mag)
+            merr = np.where(bad_err, nd, merr)
+            flags |= np.where(bad_err, FLAG_BAD_ERR, 0).astype(np.int32)
+        if n > 0 and not det.any() and n >= 1000:
+            raise PipelineError(
+                f"file '{path}' rows {rows}: band '{b}' (column '{vname}') has no usable "
+                f"value in any of {n} rows (all NaN/inf/non-positive). Check the column "
+                f"template columns.{kind} or remove '{b}' from bands.")
+        detected[:, bi] = det
+        flags |= np.where(det, 0, 1 << bi).astype(np.int32)
+        out[mag_col(b)] = mag
+        out[err_col(b)] = merr
+    if p["deredden"]["enabled"]:
+        ebv = _numeric(path, c["ebv"], raw[c["ebv"]], rows)
+        if not np.all(np.isfinite(ebv)):
+            raise PipelineError(f"file '{path}' rows {rows}: E(B-V) column '{c['ebv']}' has "
+                                f"NaN/inf values; fix the input or disable dereddening.")
+        for bi, b in enumerate(bands):
+            coeff = p["deredden"]["coefficients"][b]
+            out[mag_col(b)] = np.where(detected[:, bi], out[mag_col(b)] - coeff * ebv,
+                                       out[mag_col(b)])
+    if p["round_decimals"] is not None:
+        for b in bands:
+            for col in (mag_col(b), err_col(b)):
+                out[col] = np.where(out[col] == nd, nd, np.round(out[col], p["round_decimals"]))
+    for k in ("ra", "dec"):
+        if c[k]:
+            out[k] = _numeric(path, c[k], raw[c[k]], rows)
+    for e in extra:
+        out[e] = raw[e]
+    out["flags"] = flags
+
+    # cuts, in CUT_REASONS order; each row gets the first reason it fails
+    cut = np.zeros(n, dtype=bool)
+    counts = {}
+    cuts = p["cuts"]
+
+    def apply(reason, fails):
+        nonlocal cut
+        new = fails & ~cut
+        counts[reason] = int(new.sum())
+        cut |= new
+
+    req = np.zeros(n, dtype=bool)
+    for col in cuts["require_true"]:
+        v = raw[col]
+        if v.dtype.kind != "b":
+            raise PipelineError(f"file '{path}': cut column '{col}' (partition.cuts."
+                                f"require_true) must be boolean, found {v.dtype}")
+        req |= ~v
+    apply("require_true", req)
+    apply("no_detections", detected.sum(axis=1) < cuts["min_detected_bands"])
+    ref = out[mag_col(cfg["ref_band"])]
+    ref_det = detected[:, bands.index(cfg["ref_band"])]
+    if cuts["ref_mag_max"] is not None:
+        apply("ref_mag_max", ~ref_det | (ref > cuts["ref_mag_max"]))
+    else:
+        counts["ref_mag_max"] = 0
+    if cuts["ref_mag_min"] is not None:
+        apply("ref_mag_min", ref_det & (ref < cuts["ref_mag_min"]))
+    else:
+        counts["ref_mag_min"] = 0
+    if cuts["max_mag_err"] is not None:
+        errs = np.stack([out[err_col(b)] for b in bands], axis=1)
+        apply("max_mag_err", (detected & (errs > cuts["max_mag_err"])).any(axis=1))
+    else:
+        counts["max_mag_err"] = 0
+    keep = ~cut
+    skinny = {k: v[keep] for k, v in out.items()}
+    for b in bands:
+        skinny[mag_col(b)] = skinny[mag_col(b)].astype(np.float32)
+        skinny[err_col(b)] = skinny[err_col(b)].astype(np.float32)
+    stats = {"rows_in": int(n), "rows_out": int(keep.sum()), "cut": counts,
+             "nondetected": {b: int((~detected[keep, i]).sum()) for i, b in enumerate(bands)},
+             "bad_err": int(((flags & FLAG_BAD_ERR) != 0)[keep].sum())}
+    return skinny, stats
+
+
+def check_unique(ids: np.ndarray, where: str, idname: str) -> None:
+    u, cnt = np.unique(ids, return_counts=True)
+    if (cnt > 1).any():
+        dup = u[cnt > 1]
+        raise PipelineError(
+            f"{where}: {len(dup)} duplicate value(s) in id column '{idname}' "
+            f"(e.g. {dup[:5].tolist()}). Every object must have a unique id: deduplicate the "
+            f"input or set columns.id to the unique object id column.")
+
+
+def read_sample(cfg: dict, sample: dict) -> dict[str, np.ndarray]:
+    """Read a training/validation sample, transformed exactly like the release catalog.
+
+    Adds the true redshift as column ``redshift``.
+    """
+    from .config import resolve_path
+    from .layout import file_rows
+
+    path = resolve_path(sample["file"])
+    zcol = sample["redshift"]
+    nrows = file_rows(path, cfg["inputs"]["hdf5_group"])
+    need = check_columns(path, cfg, extra=[zcol])
+    raw = read_rows(path, need, 0, nrows, cfg["inputs"]["hdf5_group"])
+    skinny, stats = transform(raw, cfg, path, f"0-{nrows}", extra=[zcol])
+    z = np.asarray(skinny.pop(zcol), dtype=np.float64)
+    bad = ~np.isfinite(z)
+    if bad.any():
+        raise PipelineError(f"file '{path}': redshift column '{zcol}' has {int(bad.sum())} "
+                            f"NaN/inf values; clean the sample.")
+    skinny["redshift"] = z
+    check_unique(skinny[ID_COL], f"file '{path}'", cfg["columns"]["id"])
+    if sample.get("max_rows") and len(z) > sample["max_rows"]:
+        rng = np.random.default_rng(sample.get("seed", 42))
+        idx = np.sort(rng.choice(len(z), sample["max_rows"], replace=False))
+        skinny = {k: v[idx] for k, v in skinny.items()}
+    return skinny
+
+
+def to_table(skinny: dict[str, np.ndarray]) -> pa.Table:
+    return pa.table({k: pa.array(v) for k, v in skinny.items()})
+
+
+def partition_schema(cfg: dict) -> pa.Schema:
+    fields = [pa.field(ID_COL, pa.int64())]
+    for b in cfg["bands"]:
+        fields += [pa.field(mag_col(b), pa.float32()), pa.field(err_col(b), pa.float32())]
+    for k in ("ra", "dec"):
+        if cfg["columns"][k]:
+            fields.append(pa.field(k, pa.float64()))
+    fields.append(pa.field("flags", pa.int32()))
+    return pa.schema(fields)
+
+
+def process_chunk(chunk: Chunk, cfg: dict) -> tuple[pa.Table, dict]:
+    need = check_columns(chunk.file, cfg)
+    raw = read_rows(chunk.file, need, chunk.start, chunk.stop, cfg["inputs"]["hdf5_group"])
+    got = len(raw[cfg["columns"]["id"]])
+    if got != chunk.rows:
+        raise PipelineError(f"file '{chunk.file}': expected rows {chunk.start}-{chunk.stop} "
+                            f"from its metadata but read {got}; the file changed or is "
+                            f"truncated. Re-stage it and rerun.")
+    skinny, stats = transform(raw, cfg, chunk.file, f"{chunk.start}-{chunk.stop}")
+    table = pa.table({f.name: pa.array(skinny[f.name], type=f.type)
+                      for f in partition_schema(cfg)})
+    stats.update(chunk=chunk.index, file=chunk.file, start=chunk.start, stop=chunk.stop)
+    return table, stats
+
+
+def run_batch(layout: Layout, batch: str, cfg: dict, output: str) -> dict:
+    """Partition the chunks of one batch into ``output`` (one row group per chunk)."""
+    schema = partition_schema(cfg)
+    chunks = layout.batch_chunks(batch)
+    if not chunks:
+        raise PipelineError(f"batch {batch} has no chunks in the current layout")
+    stats_all = []
+    seen_ids = []
+    with atomic_path(output) as tmp:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for ch in chunks:
+                table, stats = process_chunk(ch, cfg)
+                seen_ids.append(table.column(ID_COL).to_numpy())
+                stats["row_group"] = None
+                if table.num_rows:
+                    stats["row_group"] = sum(1 for s in stats_all if s["row_group"] is not None)
+                    writer.write_table(table, row_group_size=max(table.num_rows, 1))
+                stats_all.append(stats)
+                log.info("chunk %d (%s rows %d-%d): %d in, %d out, cut %s", ch.index, ch.file,
+                         ch.start, ch.stop, stats["rows_in"], stats["rows_out"], stats["cut"])
+            ids = np.concatenate(seen_ids) if seen_ids else np.array([], dtype=np.int64)
+            check_unique(ids, f"batch {batch} (files {layout.batch_files(batch)})",
+                         cfg["columns"]["id"])
+            meta = {"batch": batch, "chunks": stats_all, "bands": cfg["bands"],
+                    "id_column": cfg["columns"]["id"],
+                    "nondetect_val": cfg["partition"]["nondetect_val"]}
+            writer.add_key_value_metadata({"pzpipe": json.dumps(meta)})
+    return meta
+
+
+def read_meta(path: str) -> dict:
+    md = pq.ParquetFile(path).metadata.metadata or {}
+    if b"pzpipe" not in md:
+        raise PipelineError(f"'{path}' has no pzpipe metadata: not written by this pipeline")
+    return json.loads(md[b"pzpipe"])
