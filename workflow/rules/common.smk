@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 
 import pzpipe
 from pzpipe import PipelineError
-from pzpipe.config import enabled_algorithms, resolve_path, validate_config
+from pzpipe.config import config_hash, enabled_algorithms, resolve_path, validate_config
 from pzpipe.layout import make_layout
 
 try:
@@ -39,12 +39,20 @@ def batch_inputs(wildcards):
     return LAYOUT.batch_files(wildcards.batch)
 
 
+TRAINSET_ON = CFG["trainset"].get("enabled", False)
+
+
 def training_file(wildcards=None):
-    f = CFG["training"]["file"]
-    return resolve_path(f)
+    """The training sample: the training-set maker's train split when it is enabled."""
+    if TRAINSET_ON:
+        return f"{RESULTS}/trainset/train.parquet"
+    return resolve_path(CFG["training"]["file"])
 
 
 def validation_file(wildcards=None):
+    """The held-out sample: the training-set maker's test split when it is enabled."""
+    if TRAINSET_ON:
+        return f"{RESULTS}/trainset/test.parquet"
     return resolve_path(CFG["validation"]["file"])
 
 
@@ -62,18 +70,18 @@ def train_inputs(wildcards):
     return out
 
 
-# Memory (MB) per worker process and seconds per 1,000 objects per core, per algorithm;
-# measured on 130k-object chunks by `make bench` (resources/throughput.yaml, docs).
-EST_MEM_MB = {"bpz": 1500, "fzboost": 1500, "knn": 1500, "tpz": 1500, "dnf": 2000}
-SEC_PER_KOBJ = {"bpz": 1.0, "fzboost": 1.5, "knn": 0.6, "tpz": 15.0, "dnf": 4.0}
+# Job sizes (mem_mb, runtime, partition) from measured throughput: pzpipe.plan.rule_resources
+from pzpipe.plan import rule_resources
 
 
-def estimate_mem_mb(wildcards, threads, attempt):
-    return int((EST_MEM_MB.get(wildcards.algo, 2000) * threads + 1000) * (1 + 0.5 * (attempt - 1)))
+def config_params(*sections, algo=False):
+    """A short hash of the config sections a rule depends on, declared as a rule param
+    so that Snakemake reruns the rule (and only it and its dependants) when they change."""
+    if not algo:
+        return config_hash(CFG, list(sections))[:16]
+    return lambda wc: config_hash(
+        {**{s: CFG.get(s) for s in sections}, "algo": CFG["algorithms"][wc.algo]})[:16]
 
 
-def estimate_runtime(wildcards, threads, attempt):
-    """Minutes for one batch, with a 2x margin, growing with each retry."""
-    objs = LAYOUT.chunk_rows * LAYOUT.chunks_per_batch
-    minutes = SEC_PER_KOBJ.get(wildcards.algo, 10.0) * objs / 1000 / max(threads, 1) / 60
-    return int(max(10, 2 * minutes) * attempt)
+PARTITION_KEYS = ("inputs", "columns", "bands", "ref_band", "partition")
+BPZ_DATA_PARAMS = config_hash({"zgrid": CFG["zgrid"], "bpz": CFG["algorithms"].get("bpz")})[:16]

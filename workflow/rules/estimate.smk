@@ -7,10 +7,11 @@ rule estimate_batch:
         f"{RESULTS}/estimates/{{algo}}/{{batch}}.parquet",
     log:
         "logs/estimate_batch/{algo}/{batch}.log",
+    params:
+        config=config_params("zgrid", "estimate", algo=True),
     threads: CFG["estimate"]["workers"]
     resources:
-        mem_mb=estimate_mem_mb,
-        runtime=estimate_runtime,
+        **rule_resources(CFG, "estimate_batch"),
     run:
         from pzpipe import estimate
         from pzpipe.runlog import job_log

@@ -6,6 +6,8 @@ rule partition_batch:
         f"{RESULTS}/partition/{{batch}}.parquet",
     log:
         "logs/partition_batch/{batch}.log",
+    params:
+        config=config_params(*PARTITION_KEYS),
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,

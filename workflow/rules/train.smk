@@ -4,6 +4,8 @@ rule bpz_prepare:
         directory(f"{RESULTS}/bpz_data"),
     log:
         "logs/bpz_prepare.log",
+    params:
+        config=BPZ_DATA_PARAMS,
     run:
         from pzpipe import train
         from pzpipe.runlog import job_log
@@ -21,6 +23,8 @@ rule train:
         sidecar=f"{RESULTS}/models/{{algo}}/model.json",
     log:
         "logs/train/{algo}.log",
+    params:
+        config=config_params(*PARTITION_KEYS, "training", "zgrid", algo=True),
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,

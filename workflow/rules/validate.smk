@@ -7,6 +7,8 @@ rule validate_estimate:
         f"{RESULTS}/validation/estimates/{{algo}}.parquet",
     log:
         "logs/validate_estimate/{algo}.log",
+    params:
+        config=config_params(*PARTITION_KEYS, "validation", "zgrid", "estimate", algo=True),
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
     run:
@@ -30,6 +32,8 @@ rule validate:
         nz=report(VALIDATION_PLOTS["nz"], caption="../report/nz.rst", category="Validation"),
     log:
         "logs/validate.log",
+    params:
+        config=config_params("validate", "validation", "release"),
     run:
         from pzpipe import validate
         from pzpipe.runlog import job_log

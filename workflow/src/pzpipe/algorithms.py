@@ -122,6 +122,8 @@ class Runner:
         self.zgrid = np.linspace(cfg["zgrid"]["zmin"], cfg["zgrid"]["zmax"], cfg["zgrid"]["nz"])
         _, est_cls = algo.classes()
         params = stage_params(algo, cfg, "estimate")
+        # the pipeline computes its point estimates from the grid PDFs: skip RAIL's
+        params.setdefault("calculated_point_estimates", [])
         self.fast = None
         if algo.name == "bpz" and cfg["algorithms"]["bpz"].get("fast", True):
             self.fast = _make_fast_bpz(model_path, params)
@@ -144,7 +146,12 @@ class Runner:
         if self.fast is not None:
             pdf, anc = self.fast.estimate(inp)
         else:
-            ens = self.stage.estimate(inp).data
+            # one core per worker: FlexCode asks joblib for n_jobs=-1 (loky processes),
+            # which oversubscribes the job's cores and can hang at worker exit
+            import joblib
+
+            with joblib.parallel_config(backend="sequential"):
+                ens = self.stage.estimate(inp).data
             pdf = np.asarray(ens.pdf(self.zgrid), dtype=np.float64).reshape(n, -1)
             anc = ens.ancil or {}
         extras = {}

@@ -130,11 +130,22 @@ def run_batch(algo_name: str, partition_file: str, model_path: str, cfg: dict,
                              chunk_index, table.num_rows, secs, table.num_rows / max(secs, 1e-9))
             finally:
                 if pool is not None:
-                    pool.shutdown(cancel_futures=True)
-            out_meta["rows"] = n_rows
-            out_meta["seconds"] = round(time.time() - t0, 2)
+                    _stop_pool(pool)
+            out_meta["rows"] = n_rows   # no timings here: outputs must be byte-reproducible
             writer.add_key_value_metadata({"pzpipe": json.dumps(out_meta)})
+    log.info("%s %s: %d objects in %.1f s with %d worker(s)", algo_name, meta["batch"], n_rows,
+             time.time() - t0, workers)
     return out_meta
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Shut the pool down without waiting on workers that a library left busy."""
+    procs = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        p.join(timeout=10)
+        if p.is_alive():
+            p.terminate()
 
 
 def _sha(path):

@@ -130,7 +130,6 @@ def run(layout: Layout, partition_files: dict[str, str], estimate_files: dict[st
             rows_by_algo[f["algorithm"]] += f["rows"]
         manifest = {
             "release": cfg["release"],
-            "created_utc": provenance.record(cfg)["time_utc"],
             "code": provenance.code_version(),
             "config_hash": config_hash(cfg),
             "config": cfg,

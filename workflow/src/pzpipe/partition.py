@@ -222,9 +222,17 @@ def read_sample(cfg: dict, sample: dict) -> dict[str, np.ndarray]:
 
     Adds the true redshift as column ``redshift``.
     """
-    from .config import resolve_path
+    from .config import deep_update, resolve_path
     from .layout import file_rows
 
+    over = {"columns": dict(sample.get("columns") or {}), "inputs": {}}
+    if sample.get("photometry"):
+        over["inputs"]["photometry"] = sample["photometry"]
+    if sample.get("hdf5_group") is not None:
+        over["inputs"]["hdf5_group"] = sample["hdf5_group"]
+    over["columns"].setdefault("ra", None)
+    over["columns"].setdefault("dec", None)
+    cfg = deep_update(cfg, over)
     path = resolve_path(sample["file"])
     zcol = sample["redshift"]
     nrows = file_rows(path, cfg["inputs"]["hdf5_group"])

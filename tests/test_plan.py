@@ -1,0 +1,179 @@
+"""pzpipe.plan: release planning arithmetic and Slurm resource functions."""
+
+import json
+import math
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from pzpipe import plan as P
+
+TP = {
+    "reference_chunk_rows": 130_000,
+    "algorithms": {
+        "fast": {"obj_per_s_core": 1000.0, "mem_mb_per_worker": 1500},
+        "slow": {"obj_per_s_core": 100.0, "mem_mb_per_worker": 3000, "measured": True},
+        "bpz": {"obj_per_s_core": 2000.0, "mem_mb_per_worker": 1600},
+    },
+    "sites": {
+        "apollo": {"core_speed": 0.5, "tail_factor": 1.0},
+        "sdumont": {"core_speed": 1.0},
+    },
+}
+
+
+def test_repo_throughput_file_loads_and_covers_default_algorithms():
+    tp = P.load_throughput()
+    for algo in P.DEFAULT_ALGORITHMS:
+        e = tp["algorithms"][algo]
+        assert e["obj_per_s_core"] > 0 and e["mem_mb_per_worker"] > 0
+    assert {"apollo", "sdumont"} <= set(tp["sites"])
+    assert tp["source"]
+
+
+def test_chunks_never_span_files():
+    rows = P.file_rows(objects=1_000_000, rows_per_file=300_000)
+    assert rows == (4, 300_000, 100_000)
+    # 3 full files x ceil(300k/130k)=3 chunks + 1 chunk for the 100k remainder
+    assert P.count_chunks(rows, 130_000) == (4, 10, 1_000_000)
+    assert P.count_chunks([130_000, 130_001, 5], 130_000) == (3, 4, 260_006)
+    assert P.count_chunks(P.file_rows(objects=260_000), 130_000) == (1, 2, 260_000)
+
+
+def test_descriptor_forms(tmp_path):
+    csv = tmp_path / "d.csv"
+    csv.write_text("path,nrows\na.parquet,200000\nb.parquet,10\n")
+    assert P.count_chunks(P.file_rows(descriptor=str(csv)), 130_000) == (2, 3, 200_010)
+    assert P.file_rows(descriptor={"n_objects": 10, "rows_per_file": 4}) == (3, 4, 2)
+    assert P.file_rows(descriptor=[1, 2]) == [1, 2]
+    with pytest.raises(ValueError):
+        P.file_rows()
+
+
+def test_plan_job_counts_and_submissions():
+    p = P.plan(13_000_000, chunks_per_batch=10, algorithms=["fast", "slow"], throughput=TP,
+               array_limit=4)
+    assert p["chunks"] == 100 and p["batches"] == 10
+    assert p["jobs"]["partition_batch"] == 10
+    assert p["jobs"]["estimate_batch"] == 20
+    assert p["jobs"]["train"] == 2
+    assert p["jobs"]["bpz_prepare"] == 0
+    assert p["total_jobs"] == sum(p["jobs"].values())
+    s = p["slurm_submissions"]
+    assert s["no_array"] == p["total_jobs"] - 1
+    assert p["jobs"]["validate_estimate"] == 2
+    # arrays of <= 4 tasks: partition 3, estimate 5, train 1, validate_estimate 1,
+    # validate/export/summary 3
+    assert s["array_best"] == 3 + 5 + 1 + 1 + 3
+    assert s["array_best"] <= s["array_worst"] <= s["no_array"]
+
+
+def test_plan_core_hours_wall_and_storage():
+    n = 1_300_000
+    p = P.plan(n, chunks_per_batch=2, algorithms=["fast", "slow"], throughput=TP,
+               cores_apollo=10, cores_sdumont=20, threads=1)
+    fast = p["per_algorithm"]["fast"]
+    assert fast["core_hours_reference"] == pytest.approx(n / 1000 / 3600)
+    assert fast["apollo"]["core_hours"] == pytest.approx(n / 500 / 3600)
+    assert fast["sdumont"]["core_hours"] == pytest.approx(n / 1000 / 3600)
+    # 2 chunks per batch on one thread at 500 obj/s
+    assert fast["apollo"]["job_hours"] == pytest.approx(2 * 130_000 / 500 / 3600)
+    assert fast["apollo"]["wall_hours"] >= fast["apollo"]["core_hours"] / 10
+    assert p["per_algorithm"]["slow"]["measured"] is True
+    assert fast["bytes_per_object"] == 8 + 6 * 4 + 4 + 40
+    assert fast["bytes_per_object_float64_pdf"] == 8 + 6 * 4 + 4 + 301 * 8
+    assert fast["storage_bytes"] == n * fast["bytes_per_object"]
+    assert p["totals"]["storage_bytes"] == sum(
+        e["storage_bytes"] for e in p["per_algorithm"].values())
+
+
+@pytest.mark.parametrize("objects,rpf", [(40e9, 130_000), (20e9, 130_000), (40e9, 1e6), (3e9, 7e5)])
+def test_auto_chunks_per_batch_targets(objects, rpf):
+    p = P.plan(objects, rows_per_file=rpf)
+    assert p["total_jobs"] <= 3000
+    assert p["slurm_submissions"]["no_array"] < 0.01 * p["chunks"]
+
+
+def test_auto_chunks_per_batch_meets_job_target_for_40e9():
+    t0 = time.perf_counter()
+    p = P.plan(40e9, rows_per_file=1e6)
+    assert time.perf_counter() - t0 < 1.0
+    assert p["chunks"] == 40_000 * 8  # ceil(1e6 / 130k) = 8 chunks per file
+    assert p["total_jobs"] <= 3000
+    # one fewer batch per chunk would break the target: cpb is the smallest that fits
+    smaller = P.plan(40e9, rows_per_file=1e6, chunks_per_batch=p["chunks_per_batch"] - 1)
+    assert smaller["total_jobs"] > 3000
+    assert p["slurm_submissions"]["no_array"] / p["chunks"] < 0.01
+    text = P.format_plan(p)
+    for word in ("estimate_batch", "core-h Apollo", "wall SDumont", "Storage", "float64"):
+        assert word in text
+
+
+def test_warning_when_job_exceeds_partition_limit():
+    p = P.plan(13_000_000, chunks_per_batch=100, algorithms=["slow"], throughput=TP,
+               threads=1, job_limit_hours=1.0)
+    assert any("slow on apollo" in w for w in p["warnings"])
+    assert "Warnings:" in P.format_plan(p)
+
+
+def test_runtime_and_memory_grow_with_attempt():
+    r1 = P.estimate_runtime_min("slow", 4, threads=2, attempt=1, throughput=TP, site="apollo",
+                                margin=1.0, overhead_min=0)
+    # 2 rounds of 130k objects at 50 obj/s
+    assert r1 == math.ceil(2 * 130_000 / 50 / 60)
+    r2 = P.estimate_runtime_min("slow", 4, threads=2, attempt=2, throughput=TP, site="apollo",
+                                margin=1.0, overhead_min=0)
+    assert r2 > r1
+    m1 = P.estimate_mem_mb("slow", threads=4, attempt=1, throughput=TP)
+    m3 = P.estimate_mem_mb("slow", threads=4, attempt=3, throughput=TP)
+    assert m1 == 1000 + 4 * 3000
+    assert m3 > m1
+    assert P.estimate_mem_mb("slow", 4, 9, throughput=TP, max_mb=20000) == 20000
+
+
+def test_pick_partition():
+    parts = [{"name": "cpu", "max_runtime_min": 720}, {"name": "cpu_small", "max_runtime_min": 180},
+             {"name": "cpu_long", "max_runtime_min": 43200, "account": "x"}]
+    assert P.pick_partition(parts, 10)["name"] == "cpu_small"
+    assert P.pick_partition(parts, 181)["name"] == "cpu"
+    assert P.pick_partition(parts, 5000)["name"] == "cpu_long"
+    assert P.pick_partition(parts, 1e9)["name"] == "cpu_long"
+
+
+def test_rule_resources_callables(tmp_path):
+    tp_file = tmp_path / "tp.yaml"
+    tp_file.write_text(json.dumps(TP))  # JSON is YAML
+    cfg = {
+        "partition": {"chunk_rows": 130_000},
+        "batch": {"chunks_per_batch": 4},
+        "sizing": {
+            "throughput_file": str(tp_file), "site": "apollo",
+            "partitions": [{"name": "cpu_small", "max_runtime_min": 180, "account": "acc_s"},
+                           {"name": "cpu_long", "max_runtime_min": 43200, "account": "acc_l"}],
+        },
+    }
+    res = P.rule_resources(cfg, "estimate_batch")
+    wc = SimpleNamespace(algo="fast")
+    assert res["slurm_partition"](wc, 4, 1) == "cpu_small"
+    assert res["slurm_account"](wc, 4, 1) == "acc_s"
+    assert res["runtime"](wc, 4, 2) > res["runtime"](wc, 4, 1)
+    assert res["mem_mb"](wc, 4, 2) > res["mem_mb"](wc, 4, 1)
+    slow = SimpleNamespace(algo="slow")
+    assert res["slurm_partition"](slow, 1, 1) == "cpu_long"
+    other = P.rule_resources(cfg, "partition_batch")
+    assert set(other) == {"mem_mb", "runtime"}
+    assert other["mem_mb"](None, 2) == 2 * other["mem_mb"](None, 1)
+
+
+def test_cli_runs_fast():
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "pzpipe.plan", "--objects", "40e9"],
+                         capture_output=True, text=True, check=True)
+    assert time.perf_counter() - t0 < 30
+    assert "Snakemake jobs per rule" in out.stdout and "core-h" in out.stdout
+    js = subprocess.run([sys.executable, "-m", "pzpipe.plan", "--objects", "20e9", "--json"],
+                        capture_output=True, text=True, check=True)
+    assert json.loads(js.stdout)["objects"] == 20_000_000_000

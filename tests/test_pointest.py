@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+
+from pzpipe.pointest import point_estimates
+
+Z = np.linspace(0, 3, 301)
+
+
+def gauss(mu, s):
+    return np.exp(-0.5 * ((Z - mu) / s) ** 2)
+
+
+def test_gaussian_point_estimates():
+    pdf = np.stack([gauss(1.0, 0.05), gauss(0.5, 0.1)])
+    pe, bad = point_estimates(pdf, Z)
+    assert not bad.any()
+    np.testing.assert_allclose(pe["z_mode"], [1.0, 0.5])
+    np.testing.assert_allclose(pe["z_mean"], [1.0, 0.5], atol=1e-6)
+    np.testing.assert_allclose(pe["z_median"], [1.0, 0.5], atol=1e-3)
+    np.testing.assert_allclose(pe["z_err68"], [0.05, 0.1], rtol=0.02)
+    np.testing.assert_allclose(pe["z_lo68"], [0.95, 0.4], atol=2e-3)
+
+
+def test_bimodal_mode_and_median():
+    pdf = (gauss(0.5, 0.05) + 2 * gauss(2.0, 0.05))[None]
+    pe, _ = point_estimates(pdf, Z)
+    assert pe["z_mode"][0] == pytest.approx(2.0)
+    assert 0.55 < pe["z_median"][0] < 2.0
+
+
+def test_zero_and_nan_pdfs_are_flagged():
+    pdf = np.stack([np.zeros(301), np.full(301, np.nan), gauss(1, 0.1)])
+    pe, bad = point_estimates(pdf, Z)
+    assert bad.tolist() == [True, True, False]
+    assert np.isnan(pe["z_mode"][:2]).all() and np.isfinite(pe["z_mode"][2])
+
+
+def test_empty_input():
+    pe, bad = point_estimates(np.zeros((0, 301)), Z)
+    assert len(bad) == 0 and all(len(v) == 0 for v in pe.values())

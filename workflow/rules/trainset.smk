@@ -1,0 +1,168 @@
+# Training-set maker (docs/trainset.md): spec-z catalogs + photometry -> train/test.
+#   specz_compile -> specz_dedup ----------------------\
+#   (photometry_hats, only when the photometry is not HATS) -> trainset_crossmatch -> trainset_split
+# Each rule calls one function of pzpipe.trainset. Include this file from the Snakefile
+# (`include: "rules/trainset.smk"`) after rules/common.smk; when `trainset.enabled`,
+# add TRAINSET_OUTPUTS to `rule all`, and point `training.file` / `validation.file`
+# at TRAINSET_DIR/train.parquet / test.parquet to train the photo-z on it.
+from pzpipe import trainset as _ts
+
+TS = _ts.settings(CFG)
+TRAINSET_DIR = f"{RESULTS}/trainset"
+TS_THREADS = TS["dask"]["threads"]
+TS_MEM_MB = TS["dask"]["mem_mb"]
+# Decided at parse time from the path alone (cheap: looks for a *.properties file).
+TS_PHOT = TS["photometry"]["path"]
+TS_PHOT_IS_HATS = bool(TS_PHOT) and _ts.is_hats(resolve_path(TS_PHOT))
+TS_PHOT_HATS = resolve_path(TS_PHOT) if TS_PHOT_IS_HATS else f"{TRAINSET_DIR}/photometry_hats"
+TS_SPLIT_HATS = ([directory(f"{TRAINSET_DIR}/train_hats"), directory(f"{TRAINSET_DIR}/test_hats")]
+                 if TS["split"]["write_hats"] else [])
+TRAINSET_OUTPUTS = [
+    f"{TRAINSET_DIR}/train.parquet",
+    f"{TRAINSET_DIR}/test.parquet",
+    f"{TRAINSET_DIR}/summary.json",
+    f"{TRAINSET_DIR}/split.png",
+    f"{TRAINSET_DIR}/provenance.json",
+]
+# Hash of the trainset sub-sections each rule depends on (declared as a param so that
+# Snakemake reruns the rule, and what follows, when they change).
+TS_PARAMS = {k: config_hash({s: TS[s] for s in keys})[:16] for k, keys in {
+    "specz_compile": ("specz",), "specz_dedup": ("specz", "dedup"), "photometry_hats": ("photometry",),
+    "trainset_crossmatch": ("specz", "dedup", "photometry", "crossmatch"),
+    "trainset_split": ("specz", "dedup", "photometry", "crossmatch", "split")}.items()}
+
+
+rule specz_compile:
+    """Spec-z catalogs -> one homogenised table; bad rows counted by reason."""
+    input:
+        [resolve_path(c["path"]) for c in TS["specz"]["catalogs"]],
+    output:
+        table=f"{TRAINSET_DIR}/specz_compiled.parquet",
+        report=f"{TRAINSET_DIR}/specz_compiled.json",
+    log:
+        "logs/trainset/specz_compile.log",
+    params:
+        config=TS_PARAMS["specz_compile"],
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    run:
+        from pzpipe.runlog import job_log
+
+        with job_log(log[0], "specz_compile"):
+            _ts.compile_specz(TS["specz"]["catalogs"], output.table, output.report,
+                              zmax=TS["specz"]["zmax"])
+
+
+rule specz_dedup:
+    """Self-crossmatch of the compilation; one row kept per group of duplicates."""
+    input:
+        rules.specz_compile.output.table,
+    output:
+        table=f"{TRAINSET_DIR}/specz_dedup.parquet",
+        report=f"{TRAINSET_DIR}/specz_dedup.json",
+    log:
+        "logs/trainset/specz_dedup.log",
+    params:
+        config=TS_PARAMS["specz_dedup"],
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    run:
+        from pzpipe.runlog import job_log
+
+        d = TS["dedup"]
+        with job_log(log[0], "specz_dedup"):
+            _ts.dedup_specz(input[0], output.table, output.report, radius_arcsec=d["radius_arcsec"],
+                            instrument_priority=d["instrument_priority"], star_rank=d["star_rank"],
+                            conflict_dz=d["conflict_dz"])
+
+
+if not TS_PHOT_IS_HATS:
+
+    rule photometry_hats:
+        """Parquet photometry -> HATS collection (catalog + margin cache), hats-import."""
+        input:
+            resolve_path(TS_PHOT) if TS_PHOT else [],
+        output:
+            directory(TS_PHOT_HATS),
+        log:
+            "logs/trainset/photometry_hats.log",
+        params:
+            config=TS_PARAMS["photometry_hats"],
+        threads: TS_THREADS
+        resources:
+            mem_mb=lambda wc, attempt: TS_MEM_MB * attempt,
+            runtime=lambda wc, attempt: 240 * attempt,
+        run:
+            from pzpipe.runlog import job_log
+
+            p = TS["photometry"]
+            if not p["path"]:
+                raise WorkflowError("pzpipe: set trainset.photometry.path")
+            with job_log(log[0], "photometry_hats"):
+                _ts.import_photometry_hats(
+                    input[0], output[0], ra_column=p["ra_column"], dec_column=p["dec_column"],
+                    catalog_name=p["catalog_name"], pixel_threshold=p["pixel_threshold"],
+                    highest_order=p["highest_order"], margin_arcsec=p["margin_arcsec"],
+                    margin_order=p["margin_order"], threads=threads, mem_mb=resources.mem_mb,
+                    scheduler=TS["dask"]["scheduler"], tmp_dir=TS["dask"]["tmp_dir"])
+
+
+rule trainset_crossmatch:
+    """LSDB crossmatch spec-z x photometry (1", nearest, right margin required)."""
+    input:
+        specz=rules.specz_dedup.output.table,
+        photometry=TS_PHOT_HATS,
+    output:
+        table=f"{TRAINSET_DIR}/matched.parquet",
+        report=f"{TRAINSET_DIR}/matched.json",
+    log:
+        "logs/trainset/trainset_crossmatch.log",
+    params:
+        config=TS_PARAMS["trainset_crossmatch"],
+    threads: TS_THREADS
+    resources:
+        mem_mb=lambda wc, attempt: TS_MEM_MB * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
+    run:
+        from pzpipe.runlog import job_log
+
+        x, p = TS["crossmatch"], TS["photometry"]
+        with job_log(log[0], "trainset_crossmatch"):
+            _ts.crossmatch_specz(input.specz, input.photometry, output.table, output.report,
+                                 id_column=p["id_column"], radius_arcsec=x["radius_arcsec"],
+                                 min_flag=x["min_flag"], keep_stars=x["keep_stars"],
+                                 star_rank=TS["dedup"]["star_rank"], columns=p["columns"],
+                                 margin_cache=p["margin_cache"], threads=threads,
+                                 mem_mb=resources.mem_mb, scheduler=TS["dask"]["scheduler"])
+
+
+rule trainset_split:
+    """Seeded train/test split -> parquet + HATS, summary, plot, provenance."""
+    input:
+        rules.trainset_crossmatch.output.table,
+    output:
+        *TS_SPLIT_HATS,
+        train=f"{TRAINSET_DIR}/train.parquet",
+        test=f"{TRAINSET_DIR}/test.parquet",
+        summary=f"{TRAINSET_DIR}/summary.json",
+        plot=f"{TRAINSET_DIR}/split.png",
+        provenance=f"{TRAINSET_DIR}/provenance.json",
+    log:
+        "logs/trainset/trainset_split.log",
+    params:
+        config=TS_PARAMS["trainset_split"],
+    threads: min(TS_THREADS, 2)
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    run:
+        from pzpipe.runlog import job_log
+
+        s = TS["split"]
+        with job_log(log[0], "trainset_split"):
+            _ts.split_trainset(input[0], TRAINSET_DIR, train_fraction=s["train_fraction"], seed=s["seed"],
+                               stratify_zbins=s["stratify_zbins"], mag_column=s["mag_column"],
+                               write_hats=s["write_hats"], threads=threads, mem_mb=resources.mem_mb,
+                               scheduler=TS["dask"]["scheduler"])

@@ -1,0 +1,60 @@
+"""Command line: ``pzpipe describe|plan|summary``.
+
+    pzpipe describe /data/objects/*.parquet -o config/dr1_inputs.csv
+        Input descriptor (path,nrows) from parquet footers / HDF5 shapes, read once, so
+        that Snakemake (and every cluster job, which re-parses the workflow) gets the
+        layout from one small CSV instead of opening 100k+ footers.
+    pzpipe plan ...      see ``python -m pzpipe.plan --help``
+    pzpipe summary ...   see ``python -m pzpipe.progress --help``
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+
+def describe(paths: list[str], out: str, hdf5_group: str = "photometry", threads: int = 8) -> int:
+    from .io import atomic_path
+    from .layout import file_rows
+
+    with ThreadPoolExecutor(threads) as ex:
+        rows = list(ex.map(lambda p: file_rows(p, hdf5_group), paths))
+    with atomic_path(out) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "nrows"])
+            w.writerows(zip(paths, rows))
+    print(f"{len(paths)} files, {sum(rows):,} rows -> {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "describe":
+        ap = argparse.ArgumentParser(prog="pzpipe describe")
+        ap.add_argument("paths", nargs="+")
+        ap.add_argument("-o", "--out", required=True)
+        ap.add_argument("--hdf5-group", default="photometry")
+        a = ap.parse_args(rest)
+        return describe(a.paths, a.out, a.hdf5_group)
+    if cmd == "plan":
+        from . import plan
+
+        return plan.main(rest) or 0
+    if cmd == "summary":
+        from . import progress
+
+        return progress.main(rest) or 0
+    print(f"unknown command {cmd!r}\n{__doc__}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

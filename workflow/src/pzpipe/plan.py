@@ -1,0 +1,634 @@
+"""Plan a data release before the data exists, and size Slurm jobs.
+
+Two uses:
+
+* ``plan(...)`` / ``python -m pzpipe.plan --objects 40e9``: from a description of
+  the input (a number of objects, files of M rows, a CSV ``path,nrows`` or a list
+  of row counts) compute chunks, batches, Snakemake jobs per rule, Slurm
+  submissions, core-hours per algorithm, wall time on Apollo and Santos Dumont
+  for a given core count, and output storage. Pure arithmetic: it answers in
+  milliseconds for any size. The Snakemake dry run (``snakemake -n`` with
+  ``inputs.descriptor``) checks the same job counts against the real DAG; see
+  ``benchmarks/dryrun_plan.py``.
+
+* Resource functions for the rules (``rule_resources``): ``runtime`` and
+  ``mem_mb`` of ``estimate_batch`` from the per-chunk cost of each algorithm in
+  ``resources/throughput.yaml``, scaled by the Slurm ``attempt`` so that a retry
+  asks for more memory and time.
+
+Throughput figures are objects/second for one worker on one core of the
+reference machine; a site's ``core_speed`` converts them to that site's CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CHUNK_ROWS = 130_000
+DEFAULT_ALGORITHMS = ("bpz", "fzboost", "knn", "tpz", "dnf")
+DEFAULT_MAX_JOBS = 3000
+# Rules of the workflow with one job per release (not per batch).
+SINGLE_RULES = ("bpz_prepare", "validate", "export", "summary")
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_THROUGHPUT = REPO_ROOT / "resources" / "throughput.yaml"
+
+# Output layout (DESIGN.md): object_id int64, six float32 point-estimate
+# columns (z_mode, z_mean, z_median, z_lo68, z_hi68, z_err68), flags int32,
+# compressed PDF (~40 B/object at 10 bits on 301 bins); BPZ adds todds, t_best.
+ID_BYTES = 8
+POINT_COLUMNS = 6
+POINT_BYTES = 4
+FLAGS_BYTES = 4
+EXTRA_BYTES = {"bpz": 8}
+PDF_BYTES_COMPRESSED = 40
+NBANDS = 6
+
+# Each task in a Slurm array counts against MaxSubmitJobs like a job; the plugin
+# submits at most --slurm-array-limit tasks per sbatch call.
+DEFAULT_ARRAY_LIMIT = 1000
+
+
+# --------------------------------------------------------------------------
+# throughput file
+# --------------------------------------------------------------------------
+def load_throughput(path: str | Path | Mapping | None = None) -> dict:
+    """Read ``resources/throughput.yaml`` (or return a given mapping)."""
+    if isinstance(path, Mapping):
+        return dict(path)
+    p = Path(path) if path else DEFAULT_THROUGHPUT
+    with open(p) as fh:
+        data = yaml.safe_load(fh)
+    if not isinstance(data, dict) or "algorithms" not in data:
+        raise ValueError(f"{p}: no 'algorithms' mapping")
+    return data
+
+
+def _algo_entry(throughput: Mapping, algo: str) -> Mapping:
+    try:
+        return throughput["algorithms"][algo]
+    except KeyError:
+        known = ", ".join(sorted(throughput.get("algorithms", {})))
+        raise KeyError(f"no throughput figure for algorithm {algo!r} (known: {known})") from None
+
+
+def _site_entry(throughput: Mapping, site: str | None) -> Mapping:
+    sites = throughput.get("sites", {}) or {}
+    if site is None:
+        return {"core_speed": 1.0}
+    if site not in sites:
+        raise KeyError(f"no site {site!r} in throughput file (known: {', '.join(sites)})")
+    return sites[site]
+
+
+# --------------------------------------------------------------------------
+# chunks
+# --------------------------------------------------------------------------
+def _rows_from_csv(path: str | Path) -> list[int]:
+    with open(path, newline="") as fh:
+        return [int(float(r["nrows"])) for r in csv.DictReader(fh)]
+
+
+def file_rows(
+    objects: float | None = None,
+    rows_per_file: float | None = None,
+    descriptor: Any = None,
+) -> list[int] | tuple[int, int, int]:
+    """Row counts of the input files.
+
+    Returns a list of row counts, or for a synthetic descriptor the compact form
+    ``(n_full_files, rows_per_file, rows_in_last_file)`` so that 300k files cost
+    nothing. ``descriptor`` may be a dict ``{n_objects, rows_per_file}``, a CSV
+    path (columns ``path,nrows``) or a sequence of row counts.
+    """
+    if descriptor is not None:
+        if isinstance(descriptor, Mapping):
+            objects = descriptor.get("n_objects", objects)
+            rows_per_file = descriptor.get("rows_per_file", rows_per_file)
+        elif isinstance(descriptor, (str, Path)):
+            return _rows_from_csv(descriptor)
+        elif isinstance(descriptor, Iterable):
+            return [int(n) for n in descriptor]
+        else:
+            raise TypeError(f"unsupported descriptor {descriptor!r}")
+    if objects is None:
+        raise ValueError("give objects or a descriptor")
+    n = int(round(float(objects)))
+    if n < 0:
+        raise ValueError("objects must be >= 0")
+    if not rows_per_file:
+        return (1 if n else 0, n, n) if n else (0, 0, 0)
+    m = int(round(float(rows_per_file)))
+    if m <= 0:
+        raise ValueError("rows_per_file must be > 0")
+    full, rest = divmod(n, m)
+    if rest == 0:
+        return (full, m, m) if full else (0, m, 0)
+    return (full + 1, m, rest)
+
+
+def count_chunks(rows: list[int] | tuple[int, int, int], chunk_rows: int) -> tuple[int, int, int]:
+    """(n_files, n_chunks, n_objects); chunks never span files."""
+    if chunk_rows <= 0:
+        raise ValueError("chunk_rows must be > 0")
+    if isinstance(rows, tuple):
+        nfiles, m, last = rows
+        if nfiles == 0:
+            return 0, 0, 0
+        per_full = math.ceil(m / chunk_rows)
+        chunks = (nfiles - 1) * per_full + math.ceil(last / chunk_rows)
+        return nfiles, chunks, (nfiles - 1) * m + last
+    chunks = sum(math.ceil(r / chunk_rows) for r in rows if r > 0)
+    return len(rows), chunks, sum(rows)
+
+
+# --------------------------------------------------------------------------
+# job sizing (used by the plan and, through rule_resources, by the workflow)
+# --------------------------------------------------------------------------
+def batch_seconds(
+    algo: str,
+    chunks_per_batch: int,
+    threads: int = 1,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    throughput: Mapping | None = None,
+    site: str | None = None,
+) -> float:
+    """Expected wall seconds of one estimate_batch job with ``threads`` workers."""
+    tp = load_throughput(throughput)
+    rate = float(_algo_entry(tp, algo)["obj_per_s_core"]) * float(
+        _site_entry(tp, site).get("core_speed", 1.0)
+    )
+    workers = max(1, int(threads))
+    # chunks are handed to workers whole: the batch takes ceil(chunks/workers) rounds
+    rounds = math.ceil(chunks_per_batch / workers)
+    return rounds * chunk_rows / rate
+
+
+def estimate_runtime_min(
+    algo: str,
+    chunks_per_batch: int,
+    threads: int = 1,
+    attempt: int = 1,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    throughput: Mapping | None = None,
+    site: str | None = None,
+    margin: float = 2.0,
+    overhead_min: float = 5.0,
+    attempt_factor: float = 1.5,
+    max_min: int | None = None,
+) -> int:
+    """Slurm ``runtime`` (minutes) for estimate_batch, growing with ``attempt``."""
+    sec = batch_seconds(
+        algo, chunks_per_batch, threads, chunk_rows=chunk_rows, throughput=throughput, site=site
+    )
+    minutes = (sec * margin / 60.0 + overhead_min) * attempt_factor ** (max(1, attempt) - 1)
+    minutes = int(math.ceil(minutes))
+    if max_min:
+        minutes = min(minutes, int(max_min))
+    return max(1, minutes)
+
+
+def estimate_mem_mb(
+    algo: str,
+    threads: int = 1,
+    attempt: int = 1,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    throughput: Mapping | None = None,
+    base_mb: int = 1000,
+    attempt_factor: float = 1.5,
+    max_mb: int | None = None,
+) -> int:
+    """Slurm ``mem_mb`` for estimate_batch: base + per-worker peak, x attempt."""
+    tp = load_throughput(throughput)
+    ref_rows = int(tp.get("reference_chunk_rows", DEFAULT_CHUNK_ROWS))
+    per_worker = float(_algo_entry(tp, algo)["mem_mb_per_worker"]) * max(
+        0.25, chunk_rows / ref_rows
+    )
+    mb = (base_mb + max(1, int(threads)) * per_worker) * attempt_factor ** (max(1, attempt) - 1)
+    mb = int(math.ceil(mb / 100.0) * 100)
+    if max_mb:
+        mb = min(mb, int(max_mb))
+    return mb
+
+
+def _cfg(config: Mapping, *keys, default=None):
+    cur: Any = config
+    for k in keys:
+        if not isinstance(cur, Mapping) or k not in cur or cur[k] is None:
+            return default
+        cur = cur[k]
+    return cur
+
+
+def rule_resources(config: Mapping, rule: str = "estimate_batch") -> dict:
+    """Resource callables for a rule, to unpack in a ``resources:`` directive.
+
+    Usage in ``workflow/rules/estimate.smk``::
+
+        rule estimate_batch:
+            threads: config["estimate"]["workers"]
+            resources: **pzpipe.plan.rule_resources(config, "estimate_batch")
+
+    Reads (all optional) ``config["sizing"]``: ``throughput_file`` (default
+    resources/throughput.yaml), ``site`` (key of ``sites`` in that file, set by
+    config/apollo.yaml etc.), ``runtime_margin`` (2.0), ``attempt_factor``
+    (1.5), ``max_runtime_min``, ``max_mem_mb``, ``partitions`` (list of
+    ``{name, max_runtime_min, account?}``: when set, estimate_batch also gets
+    ``slurm_partition`` (and ``slurm_account``) = the smallest partition whose
+    time limit fits the job, see ``pick_partition``); plus ``partition.chunk_rows``
+    and ``batch.chunks_per_batch``. Each callable takes
+    ``(wildcards, threads, attempt)`` as Snakemake passes them.
+
+    Note: a profile's ``set-resources`` for the same rule and resource wins over
+    these, so profiles must not set mem_mb/runtime of estimate_batch.
+    """
+    sizing = _cfg(config, "sizing", default={}) or {}
+    tp_path = sizing.get("throughput_file") or DEFAULT_THROUGHPUT
+    site = sizing.get("site")
+    margin = float(sizing.get("runtime_margin", 2.0))
+    factor = float(sizing.get("attempt_factor", 1.5))
+    max_rt = sizing.get("max_runtime_min")
+    max_mb = sizing.get("max_mem_mb")
+    chunk_rows = int(_cfg(config, "partition", "chunk_rows", default=DEFAULT_CHUNK_ROWS))
+    cpb = int(_cfg(config, "batch", "chunks_per_batch", default=1))
+
+    if rule != "estimate_batch":
+        # Small fixed-size rules: a floor that doubles with each attempt.
+        base = {
+            "partition_batch": (2000, 10 + 2 * cpb),
+            "bpz_prepare": (2000, 15),
+            "train": (8000, 120),
+            "validate": (8000, 60),
+            "export": (2000, 30 + cpb),
+            "summary": (1000, 10),
+        }.get(rule, (2000, 30))
+
+        def mem_mb(wildcards, attempt):
+            return int(base[0] * attempt)
+
+        def runtime(wildcards, attempt):
+            return int(base[1] * attempt)
+
+        return {"mem_mb": mem_mb, "runtime": runtime}
+
+    _cache: dict = {}
+
+    def _tp():
+        if "tp" not in _cache:
+            _cache["tp"] = load_throughput(tp_path)
+        return _cache["tp"]
+
+    def mem_mb(wildcards, threads, attempt):
+        return estimate_mem_mb(
+            wildcards.algo, threads, attempt, chunk_rows=chunk_rows, throughput=_tp(),
+            attempt_factor=factor, max_mb=max_mb,
+        )
+
+    partitions = list(sizing.get("partitions") or [])
+
+    def _runtime(wildcards, threads, attempt):
+        return estimate_runtime_min(
+            wildcards.algo, cpb, threads, attempt, chunk_rows=chunk_rows, throughput=_tp(),
+            site=site, margin=margin, attempt_factor=factor, max_min=max_rt,
+        )
+
+    def runtime(wildcards, threads, attempt):
+        rt = _runtime(wildcards, threads, attempt)
+        if partitions:
+            rt = min(rt, int(pick_partition(partitions, rt)["max_runtime_min"]))
+        return rt
+
+    out = {"mem_mb": mem_mb, "runtime": runtime}
+    if partitions:
+        def slurm_partition(wildcards, threads, attempt):
+            return str(pick_partition(partitions, _runtime(wildcards, threads, attempt))["name"])
+
+        out["slurm_partition"] = slurm_partition
+        if any(p.get("account") for p in partitions):
+            def slurm_account(wildcards, threads, attempt):
+                part = pick_partition(partitions, _runtime(wildcards, threads, attempt))
+                return str(part.get("account") or "")
+
+            out["slurm_account"] = slurm_account
+    return out
+
+
+def pick_partition(partitions: Sequence[Mapping], runtime_min: float) -> Mapping:
+    """The partition with the smallest time limit that fits ``runtime_min``.
+
+    ``partitions``: ``[{name, max_runtime_min, account?}, ...]`` in any order.
+    When none fits, the one with the largest limit (the job is capped to it).
+    """
+    if not partitions:
+        raise ValueError("no partitions configured")
+    ordered = sorted(partitions, key=lambda p: float(p["max_runtime_min"]))
+    for part in ordered:
+        if runtime_min <= float(part["max_runtime_min"]):
+            return part
+    return ordered[-1]
+
+
+# --------------------------------------------------------------------------
+# the plan
+# --------------------------------------------------------------------------
+def suggest_chunks_per_batch(n_chunks: int, n_algorithms: int, max_jobs: int = DEFAULT_MAX_JOBS,
+                             bpz: bool = True) -> int:
+    """Smallest chunks_per_batch keeping the whole DAG at or below ``max_jobs``."""
+    # train + validate_estimate per algorithm, single rules, and the `all` target
+    fixed = 2 * n_algorithms + sum(1 for r in SINGLE_RULES if r != "bpz_prepare" or bpz) + 1
+    room = max(1, max_jobs - fixed)
+    per_batch = 1 + n_algorithms            # partition_batch + one estimate_batch per algorithm
+    cpb = max(1, math.ceil(n_chunks * per_batch / room))
+    while cpb < max(1, n_chunks) and math.ceil(n_chunks / cpb) * per_batch > room:
+        cpb += 1                            # ceil() of the batch count can overshoot by one
+    return cpb
+
+
+def _fmt_hours(h: float) -> str:
+    if h < 1:
+        return f"{h * 60:.0f} min"
+    if h < 48:
+        return f"{h:.1f} h"
+    return f"{h / 24:.1f} d"
+
+
+def _fmt_bytes(b: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(b) < 1000 or unit == "PB":
+            return f"{b:.1f} {unit}" if unit != "B" else f"{b:.0f} B"
+        b /= 1000.0
+    return f"{b:.1f} PB"
+
+
+def plan(
+    objects: float | None = None,
+    *,
+    descriptor: Any = None,
+    rows_per_file: float | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunks_per_batch: int | None = None,
+    algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
+    throughput: str | Path | Mapping | None = None,
+    cores_apollo: int = 2032,
+    cores_sdumont: int = 2400,
+    threads: int = 28,
+    max_jobs: int = DEFAULT_MAX_JOBS,
+    max_submission_fraction: float | None = 0.01,
+    job_limit_hours: float = 12.0,
+    runtime_margin: float = 2.0,
+    array_limit: int = DEFAULT_ARRAY_LIMIT,
+    pdf_bytes: float = PDF_BYTES_COMPRESSED,
+    nz: int = 301,
+) -> dict:
+    """Workload of a release. See the module docstring; returns a JSON-able dict.
+
+    ``chunks_per_batch=None`` picks the smallest value that keeps the DAG at or
+    below ``max_jobs`` Snakemake jobs and, when ``max_submission_fraction`` is
+    set, the Slurm submissions without array jobs at or below that fraction of
+    the chunk count (issue 5: < 1%). ``threads`` is the number of workers
+    (cpus_per_task) of one estimate_batch job, used for per-job runtime;
+    a warning is added when a job's runtime request (expected time x
+    ``runtime_margin``) exceeds ``job_limit_hours`` (Apollo ``cpu``: 12 h).
+    """
+    tp = load_throughput(throughput)
+    algorithms = list(algorithms)
+    rows = file_rows(objects, rows_per_file, descriptor)
+    n_files, n_chunks, n_obj = count_chunks(rows, chunk_rows)
+    auto_cpb = chunks_per_batch is None
+    job_target = max_jobs
+    if max_submission_fraction:
+        job_target = min(job_target, max(1, int(n_chunks * max_submission_fraction)))
+    cpb = suggest_chunks_per_batch(n_chunks, len(algorithms), job_target, "bpz" in algorithms) \
+        if auto_cpb else int(chunks_per_batch)
+    if cpb <= 0:
+        raise ValueError("chunks_per_batch must be > 0")
+    n_batches = math.ceil(n_chunks / cpb) if n_chunks else 0
+    n_alg = len(algorithms)
+
+    jobs = {
+        "partition_batch": n_batches,
+        "bpz_prepare": 1 if "bpz" in algorithms else 0,
+        "train": n_alg,
+        "estimate_batch": n_batches * n_alg,
+        "validate_estimate": n_alg,
+        "validate": 1,
+        "export": 1,
+        "summary": 1,
+        "all": 1,
+    }
+    total_jobs = sum(jobs.values())
+    slurm_jobs = total_jobs - jobs["all"]  # `all` is a local target rule
+    # Array mode: best case one sbatch per array_limit tasks of a rule (all of the
+    # rule's jobs ready together); worst case estimate arrays form per finished
+    # partition batch (one array of n_alg tasks each).
+    arr_best = sum(math.ceil(n / array_limit) for r, n in jobs.items() if r != "all" and n)
+    arr_worst = (math.ceil(jobs["partition_batch"] / array_limit) + n_batches
+                 + sum(n for r, n in jobs.items() if r in SINGLE_RULES) + jobs["train"]
+                 + jobs["validate_estimate"])
+    submissions = {
+        "no_array": slurm_jobs,
+        "array_best": arr_best,
+        "array_worst": min(arr_worst, slurm_jobs),
+    }
+    sub_frac = submissions["no_array"] / n_chunks if n_chunks else 0.0
+
+    per_algo: dict[str, dict] = {}
+    sites = {"apollo": cores_apollo, "sdumont": cores_sdumont}
+    for algo in algorithms:
+        a = _algo_entry(tp, algo)
+        rate = float(a["obj_per_s_core"])
+        ref_core_h = n_obj / rate / 3600.0
+        entry: dict[str, Any] = {
+            "obj_per_s_core": rate,
+            "core_hours_reference": ref_core_h,
+            "measured": bool(a.get("measured", False)),
+        }
+        for site, cores in sites.items():
+            s = _site_entry(tp, site)
+            speed = float(s.get("core_speed", 1.0))
+            tail = float(s.get("tail_factor", 1.0))
+            core_h = ref_core_h / speed
+            job_h = batch_seconds(algo, cpb, threads, chunk_rows=chunk_rows, throughput=tp,
+                                  site=site) / 3600.0
+            slots = max(1, cores // max(1, threads))
+            waves = math.ceil(n_batches / slots) if n_batches else 0
+            wall_h = max(core_h / max(1, cores) * tail, job_h if n_batches else 0.0)
+            entry[site] = {
+                "core_hours": core_h,
+                "cores": cores,
+                "wall_hours": wall_h,
+                "job_hours": job_h,
+                "waves": waves,
+            }
+        ebytes = ID_BYTES + POINT_COLUMNS * POINT_BYTES + FLAGS_BYTES + EXTRA_BYTES.get(algo, 0)
+        entry["bytes_per_object"] = ebytes + pdf_bytes
+        entry["bytes_per_object_float64_pdf"] = ebytes + 8 * nz
+        entry["storage_bytes"] = n_obj * (ebytes + pdf_bytes)
+        entry["storage_bytes_float64_pdf"] = n_obj * (ebytes + 8 * nz)
+        per_algo[algo] = entry
+
+    warnings = []
+    if total_jobs > max_jobs:
+        warnings.append(f"{total_jobs:,} Snakemake jobs exceed the target {max_jobs:,}: "
+                        "raise chunks_per_batch")
+    if n_chunks and max_submission_fraction and \
+            submissions["no_array"] / n_chunks > max_submission_fraction:
+        warnings.append(f"Slurm submissions without arrays exceed {100 * max_submission_fraction:g}% "
+                        "of the chunk count: raise chunks_per_batch or use array jobs")
+    for algo, e in per_algo.items():
+        for site in sites:
+            need = e[site]["job_hours"] * runtime_margin
+            if need > job_limit_hours:
+                warnings.append(
+                    f"{algo} on {site}: one estimate_batch job needs ~{_fmt_hours(need)} "
+                    f"(x{runtime_margin:g} margin) > {job_limit_hours:g} h partition limit: "
+                    f"raise threads, lower chunks_per_batch or use a long partition")
+
+    partition_bytes = n_obj * (ID_BYTES + 2 * NBANDS * 4 + FLAGS_BYTES)
+    totals = {
+        "core_hours_apollo": sum(e["apollo"]["core_hours"] for e in per_algo.values()),
+        "core_hours_sdumont": sum(e["sdumont"]["core_hours"] for e in per_algo.values()),
+        "wall_hours_apollo": sum(e["apollo"]["wall_hours"] for e in per_algo.values()),
+        "wall_hours_sdumont": sum(e["sdumont"]["wall_hours"] for e in per_algo.values()),
+        "storage_bytes": sum(e["storage_bytes"] for e in per_algo.values()),
+        "storage_bytes_float64_pdf": sum(e["storage_bytes_float64_pdf"] for e in per_algo.values()),
+        "partition_bytes": partition_bytes,
+        # one parquet per batch per stage + one .snakemake/metadata record each
+        "output_files": n_batches * (1 + 2 * n_alg),
+        "metadata_records": slurm_jobs,
+    }
+    return {
+        "objects": n_obj,
+        "files": n_files,
+        "chunk_rows": chunk_rows,
+        "chunks": n_chunks,
+        "chunks_per_batch": cpb,
+        "chunks_per_batch_auto": auto_cpb,
+        "batches": n_batches,
+        "objects_per_batch": cpb * chunk_rows,
+        "algorithms": algorithms,
+        "threads": threads,
+        "jobs": jobs,
+        "total_jobs": total_jobs,
+        "max_jobs": max_jobs,
+        "job_target": job_target,
+        "slurm_submissions": submissions,
+        "submissions_per_chunk": sub_frac,
+        "array_limit": array_limit,
+        "per_algorithm": per_algo,
+        "totals": totals,
+        "throughput_source": str(tp.get("source", "")).strip(),
+        "warnings": warnings,
+    }
+
+
+def format_plan(p: Mapping) -> str:
+    """Human-readable report of ``plan()``."""
+    out = []
+    w = out.append
+    w(f"Release plan: {p['objects']:,} objects in {p['files']:,} files")
+    w(f"  chunks of {p['chunk_rows']:,} rows: {p['chunks']:,}; "
+      f"{p['chunks_per_batch']} chunks per batch"
+      f"{' (chosen for <= %d jobs)' % p['job_target'] if p['chunks_per_batch_auto'] else ''}"
+      f" -> {p['batches']:,} batches of <= {p['objects_per_batch']:,} objects")
+    w("")
+    w("Snakemake jobs per rule:")
+    for r, n in p["jobs"].items():
+        if n:
+            w(f"  {r:<18} {n:>9,}")
+    w(f"  {'total':<18} {p['total_jobs']:>9,}"
+      + ("" if p["total_jobs"] <= p["max_jobs"] else f"   (above the {p['max_jobs']:,} target!)"))
+    s = p["slurm_submissions"]
+    w(f"Slurm submissions: {s['no_array']:,} without arrays "
+      f"({100 * p['submissions_per_chunk']:.2f}% of chunks); with --slurm-array-jobs "
+      f"(limit {p['array_limit']}): {s['array_best']:,} best case, {s['array_worst']:,} worst case")
+    w("")
+    w(f"Compute (estimate only; {p['threads']} workers per estimate_batch job):")
+    hdr = (f"  {'algorithm':<10} {'obj/s/core':>10} {'core-h Apollo':>14} {'wall Apollo':>12} "
+           f"{'job Apollo':>11} {'core-h SDumont':>15} {'wall SDumont':>13}")
+    w(hdr)
+    for algo, e in p["per_algorithm"].items():
+        a, sd = e["apollo"], e["sdumont"]
+        flag = "" if e["measured"] else "*"
+        w(f"  {algo:<10} {e['obj_per_s_core']:>9,.0f}{flag:1} {a['core_hours']:>14,.0f} "
+          f"{_fmt_hours(a['wall_hours']):>12} {_fmt_hours(a['job_hours']):>11} "
+          f"{sd['core_hours']:>15,.0f} {_fmt_hours(sd['wall_hours']):>13}")
+    t = p["totals"]
+    first = next(iter(p["per_algorithm"].values()), None)
+    if first:
+        w(f"  {'total':<10} {'':>10} {t['core_hours_apollo']:>14,.0f} "
+          f"{_fmt_hours(t['wall_hours_apollo']):>12} {'':>11} {t['core_hours_sdumont']:>15,.0f} "
+          f"{_fmt_hours(t['wall_hours_sdumont']):>13}")
+        w(f"  cores: Apollo {first['apollo']['cores']:,}, Santos Dumont {first['sdumont']['cores']:,}; "
+          "wall = core-h / cores x tail factor, algorithms run one after another;")
+        w("  * = throughput not yet measured by the project's benchmark (resources/throughput.yaml)")
+    w("")
+    w("Storage:")
+    for algo, e in p["per_algorithm"].items():
+        w(f"  {algo:<10} {_fmt_bytes(e['storage_bytes']):>10} ({e['bytes_per_object']:.0f} B/object); "
+          f"float64 PDFs would be {_fmt_bytes(e['storage_bytes_float64_pdf'])} "
+          f"({e['bytes_per_object_float64_pdf']:.0f} B/object)")
+    w(f"  {'total':<10} {_fmt_bytes(t['storage_bytes']):>10}; float64 PDFs: "
+      f"{_fmt_bytes(t['storage_bytes_float64_pdf'])}")
+    w(f"  partition (skinny photometry): {_fmt_bytes(t['partition_bytes'])}")
+    w(f"  files: {t['output_files']:,} parquet (partition + estimates + release), "
+      f"{t['metadata_records']:,} .snakemake/metadata records")
+    if p.get("warnings"):
+        w("")
+        w("Warnings:")
+        for msg in p["warnings"]:
+            w(f"  - {msg}")
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pzpipe.plan", description=__doc__.split("\n\n")[0])
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--objects", type=float, help="number of objects (e.g. 40e9)")
+    src.add_argument("--descriptor", help="CSV with columns path,nrows")
+    ap.add_argument("--rows-per-file", type=float, default=None,
+                    help="rows per input file (synthetic descriptor); default: one file")
+    ap.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
+    ap.add_argument("--chunks-per-batch", type=int, default=None,
+                    help="default: smallest value giving <= --max-jobs jobs")
+    ap.add_argument("--max-jobs", type=int, default=DEFAULT_MAX_JOBS)
+    ap.add_argument("--max-submission-fraction", type=float, default=0.01,
+                    help="keep Slurm submissions (no arrays) below this fraction of chunks; 0: off")
+    ap.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS))
+    ap.add_argument("--throughput", default=str(DEFAULT_THROUGHPUT))
+    ap.add_argument("--cores-apollo", type=int, default=2032)
+    ap.add_argument("--cores-sdumont", type=int, default=2400)
+    ap.add_argument("--threads", type=int, default=28, help="workers per estimate_batch job")
+    ap.add_argument("--job-limit-hours", type=float, default=12.0,
+                    help="time limit of the estimate partition (Apollo cpu: 12)")
+    ap.add_argument("--array-limit", type=int, default=DEFAULT_ARRAY_LIMIT)
+    ap.add_argument("--pdf-bytes", type=float, default=PDF_BYTES_COMPRESSED,
+                    help="compressed PDF bytes per object")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    a = ap.parse_args(argv)
+    p = plan(
+        a.objects, descriptor=a.descriptor, rows_per_file=a.rows_per_file,
+        chunk_rows=a.chunk_rows, chunks_per_batch=a.chunks_per_batch,
+        algorithms=[x.strip() for x in a.algorithms.split(",") if x.strip()],
+        throughput=a.throughput, cores_apollo=a.cores_apollo, cores_sdumont=a.cores_sdumont,
+        threads=a.threads, max_jobs=a.max_jobs, job_limit_hours=a.job_limit_hours,
+        max_submission_fraction=a.max_submission_fraction or None, array_limit=a.array_limit,
+        pdf_bytes=a.pdf_bytes,
+    )
+    print(json.dumps(p, indent=2) if a.json else format_plan(p))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
