@@ -8,6 +8,8 @@ from snakemake.exceptions import WorkflowError
 
 import pzpipe
 from pzpipe import PipelineError
+from pzpipe import estimate, export, partition, progress, train, trainset, validate
+from pzpipe.jobs import logged
 from pzpipe.config import config_hash, enabled_algorithms, resolve_path, validate_config
 from pzpipe.layout import make_layout
 

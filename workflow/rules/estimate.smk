@@ -13,9 +13,4 @@ rule estimate_batch:
     resources:
         **rule_resources(CFG, "estimate_batch"),
     run:
-        from pzpipe import estimate
-        from pzpipe.runlog import job_log
-
-        with job_log(log[0], f"estimate {wildcards.algo} {wildcards.batch}"):
-            estimate.run_batch(wildcards.algo, input.partition, input.model, CFG, output[0],
-                               workers=threads)
+        logged(log[0], estimate.run_batch, wildcards.algo, input.partition, input.model, CFG, output[0], threads)

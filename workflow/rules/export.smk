@@ -10,15 +10,4 @@ rule export:
     log:
         "logs/export.log",
     run:
-        from pzpipe import export
-        from pzpipe.runlog import job_log
-
-        with job_log(log[0], "export"):
-            export.run(
-                LAYOUT,
-                {b: f"{RESULTS}/partition/{b}.parquet" for b in BATCHES},
-                {a: {b: f"{RESULTS}/estimates/{a}/{b}.parquet" for b in BATCHES} for a in ALGOS},
-                {a: f"{RESULTS}/models/{a}/model.pkl" for a in ALGOS},
-                CFG,
-                output[0],
-            )
+        logged(log[0], export.run_release, LAYOUT, ALGOS, CFG, output[0], RESULTS)

@@ -12,8 +12,4 @@ rule partition_batch:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
     run:
-        from pzpipe import partition
-        from pzpipe.runlog import job_log
-
-        with job_log(log[0], f"partition {wildcards.batch}"):
-            partition.run_batch(LAYOUT, wildcards.batch, CFG, output[0])
+        logged(log[0], partition.run_batch, LAYOUT, wildcards.batch, CFG, output[0])

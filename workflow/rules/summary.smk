@@ -10,11 +10,4 @@ rule summary:
     log:
         "logs/summary.log",
     run:
-        from pzpipe import progress
-        from pzpipe.runlog import job_log
-
-        with job_log(log[0], "summary") as jl:
-            rows = progress.summary(RESULTS, LAYOUT, ALGOS, logs_dir="logs")
-            text = progress.format_summary(rows)
-            jl.info("\n%s", text)
-            print(text)
+        logged(log[0], progress.print_summary, RESULTS, LAYOUT, ALGOS)

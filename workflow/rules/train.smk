@@ -7,11 +7,7 @@ rule bpz_prepare:
     params:
         config=BPZ_DATA_PARAMS,
     run:
-        from pzpipe import train
-        from pzpipe.runlog import job_log
-
-        with job_log(log[0], "bpz_prepare"):
-            train.prepare_bpz_data(CFG, output[0])
+        logged(log[0], train.prepare_bpz_data, CFG, output[0])
 
 
 rule train:
@@ -29,8 +25,4 @@ rule train:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
     run:
-        from pzpipe import train
-        from pzpipe.runlog import job_log
-
-        with job_log(log[0], f"train {wildcards.algo}"):
-            train.run(wildcards.algo, CFG, output.model, output.sidecar, input.training)
+        logged(log[0], train.run, wildcards.algo, CFG, output.model, output.sidecar, input.training)

@@ -5,15 +5,14 @@
 # (`include: "rules/trainset.smk"`) after rules/common.smk; when `trainset.enabled`,
 # add TRAINSET_OUTPUTS to `rule all`, and point `training.file` / `validation.file`
 # at TRAINSET_DIR/train.parquet / test.parquet to train the photo-z on it.
-from pzpipe import trainset as _ts
 
-TS = _ts.settings(CFG)
+TS = trainset.settings(CFG)
 TRAINSET_DIR = f"{RESULTS}/trainset"
 TS_THREADS = TS["dask"]["threads"]
 TS_MEM_MB = TS["dask"]["mem_mb"]
 # Decided at parse time from the path alone (cheap: looks for a *.properties file).
 TS_PHOT = TS["photometry"]["path"]
-TS_PHOT_IS_HATS = bool(TS_PHOT) and _ts.is_hats(resolve_path(TS_PHOT))
+TS_PHOT_IS_HATS = bool(TS_PHOT) and trainset.is_hats(resolve_path(TS_PHOT))
 TS_PHOT_HATS = resolve_path(TS_PHOT) if TS_PHOT_IS_HATS else f"{TRAINSET_DIR}/photometry_hats"
 TS_SPLIT_HATS = ([directory(f"{TRAINSET_DIR}/train_hats"), directory(f"{TRAINSET_DIR}/test_hats")]
                  if TS["split"]["write_hats"] else [])
@@ -47,11 +46,7 @@ rule specz_compile:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
     run:
-        from pzpipe.runlog import job_log
-
-        with job_log(log[0], "specz_compile"):
-            _ts.compile_specz(TS["specz"]["catalogs"], output.table, output.report,
-                              zmax=TS["specz"]["zmax"])
+        logged(log[0], trainset.run_compile, TS, output)
 
 
 rule specz_dedup:
@@ -69,13 +64,7 @@ rule specz_dedup:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
     run:
-        from pzpipe.runlog import job_log
-
-        d = TS["dedup"]
-        with job_log(log[0], "specz_dedup"):
-            _ts.dedup_specz(input[0], output.table, output.report, radius_arcsec=d["radius_arcsec"],
-                            instrument_priority=d["instrument_priority"], star_rank=d["star_rank"],
-                            conflict_dz=d["conflict_dz"])
+        logged(log[0], trainset.run_dedup, TS, input, output)
 
 
 if not TS_PHOT_IS_HATS:
@@ -95,18 +84,7 @@ if not TS_PHOT_IS_HATS:
             mem_mb=lambda wc, attempt: TS_MEM_MB * attempt,
             runtime=lambda wc, attempt: 240 * attempt,
         run:
-            from pzpipe.runlog import job_log
-
-            p = TS["photometry"]
-            if not p["path"]:
-                raise WorkflowError("pzpipe: set trainset.photometry.path")
-            with job_log(log[0], "photometry_hats"):
-                _ts.import_photometry_hats(
-                    input[0], output[0], ra_column=p["ra_column"], dec_column=p["dec_column"],
-                    catalog_name=p["catalog_name"], pixel_threshold=p["pixel_threshold"],
-                    highest_order=p["highest_order"], margin_arcsec=p["margin_arcsec"],
-                    margin_order=p["margin_order"], threads=threads, mem_mb=resources.mem_mb,
-                    scheduler=TS["dask"]["scheduler"], tmp_dir=TS["dask"]["tmp_dir"])
+            logged(log[0], trainset.run_import, TS, input, output, threads, resources.mem_mb)
 
 
 rule trainset_crossmatch:
@@ -126,16 +104,7 @@ rule trainset_crossmatch:
         mem_mb=lambda wc, attempt: TS_MEM_MB * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
     run:
-        from pzpipe.runlog import job_log
-
-        x, p = TS["crossmatch"], TS["photometry"]
-        with job_log(log[0], "trainset_crossmatch"):
-            _ts.crossmatch_specz(input.specz, input.photometry, output.table, output.report,
-                                 id_column=p["id_column"], radius_arcsec=x["radius_arcsec"],
-                                 min_flag=x["min_flag"], keep_stars=x["keep_stars"],
-                                 star_rank=TS["dedup"]["star_rank"], columns=p["columns"],
-                                 margin_cache=p["margin_cache"], threads=threads,
-                                 mem_mb=resources.mem_mb, scheduler=TS["dask"]["scheduler"])
+        logged(log[0], trainset.run_crossmatch, TS, input, output, threads, resources.mem_mb)
 
 
 rule trainset_split:
@@ -158,11 +127,4 @@ rule trainset_split:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
     run:
-        from pzpipe.runlog import job_log
-
-        s = TS["split"]
-        with job_log(log[0], "trainset_split"):
-            _ts.split_trainset(input[0], TRAINSET_DIR, train_fraction=s["train_fraction"], seed=s["seed"],
-                               stratify_zbins=s["stratify_zbins"], mag_column=s["mag_column"],
-                               write_hats=s["write_hats"], threads=threads, mem_mb=resources.mem_mb,
-                               scheduler=TS["dask"]["scheduler"])
+        logged(log[0], trainset.run_split, TS, input, TRAINSET_DIR, threads, resources.mem_mb)

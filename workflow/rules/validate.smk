@@ -9,14 +9,11 @@ rule validate_estimate:
         "logs/validate_estimate/{algo}.log",
     params:
         config=config_params(*PARTITION_KEYS, "validation", "zgrid", "estimate", algo=True),
+    threads: CFG["estimate"]["workers"]
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
+        mem_mb=lambda wc, threads, attempt: (2000 * threads + 2000) * attempt,
     run:
-        from pzpipe import validate
-        from pzpipe.runlog import job_log
-
-        with job_log(log[0], f"validate_estimate {wildcards.algo}"):
-            validate.estimate_validation(wildcards.algo, input.model, CFG, output[0], input.sample)
+        logged(log[0], validate.estimate_validation, wildcards.algo, input.model, CFG, output[0], input.sample, threads)
 
 
 rule validate:
@@ -35,10 +32,4 @@ rule validate:
     params:
         config=config_params("validate", "validation", "release"),
     run:
-        from pzpipe import validate
-        from pzpipe.runlog import job_log
-
-        with job_log(log[0], "validate"):
-            files = {a: f"{RESULTS}/validation/estimates/{a}.parquet" for a in ALGOS}
-            validate.run(files, CFG, output.csv, output.md,
-                         {"scatter": output.scatter, "pit": output.pit, "nz": output.nz})
+        logged(log[0], validate.run_rule, ALGOS, input, CFG, output)

@@ -109,7 +109,7 @@ def run_batch(algo_name: str, partition_file: str, model_path: str, cfg: dict,
     t0 = time.time()
     n_rows = 0
     with atomic_path(output) as tmp:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        with pq.ParquetWriter(tmp, schema, **pdfstore.PARQUET_KWARGS) as writer:
             if workers == 1:
                 _init_worker(algo_name, model_path, cfg)
                 results = map(_work, tasks)
@@ -155,18 +155,31 @@ def _sha(path):
 
 
 def estimate_sample(algo_name: str, model_path: str, cfg: dict, data: dict[str, np.ndarray],
-                    chunk_rows: int | None = None) -> pa.Table:
-    """Estimate an in-memory sample (validation) with the same code path, in one process."""
-    runner = algorithms.Runner(algorithms.get(algo_name), model_path, cfg, name="val")
-    chunk_rows = chunk_rows or cfg["partition"]["chunk_rows"]
+                    workers: int = 1, chunk_rows: int | None = None) -> pa.Table:
+    """Estimate an in-memory sample (validation) with exactly the release code path:
+    the sample is written as a temporary partition file (one row group per chunk) and
+    estimated by ``run_batch`` with ``workers`` processes."""
+    import tempfile
+
+    from .partition import partition_schema
+
     n = len(data[ID_COL])
-    tables = []
-    bits = int(cfg["estimate"]["pdf_bits"])
-    for i, s in enumerate(range(0, max(n, 1), chunk_rows)):
-        part = {k: v[s:s + chunk_rows] for k, v in data.items() if k not in ("redshift", "flags")}
-        flags = data["flags"][s:s + chunk_rows]
-        tables.append(estimate_table(runner, part, flags, i, bits))
-    return pa.concat_tables(tables)
+    chunk_rows = chunk_rows or max(1, min(cfg["partition"]["chunk_rows"], -(-n // max(workers, 1))))
+    schema = partition_schema({**cfg, "columns": {**cfg["columns"], "ra": None, "dec": None}})
+    with tempfile.TemporaryDirectory(prefix="pzpipe-sample-") as td:
+        part = os.path.join(td, "sample.parquet")
+        chunks = []
+        with pq.ParquetWriter(part, schema) as w:
+            for i, s in enumerate(range(0, n, chunk_rows)):
+                e = min(n, s + chunk_rows)
+                w.write_table(pa.table({f.name: pa.array(data[f.name][s:e], type=f.type)
+                                        for f in schema}), row_group_size=e - s)
+                chunks.append({"chunk": i, "rows_in": e - s, "rows_out": e - s, "cut": {},
+                               "row_group": i})
+            w.add_key_value_metadata({"pzpipe": json.dumps({"batch": "sample", "chunks": chunks})})
+        out = os.path.join(td, "estimates.parquet")
+        run_batch(algo_name, part, model_path, cfg, out, workers=workers)
+        return pq.read_table(out)
 
 
 def read_estimates(path: str) -> pa.Table:

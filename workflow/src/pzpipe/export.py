@@ -156,3 +156,14 @@ def run(layout: Layout, partition_files: dict[str, str], estimate_files: dict[st
         raise
     log.info("release %s: %d files, %s", out, len(files), dict(rows_by_algo))
     return manifest
+
+
+def run_release(layout: Layout, algos: list[str], cfg: dict, out_dir: str,
+                results: str = "results") -> dict:
+    """Rule entry point: the pipeline's file naming under ``results``."""
+    batches = layout.batch_ids()
+    return run(layout,
+               {b: f"{results}/partition/{b}.parquet" for b in batches},
+               {a: {b: f"{results}/estimates/{a}/{b}.parquet" for b in batches} for a in algos},
+               {a: f"{results}/models/{a}/model.pkl" for a in algos},
+               cfg, out_dir)

@@ -257,6 +257,17 @@ def format_summary(rows: Sequence[Mapping]) -> str:
     return "\n".join(out)
 
 
+def print_summary(results_dir, layout, algorithms, logs_dir="logs") -> list[dict]:
+    """Rule entry point (``snakemake summary``): print and log the progress table."""
+    import logging
+
+    rows = summary(results_dir, layout, algorithms, logs_dir=logs_dir)
+    text = format_summary(rows)
+    logging.getLogger(__name__).info("\n%s", text)
+    print(text)
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pzpipe.progress",
                                  description=__doc__.split("\n\n")[0])

@@ -1136,3 +1136,48 @@ def split_trainset(matched, outdir, *, train_fraction: float = 0.7, seed: int = 
         _write_json(prov, outdir / "provenance.json")
         logger.info("split: %d train, %d test", len(train), len(test))
         return summary
+
+
+# --------------------------------------------------------------------------------------
+# Rule entry points (workflow/rules/trainset.smk): settings + Snakemake's input/output.
+def run_compile(ts: dict, output) -> dict:
+    return compile_specz(ts["specz"]["catalogs"], output.table, output.report,
+                         zmax=ts["specz"]["zmax"])
+
+
+def run_dedup(ts: dict, input, output) -> dict:
+    d = ts["dedup"]
+    return dedup_specz(input[0], output.table, output.report, radius_arcsec=d["radius_arcsec"],
+                       instrument_priority=d["instrument_priority"], star_rank=d["star_rank"],
+                       conflict_dz=d["conflict_dz"])
+
+
+def run_import(ts: dict, input, output, threads: int, mem_mb: int) -> str:
+    p = ts["photometry"]
+    if not p["path"]:
+        raise PipelineError("config error at 'trainset.photometry.path': set the photometric "
+                            "catalog (HATS or parquet) to cross-match with")
+    return import_photometry_hats(
+        input[0], output[0], ra_column=p["ra_column"], dec_column=p["dec_column"],
+        catalog_name=p["catalog_name"], pixel_threshold=p["pixel_threshold"],
+        highest_order=p["highest_order"], margin_arcsec=p["margin_arcsec"],
+        margin_order=p["margin_order"], threads=threads, mem_mb=mem_mb,
+        scheduler=ts["dask"]["scheduler"], tmp_dir=ts["dask"]["tmp_dir"])
+
+
+def run_crossmatch(ts: dict, input, output, threads: int, mem_mb: int) -> dict:
+    x, p = ts["crossmatch"], ts["photometry"]
+    return crossmatch_specz(input.specz, input.photometry, output.table, output.report,
+                            id_column=p["id_column"], radius_arcsec=x["radius_arcsec"],
+                            min_flag=x["min_flag"], keep_stars=x["keep_stars"],
+                            star_rank=ts["dedup"]["star_rank"], columns=p["columns"],
+                            margin_cache=p["margin_cache"], threads=threads, mem_mb=mem_mb,
+                            scheduler=ts["dask"]["scheduler"])
+
+
+def run_split(ts: dict, input, outdir: str, threads: int, mem_mb: int) -> dict:
+    s = ts["split"]
+    return split_trainset(input[0], outdir, train_fraction=s["train_fraction"], seed=s["seed"],
+                          stratify_zbins=s["stratify_zbins"], mag_column=s["mag_column"],
+                          write_hats=s["write_hats"], threads=threads, mem_mb=mem_mb,
+                          scheduler=ts["dask"]["scheduler"])

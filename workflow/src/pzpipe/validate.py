@@ -27,17 +27,17 @@ log = logging.getLogger(__name__)
 
 
 def estimate_validation(algo_name: str, model_path: str, cfg: dict, output: str,
-                        sample_file: str | None = None) -> None:
+                        sample_file: str | None = None, workers: int = 1) -> None:
     from .estimate import estimate_sample
 
     sample = dict(cfg["validation"])
     if sample_file:
         sample["file"] = sample_file
     data = read_sample(cfg, sample)
-    table = estimate_sample(algo_name, model_path, cfg, data)
+    table = estimate_sample(algo_name, model_path, cfg, data, workers=workers)
     table = table.append_column("z_true", pa.array(data["redshift"]))
     with atomic_path(output) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, **pdfstore.PARQUET_KWARGS)
 
 
 def point_metrics(zp: np.ndarray, zt: np.ndarray, threshold: float = 0.15) -> dict:
@@ -131,6 +131,12 @@ def run(estimate_files: dict[str, str], cfg: dict, out_csv: str, out_md: str,
     _plot_pit(per_algo, plot_paths["pit"])
     _plot_nz(per_algo, zgrid, plot_paths["nz"])
     return rows
+
+
+def run_rule(algos: list[str], estimate_files: list[str], cfg: dict, output) -> list[dict]:
+    """Rule entry point: ``output`` has csv, md, scatter, pit, nz paths."""
+    return run(dict(zip(algos, estimate_files)), cfg, output.csv, output.md,
+               {"scatter": output.scatter, "pit": output.pit, "nz": output.nz})
 
 
 def to_markdown(df, cfg) -> str:

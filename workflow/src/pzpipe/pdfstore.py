@@ -1,0 +1,555 @@
+"""Compact storage of photo-z PDFs on a fixed redshift grid.
+
+A PDF column holds one variable-length binary value per object (an Arrow
+``binary`` array, stored as the parquet column ``pdf``). Each value encodes the
+object's *CDF quantised to 2**bits levels*, so the decoded CDF is within a
+chosen tolerance of the original one by construction, for every object.
+
+Format ``ENCODING`` = ``"pzpipe-qcdf-d2/1"``
+----------------------------------------------
+Let ``w_j`` be the trapezoid weights of the grid nodes (``w_0 = dz_0/2``,
+``w_j = (dz_{j-1} + dz_j)/2``, ``w_last = dz_last/2``), ``a_j = max(p_j, 0) w_j
+/ sum_k(...)`` the normalised node masses and ``A_j = a_0 + ... + a_j`` their
+cumulative sum (``A_last = 1``). With ``M = 2**bits`` the encoder chooses
+integers ``Q_j`` (non-decreasing, ``Q_last = M``) with ``|Q_j - M A_j| <= T``;
+the decoded PDF is ``p'_j = (Q_j - Q_{j-1}) / (M w_j)``.
+
+* The trapezoid CDF of a grid PDF at node ``i`` is a convex combination of
+  ``A_{i-1}`` and ``A_i``, so at every node ``|CDF' - CDF| <= T/M``. Between
+  nodes (linear interpolation of the PDF, as ``qp.interp``) the error can grow
+  by at most ``T/(2M)`` on a uniform grid (the factor is computed for any
+  grid). ``T`` is set from ``cdf_tol`` so that the whole continuous CDF is
+  within ``cdf_tol`` (default 1e-3), but never below 1/2 (plain rounding):
+  with the default grid, bits >= 10 guarantee 1e-3 (``error_bound``).
+* Within that band the encoder does not simply round: it keeps the increments
+  ``n_j = Q_j - Q_{j-1}`` on a straight line as long as the band allows
+  (linear extrapolation clipped into the band), which makes the second
+  differences of ``n`` mostly 0 or +-1.
+* Stored bytes, per object: ``bits`` (1 byte), ``first`` (LEB128 varint: first
+  node with ``n_j > 0``), then for nodes ``first..last`` (last node with
+  ``n_j > 0``) the second differences ``d2_j = n_j - 2 n_{j-1} + n_{j-2}``
+  (``n_{first-1} = n_{first-2} = 0``), zigzag-mapped and LEB128 varints. The
+  decoder checks that the increments are >= 0 and sum to ``M``.
+
+Invalid PDFs (any NaN/inf, or no positive value) are stored as **null** (the
+Arrow validity bitmap); ``decode`` returns a row of NaN for them and
+``valid_mask`` tells which rows are real. Negative values (rounding noise in
+interpolated PDFs) are treated as 0. PDFs need not be normalised on input;
+decoded ones integrate to 1 (trapezoid on ``zgrid``). Every ``zgrid``
+argument defaults to ``DEFAULT_ZGRID`` (0..3, 301 points).
+
+Measured on the DC2 validation sample (20,449 objects, RAIL 2.0, models
+trained on the 10k training file), bits=10, column bytes/object in a zstd
+parquet file written by pyarrow with default options (``PARQUET_KWARGS``:
+no dictionary attempt on this column):
+
+    algorithm    default writer   PARQUET_KWARGS   worst CDF error
+    FlexZBoost   16.4 B           14.5 B           6.67e-4
+    kNN          21.7 B           19.9 B           6.66e-4
+    BPZ          31.7 B           30.6 B           6.67e-4
+
+(worst CDF error: over all objects, at the nodes and 15 points inside each
+interval; the guarantee is 1e-3.)
+
+For comparison: float32 PDFs 100-380 B, float64 2,408 B raw; 10-bit rounded
+CDF increments stored as bytes ~19.5 / 25.2 / 35.4 B. Most of the gain comes
+from storing second differences; the band-constrained smoothing adds 1-2%.
+Encoding runs at ~500k objects/s, decoding ~1M objects/s (one core).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from numba import njit
+
+__all__ = [
+    "ENCODING",
+    "DEFAULT_ZGRID",
+    "PARQUET_KWARGS",
+    "encode",
+    "decode",
+    "valid_mask",
+    "to_ensemble",
+    "max_cdf_error",
+    "error_bound",
+    "node_weights",
+    "zgrid_from_metadata",
+    "zgrid_metadata",
+]
+
+#: Name and version of the stored format (write it in the file metadata).
+ENCODING = "pzpipe-qcdf-d2/1"
+
+#: Default grid: 0..3 in 301 points (RAIL's zmin/zmax/nzbins defaults).
+DEFAULT_ZGRID = np.linspace(0.0, 3.0, 301)
+
+#: Suggested ``pyarrow.parquet.write_table`` options for a table with a ``pdf``
+#: column: zstd, and no dictionary attempt on the (all-distinct) pdf values.
+#: Pass ``use_dictionary=[other columns]`` yourself if you need it elsewhere.
+PARQUET_KWARGS: dict[str, Any] = dict(compression="zstd", use_dictionary=False)
+
+_MAX_BITS = 20
+
+
+def _numba_cache_ok() -> bool:
+    """Cache compiled kernels next to this file when that is writable (or when
+    NUMBA_CACHE_DIR is set): numba raises at import if caching was requested
+    and no cache location works (read-only install, no $HOME on a node)."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return True
+    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+    try:
+        os.makedirs(d, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(d, os.W_OK)
+
+
+_CACHE = _numba_cache_ok()
+_BLOCK = 4096
+
+
+# --------------------------------------------------------------------------
+# grid helpers
+# --------------------------------------------------------------------------
+
+def _check_grid(zgrid) -> np.ndarray:
+    if zgrid is None:
+        zgrid = DEFAULT_ZGRID
+    z = np.ascontiguousarray(np.asarray(zgrid, dtype=np.float64).ravel())
+    if z.size < 2:
+        raise ValueError("zgrid needs at least 2 points")
+    if not np.all(np.isfinite(z)) or not np.all(np.diff(z) > 0):
+        raise ValueError("zgrid must be finite and strictly increasing")
+    return z
+
+
+def node_weights(zgrid) -> np.ndarray:
+    """Trapezoid weights of the grid nodes: sum(p * w) == np.trapezoid(p, zgrid)."""
+    z = _check_grid(zgrid)
+    dz = np.diff(z)
+    w = np.zeros(z.size)
+    w[:-1] += dz / 2
+    w[1:] += dz / 2
+    return w
+
+
+def _between_node_factor(zgrid) -> float:
+    """Bound on (continuous CDF error) / (node CDF error) for this grid.
+
+    With node errors |dA_j| <= e, |da_j| <= b_j e (b = 1 at both ends, 2
+    elsewhere); on interval i the CDF error of the piecewise-linear PDF departs
+    from its chord by at most h_i/8 |dp_{i+1} - dp_i| with dp_j = da_j / w_j.
+    """
+    z = _check_grid(zgrid)
+    h = np.diff(z)
+    w = node_weights(z)
+    b = np.full(z.size, 2.0)
+    b[0] = b[-1] = 1.0
+    dev = h / 8.0 * (b[:-1] / w[:-1] + b[1:] / w[1:])
+    return 1.0 + float(dev.max())
+
+
+def zgrid_metadata(zgrid) -> list:
+    """``[zmin, zmax, nz]`` for the ``pzpipe`` metadata JSON (linear grids)."""
+    z = _check_grid(zgrid)
+    if not np.allclose(z, np.linspace(z[0], z[-1], z.size), rtol=0, atol=1e-12 * max(1.0, abs(z[-1]))):
+        raise ValueError("zgrid is not linear; store it explicitly")
+    return [float(z[0]), float(z[-1]), int(z.size)]
+
+
+def zgrid_from_metadata(metadata) -> np.ndarray | None:
+    """z grid from schema metadata (key b"pzpipe", JSON field "zgrid")."""
+    if not metadata:
+        return None
+    raw = metadata.get(b"pzpipe", metadata.get("pzpipe"))
+    if raw is None:
+        return None
+    info = json.loads(raw)
+    zg = info.get("zgrid")
+    if zg is None:
+        return None
+    if isinstance(zg, dict):
+        zg = [zg["zmin"], zg["zmax"], zg["nz"]]
+    if len(zg) == 3 and float(zg[2]).is_integer() and zg[2] >= 2:
+        return np.linspace(float(zg[0]), float(zg[1]), int(zg[2]))
+    return _check_grid(zg)  # an explicit list of nodes
+
+
+# --------------------------------------------------------------------------
+# numba kernels
+# --------------------------------------------------------------------------
+
+@njit(cache=_CACHE, error_model="numpy")
+def _put_varint(buf, pos, v):
+    while v >= 0x80:
+        buf[pos] = (v & 0x7F) | 0x80
+        v >>= 7
+        pos += 1
+    buf[pos] = v
+    return pos + 1
+
+
+@njit(cache=_CACHE, error_model="numpy")
+def _encode_block(pdfs, w, bits, T, buf, ends, valid):
+    """Encode rows of ``pdfs`` into ``buf``; ends[i] = end offset of row i."""
+    n_rows, nz = pdfs.shape
+    M = 1 << bits
+    MA = np.empty(nz)
+    inc = np.empty(nz, np.int64)
+    pos = 0
+    for i in range(n_rows):
+        row = pdfs[i]
+        ok = True
+        pmax = 0.0
+        for j in range(nz):
+            v = row[j]
+            if not np.isfinite(v):
+                ok = False
+                break
+            if v > pmax:
+                pmax = v
+        if not ok or pmax <= 0.0:
+            valid[i] = False
+            ends[i] = pos
+            continue
+        valid[i] = True
+        # cumulative node masses, scaled by the row maximum (no overflow)
+        s = 0.0
+        for j in range(nz):
+            v = row[j]
+            if v < 0.0:
+                v = 0.0
+            s += (v / pmax) * w[j]
+            MA[j] = s
+        scale = M / s
+        for j in range(nz):
+            MA[j] = MA[j] * scale
+        MA[nz - 1] = M
+        # greedy: increments on a straight line while the band allows
+        prev = 0
+        i1 = 0  # previous increment
+        i2 = 0  # the one before
+        for j in range(nz):
+            x = MA[j]
+            lo = int(np.ceil(x - T))
+            hi = int(np.floor(x + T))
+            if lo < prev:
+                lo = prev
+            if hi > M:
+                hi = M
+            pred = 2 * i1 - i2
+            if pred < 0:
+                pred = 0
+            q = prev + pred
+            if q < lo:
+                q = lo
+            if q > hi:
+                q = hi
+            if j == nz - 1:
+                q = M
+            d = q - prev
+            inc[j] = d
+            i2 = i1
+            i1 = d
+            prev = q
+        first = 0
+        while inc[first] == 0:
+            first += 1
+        last = nz - 1
+        while inc[last] == 0:
+            last -= 1
+        buf[pos] = bits
+        pos += 1
+        pos = _put_varint(buf, pos, first)
+        n1 = 0
+        n2 = 0
+        for j in range(first, last + 1):
+            d2 = inc[j] - 2 * n1 + n2
+            zz = (d2 << 1) if d2 >= 0 else ((-d2) << 1) - 1
+            pos = _put_varint(buf, pos, zz)
+            n2 = n1
+            n1 = inc[j]
+        ends[i] = pos
+    return pos
+
+
+@njit(cache=_CACHE, error_model="numpy")
+def _decode_rows(data, starts, stops, isvalid, w, out):
+    """Decode rows; returns -1 on success or the index of a corrupt row."""
+    n_rows, nz = out.shape
+    for i in range(n_rows):
+        o = out[i]
+        if not isvalid[i]:
+            for j in range(nz):
+                o[j] = np.nan
+            continue
+        pos = starts[i]
+        end = stops[i]
+        if end - pos < 2:
+            return i
+        bits = int(data[pos])
+        pos += 1
+        if bits < 1 or bits > 30:
+            return i
+        M = 1 << bits
+        # first
+        v = 0
+        sh = 0
+        while True:
+            if pos >= end:
+                return i
+            b = int(data[pos])
+            pos += 1
+            v |= (b & 0x7F) << sh
+            sh += 7
+            if b < 0x80:
+                break
+        first = v
+        for j in range(nz):
+            o[j] = 0.0
+        j = first
+        n1 = 0
+        n2 = 0
+        total = 0
+        while pos < end:
+            v = 0
+            sh = 0
+            while True:
+                if pos >= end:
+                    return i
+                b = int(data[pos])
+                pos += 1
+                v |= (b & 0x7F) << sh
+                sh += 7
+                if b < 0x80:
+                    break
+            d2 = (v >> 1) if (v & 1) == 0 else -((v + 1) >> 1)
+            n = d2 + 2 * n1 - n2
+            if n < 0 or j >= nz:
+                return i
+            total += n
+            o[j] = (n / M) / w[j]
+            n2 = n1
+            n1 = n
+            j += 1
+        if total != M:
+            return i
+    return -1
+
+
+@njit(cache=_CACHE, error_model="numpy")
+def _cdf_errors(p1, p2, zgrid, refine, out):
+    """max |CDF1 - CDF2| per row; CDFs of the piecewise-linear PDFs (negatives
+    set to 0), normalised, evaluated at the nodes and ``refine - 1`` points
+    inside each interval. NaN where either row has no valid PDF."""
+    n_rows, nz = p1.shape
+    for i in range(n_rows):
+        a = p1[i]
+        b = p2[i]
+        ta = 0.0
+        tb = 0.0
+        bad = False
+        for j in range(nz):
+            if not (np.isfinite(a[j]) and np.isfinite(b[j])):
+                bad = True
+                break
+        if not bad:
+            for j in range(nz - 1):
+                h = zgrid[j + 1] - zgrid[j]
+                ta += 0.5 * h * (max(a[j], 0.0) + max(a[j + 1], 0.0))
+                tb += 0.5 * h * (max(b[j], 0.0) + max(b[j + 1], 0.0))
+        if bad or not (ta > 0.0) or not (tb > 0.0):
+            out[i] = np.nan
+            continue
+        ca = 0.0
+        cb = 0.0
+        worst = 0.0
+        for j in range(nz - 1):
+            h = zgrid[j + 1] - zgrid[j]
+            a0 = max(a[j], 0.0) / ta
+            a1 = max(a[j + 1], 0.0) / ta
+            b0 = max(b[j], 0.0) / tb
+            b1 = max(b[j + 1], 0.0) / tb
+            for k in range(1, refine + 1):
+                t = h * k / refine
+                ia = a0 * t + (a1 - a0) * t * t / (2.0 * h)
+                ib = b0 * t + (b1 - b0) * t * t / (2.0 * h)
+                d = abs((ca + ia) - (cb + ib))
+                if d > worst:
+                    worst = d
+            ca += 0.5 * h * (a0 + a1)
+            cb += 0.5 * h * (b0 + b1)
+        out[i] = worst
+
+
+# --------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------
+
+def _band(z: np.ndarray, bits: int, cdf_tol: float | None) -> float:
+    """Half-width T (in units of 1/2**bits) of the band the quantised CDF keeps to."""
+    if cdf_tol is None:
+        return 0.5
+    t = float(cdf_tol) * (1 << int(bits)) / _between_node_factor(z) * (1.0 - 1e-9)
+    return max(0.5, t)
+
+
+def error_bound(zgrid: np.ndarray | None = None, bits: int = 10,
+                cdf_tol: float | None = 1e-3) -> tuple[float, float]:
+    """Guaranteed max |CDF error| of ``encode(.., bits, cdf_tol)``: (at the grid
+    nodes, anywhere on the grid's range). E.g. bits=10, cdf_tol=1e-3 on the
+    default grid: (6.7e-4, 1e-3); bits=9: (9.8e-4, 1.5e-3)."""
+    z = _check_grid(zgrid)
+    T = _band(z, bits, cdf_tol)
+    M = float(1 << int(bits))
+    return T / M, T * _between_node_factor(z) / M
+
+
+def encode(pdfs: np.ndarray, zgrid: np.ndarray | None = None, bits: int = 10,
+           cdf_tol: float | None = 1e-3) -> pa.Array:
+    """Encode PDFs sampled on ``zgrid`` (shape (N, nz)) into an Arrow array.
+
+    Returns a ``pa.binary()`` array (``pa.large_binary()`` above 2 GiB) with
+    one value per object, null for invalid PDFs (NaN/inf, or nothing > 0).
+    ``cdf_tol`` is the CDF error the encoder may use (everywhere on
+    [zmin, zmax], for the linearly interpolated PDF) to make the data more
+    compressible; if ``2**bits`` levels are too coarse for it (bits < 10 for
+    1e-3 on a uniform grid) the CDF is only rounded. ``None``: only round (error
+    <= 2**-(bits+1) at the nodes). ``error_bound`` gives the guarantee.
+    """
+    z = _check_grid(zgrid)
+    p = np.asarray(pdfs, dtype=np.float64)
+    if p.ndim == 1:
+        p = p[None, :]
+    if p.ndim != 2 or p.shape[1] != z.size:
+        raise ValueError(f"pdfs must have shape (N, {z.size}), got {np.shape(pdfs)}")
+    bits = int(bits)
+    if not 1 <= bits <= _MAX_BITS:
+        raise ValueError(f"bits must be in 1..{_MAX_BITS}")
+    T = _band(z, bits, cdf_tol)
+    w = node_weights(z)
+    n, nz = p.shape
+    parts = []
+    ends = np.empty(n, np.int64)
+    valid = np.empty(n, np.bool_)
+    total = 0
+    for lo in range(0, n, _BLOCK):
+        hi = min(n, lo + _BLOCK)
+        block = np.ascontiguousarray(p[lo:hi])
+        buf = np.empty((hi - lo) * (6 + 4 * nz), np.uint8)
+        used = _encode_block(block, w, bits, T, buf, ends[lo:hi], valid[lo:hi])
+        ends[lo:hi] += total
+        total += used
+        parts.append(buf[:used])
+    data = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+    big = total >= 2**31 - 1
+    offsets = np.empty(n + 1, np.int64 if big else np.int32)
+    offsets[0] = 0
+    offsets[1:] = ends
+    n_null = int(n - valid.sum())
+    vbuf = None if n_null == 0 else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    typ = pa.large_binary() if big else pa.binary()
+    return pa.Array.from_buffers(typ, n, [vbuf, pa.py_buffer(offsets), pa.py_buffer(data)],
+                                 null_count=n_null)
+
+
+def _as_array(arr) -> pa.Array:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    if not isinstance(arr, pa.Array):
+        arr = pa.array(arr, pa.binary())
+    if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+        return arr
+    raise TypeError(f"expected a binary pdf column, got {arr.type}")
+
+
+def valid_mask(arr) -> np.ndarray:
+    """True where the stored PDF is real (False: the input PDF was invalid)."""
+    a = _as_array(arr)
+    return np.asarray(a.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def decode(arr, zgrid: np.ndarray | None = None) -> np.ndarray:
+    """Decode an ``encode``d column to PDFs (N, nz) float64 on ``zgrid``.
+
+    Valid rows integrate to 1 (trapezoid on ``zgrid``); null rows are NaN.
+    Raises ValueError on corrupt values or a grid shorter than the data.
+    """
+    z = _check_grid(zgrid)
+    a = _as_array(arr)
+    n = len(a)
+    out = np.empty((n, z.size))
+    if n == 0:
+        return out
+    bufs = a.buffers()
+    off_dtype = np.int64 if pa.types.is_large_binary(a.type) else np.int32
+    offsets = np.frombuffer(bufs[1], dtype=off_dtype, count=a.offset + n + 1)[a.offset:]
+    data = (np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None
+            else np.zeros(0, np.uint8))
+    isvalid = valid_mask(a)
+    bad = _decode_rows(data, offsets[:-1].astype(np.int64), offsets[1:].astype(np.int64),
+                       isvalid, node_weights(z), out)
+    if bad >= 0:
+        raise ValueError(f"pdf value {bad} is corrupt or does not fit a grid of {z.size} points")
+    return out
+
+
+def max_cdf_error(pdfs: np.ndarray, decoded: np.ndarray, zgrid: np.ndarray | None = None,
+                  refine: int = 1) -> np.ndarray:
+    """Per-object max |CDF(pdfs) - CDF(decoded)| (N,).
+
+    Both CDFs are those of the PDFs linearly interpolated between the nodes
+    (trapezoid at the nodes), each normalised to 1, negatives set to 0;
+    evaluated at the nodes (``refine=1``) or also at ``refine - 1`` equally
+    spaced points inside every interval (exact, the CDF being quadratic
+    there). NaN for rows where either PDF is invalid.
+    """
+    z = _check_grid(zgrid)
+    p1 = np.ascontiguousarray(np.atleast_2d(np.asarray(pdfs, dtype=np.float64)))
+    p2 = np.ascontiguousarray(np.atleast_2d(np.asarray(decoded, dtype=np.float64)))
+    if p1.shape != p2.shape or p1.shape[1] != z.size:
+        raise ValueError(f"shapes {p1.shape} / {p2.shape} do not match the grid ({z.size})")
+    out = np.empty(p1.shape[0])
+    _cdf_errors(p1, p2, z, max(1, int(refine)), out)
+    return out
+
+
+def to_ensemble(source, zgrid: np.ndarray | None = None):
+    """qp.Ensemble (``qp.interp`` on ``zgrid``) of a table's ``pdf`` column.
+
+    ``source``: a parquet path or a ``pyarrow.Table`` with a ``pdf`` column.
+    The grid defaults to the schema metadata (b"pzpipe" JSON, "zgrid":
+    [zmin, zmax, nz]). ``object_id`` (if present) goes to the ancil data.
+    Invalid (null) PDFs become NaN rows (qp warns about them).
+    """
+    import qp
+
+    if isinstance(source, pa.Table):
+        table = source
+        meta = table.schema.metadata
+    else:
+        import pyarrow.parquet as pq
+
+        path = os.fspath(source)
+        schema = pq.read_schema(path)
+        cols = ["pdf"] + (["object_id"] if "object_id" in schema.names else [])
+        table = pq.read_table(path, columns=cols)
+        # key-value metadata of the file footer (pzpipe writes its JSON there at close)
+        meta = {**(schema.metadata or {}), **(pq.ParquetFile(path).metadata.metadata or {})}
+    if "pdf" not in table.column_names:
+        raise KeyError("no 'pdf' column")
+    if zgrid is None:
+        zgrid = zgrid_from_metadata(meta)
+        if zgrid is None:
+            raise ValueError("no zgrid given and none in the schema metadata (b'pzpipe')")
+    z = _check_grid(zgrid)
+    yvals = decode(table.column("pdf"), z)
+    ancil = None
+    if "object_id" in table.column_names:
+        ancil = dict(object_id=table.column("object_id").to_numpy())
+    return qp.Ensemble(qp.interp, data=dict(xvals=z, yvals=yvals), ancil=ancil)
