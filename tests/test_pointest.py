@@ -38,3 +38,21 @@ def test_zero_and_nan_pdfs_are_flagged():
 def test_empty_input():
     pe, bad = point_estimates(np.zeros((0, 301)), Z)
     assert len(bad) == 0 and all(len(v) == 0 for v in pe.values())
+
+
+def test_numba_kernel_equals_numpy_reference():
+    from pzpipe.pointest import point_estimates_numpy
+
+    rng = np.random.default_rng(3)
+    mu = rng.uniform(0.05, 2.9, 500)
+    s = rng.uniform(0.003, 0.5, 500)
+    pdf = np.exp(-0.5 * ((Z[None] - mu[:, None]) / s[:, None]) ** 2)
+    pdf += rng.uniform(0, 0.05, pdf.shape) * (rng.uniform(size=(500, 1)) < 0.3)
+    pdf[0] = 0
+    pdf[1, 10] = np.inf
+    pdf[2, :] = -1
+    a, ba = point_estimates(pdf, Z)
+    b, bb = point_estimates_numpy(pdf, Z)
+    np.testing.assert_array_equal(ba, bb)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-9, atol=1e-12, equal_nan=True)

@@ -32,8 +32,9 @@ class Algorithm:
     estimator: str
     extras: dict = field(default_factory=dict)    # ancil key -> output column
     seed_global_rng: bool = False                 # TPZ: seed numpy + random per call
-    subchunk_key: str | None = None               # estimate.<key> -> RAIL chunk_size
+    subchunk_key: str | None = None               # estimate.<key>: internal sub-chunk rows
     needs_bpz_data: bool = False
+    chunk_coupled: bool = False                   # results depend on the whole chunk (DNF)
 
     def classes(self):
         mod = importlib.import_module(self.module)
@@ -54,7 +55,7 @@ REGISTRY: dict[str, Algorithm] = {
                   "TPZliteEstimator", seed_global_rng=True),
         Algorithm("dnf", "rail.estimation.algos.dnf", "DNFInformer", "DNFEstimator",
                   extras={"DNF_Z": "dnf_z", "photozerr": "dnf_zerr"},
-                  subchunk_key="dnf_subchunk"),
+                  subchunk_key="dnf_subchunk", chunk_coupled=True),
     ]
 }
 
@@ -91,8 +92,6 @@ def stage_params(algo: Algorithm, cfg: dict, kind: str) -> dict:
     params = common_params(cfg)
     if algo.needs_bpz_data:
         params["bpz_ref_data_path"] = bpz_data_dir()
-    if kind == "estimate" and algo.subchunk_key:
-        params["chunk_size"] = int(cfg["estimate"][algo.subchunk_key])
     if algo.name == "bpz" and kind == "estimate":
         # RAIL BPZ's grid is arange(zmin, zmax + dz, dz): make it the pipeline grid
         z = cfg["zgrid"]
@@ -135,16 +134,26 @@ class Runner:
             stage.open_model(**stage.config)           # load the model once
             stage.open_model = lambda *a, **k: stage.model
 
-    def estimate(self, data: dict[str, np.ndarray], chunk_index: int = 0):
-        """Return (pdf on the pipeline grid (N, nz) float64, extras dict of arrays)."""
+    def begin_chunk(self, chunk_index: int) -> None:
+        """Seed the global random state for a chunk (TPZ: RAIL does not seed it)."""
+        if self.algo.seed_global_rng:
+            seed_everything(chunk_seed(self.cfg["estimate"]["seed"], chunk_index))
+
+    def estimate(self, data: dict[str, np.ndarray], chunk_index: int = 0, seed: bool = True):
+        """Return (pdf on the pipeline grid (N, nz) float64, extras dict of arrays).
+
+        ``seed``: seed the random state for ``chunk_index`` first (callers that split a
+        chunk into sub-chunks call ``begin_chunk`` once and pass ``seed=False``)."""
         n = len(data[ID_COL])
         if n == 0:
             return np.zeros((0, len(self.zgrid))), {v: np.zeros(0) for v in self.algo.extras.values()}
         inp = {k: np.array(v, copy=True) for k, v in data.items()}   # RAIL mutates inputs
-        if self.algo.seed_global_rng:
-            seed_everything(chunk_seed(self.cfg["estimate"]["seed"], chunk_index))
+        if seed:
+            self.begin_chunk(chunk_index)
         if self.fast is not None:
             pdf, anc = self.fast.estimate(inp)
+        elif self.algo.chunk_coupled:
+            pdf, anc = self._estimate_dnf(inp, n)
         else:
             # one core per worker: FlexCode asks joblib for n_jobs=-1 (loky processes),
             # which oversubscribes the job's cores and can hang at worker exit
@@ -159,6 +168,73 @@ class Runner:
             if key in anc:
                 extras[col] = np.asarray(anc[key]).reshape(n)
         return pdf, extras
+
+
+    def _rail(self, inp):
+        import joblib
+
+        with joblib.parallel_config(backend="sequential"):
+            ens = self.stage.estimate(inp).data
+        n = len(inp[ID_COL])
+        return np.asarray(ens.pdf(self.zgrid), dtype=np.float64).reshape(n, -1), (ens.ancil or {})
+
+    def _estimate_dnf(self, inp, n):
+        """DNF in sub-chunks of ``estimate.dnf_subchunk`` rows, equal to one RAIL call on the
+        whole chunk.
+
+        RAIL's DNF (2.0.4) truncates every object's neighbour list at the largest number of
+        inlier neighbours *in the call* (``cutNneighbors = np.max(nneighbors)``) before
+        its fit, so an object's result depends on the other objects of the call, and one
+        call on a 130k-object chunk needs tens of GB. Here each sub-chunk is estimated
+        once; sub-chunks whose own maximum is below the chunk's maximum are estimated
+        again with the truncation forced to the chunk's value: the results equal RAIL's
+        on the whole chunk (tests/test_estimate.py) with the memory of one sub-chunk.
+        """
+        step = max(1, int(self.cfg["estimate"][self.algo.subchunk_key]))
+        bounds = [(s, min(n, s + step)) for s in range(0, n, step)]
+        outs, naturals = [], []
+        for s, e in bounds:
+            with _dnf_cut(None) as rec:
+                outs.append(self._rail({k: v[s:e].copy() for k, v in inp.items()}))
+            naturals.append(rec["natural"])
+        top = max(naturals)
+        for i, (s, e) in enumerate(bounds):
+            if naturals[i] < top:
+                with _dnf_cut(top):
+                    outs[i] = self._rail({k: v[s:e].copy() for k, v in inp.items()})
+        pdf = np.concatenate([o[0] for o in outs])
+        keys = set.intersection(*(set(o[1]) for o in outs))
+        anc = {k: np.concatenate([np.asarray(o[1][k]).reshape(e - s, -1).squeeze(-1)
+                                  if np.asarray(o[1][k]).ndim > 1 else np.asarray(o[1][k])
+                                  for o, (s, e) in zip(outs, bounds)]) for k in keys
+               if k in self.algo.extras}
+        return pdf, anc
+
+
+import contextlib as _contextlib
+
+
+@_contextlib.contextmanager
+def _dnf_cut(forced: int | None):
+    """Record (and optionally force) RAIL DNF's per-call neighbour truncation."""
+    import rail.estimation.algos.dnf as dnf_mod
+
+    orig = dnf_mod.compute_photoz_mean_routliers
+    rec = {"natural": 0}
+
+    def patched(NEIGHBORS, Verr, pdf, Nvalid, zgrid):
+        res = orig(NEIGHBORS, Verr, pdf, Nvalid, zgrid)
+        natural = int(np.max(res[4])) if len(res[4]) else 0
+        rec["natural"] = max(rec["natural"], natural)
+        if forced is not None and forced > natural:
+            res = (*res[:6], NEIGHBORS[:, :forced])
+        return res
+
+    dnf_mod.compute_photoz_mean_routliers = patched
+    try:
+        yield rec
+    finally:
+        dnf_mod.compute_photoz_mean_routliers = orig
 
 
 def _make_fast_bpz(model_path: str, params: dict):

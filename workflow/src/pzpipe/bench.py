@@ -34,7 +34,7 @@ from .config import REPO_ROOT, deep_update, load_config  # noqa: E402
 REFERENCE = {  # LIneA pz-compute reference forecast, 40e9 objects on all of Apollo (hours)
     "fzboost": 7.0, "bpz": 9.0, "tpz": 9.0}
 APOLLO_SLOTS = 2032
-DEFAULT_ROWS = {"bpz": 20000, "fzboost": 20000, "knn": 20000, "tpz": 3000, "dnf": 6000}
+DEFAULT_ROWS = {"bpz": 100000, "fzboost": 20000, "knn": 40000, "tpz": 3000, "dnf": 6000}
 
 
 def _sample(cfg, n, seed=0):
@@ -110,7 +110,7 @@ d = _sample(cfg, {rows})
 flags = d.pop('flags')
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 r = algorithms.Runner(algorithms.get({algo_name!r}), {model!r}, cfg)
-t = estimate_table(r, d, flags, 0, cfg['estimate']['pdf_bits'])
+t = estimate_table(r, d, flags, 0, cfg['estimate']['pdf_bits'], cfg['estimate']['subchunk_rows'])
 print(json.dumps(dict(peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, base_mb=base/1024, rows=t.num_rows)))
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -144,13 +144,15 @@ def _pdf_stats(algo_name, model, cfg, d):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--algos", default="bpz,fzboost,knn,tpz,dnf")
+    ap.add_argument("--algos", default="bpz,knn,fzboost,dnf,tpz")
     ap.add_argument("--rows", type=int, default=None, help="objects per algorithm (default per algo)")
     ap.add_argument("--chunk-rows", type=int, default=None)
     ap.add_argument("--mem-rows", type=int, default=130000)
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--models", default="results/models")
     ap.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results"))
+    ap.add_argument("--no-update-throughput", dest="update_throughput", action="store_false",
+                    help="do not write the measured figures into resources/throughput.yaml")
     args = ap.parse_args(argv)
     cfg_path = REPO_ROOT / "config" / "config.yaml"
     cfg = load_config(cfg_path)
@@ -196,8 +198,12 @@ def main(argv=None):
             per_core = res["pipeline_2w_obj_s_per_core"]
             res["forecast_40e9_apollo_hours"] = 40e9 / (per_core * APOLLO_SLOTS) / 3600
             results["algos"][a] = res
+            with open(os.path.join(args.out, "bench.json"), "w") as f:   # partial results
+                json.dump(results, f, indent=2)
             print(f"[{a}] " + json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                                           for k, v in res.items()}), flush=True)
+    if args.update_throughput:
+        update_throughput(results, REPO_ROOT / "resources" / "throughput.yaml")
     report = to_markdown(results)
     print(report)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
@@ -205,6 +211,30 @@ def main(argv=None):
     with open(os.path.join(args.out, "bench.md"), "w") as f:
         f.write(report)
     return results
+
+
+def update_throughput(results: dict, path) -> None:
+    """Write measured obj/s/core (pipeline, 1 worker) and peak RSS into throughput.yaml,
+    keeping its comments (line edits inside each algorithm's block)."""
+    import re
+
+    text = Path(path).read_text()
+    for algo, r in results["algos"].items():
+        m = re.search(rf"^  {algo}:\n((?:    .*\n|\s*#.*\n)*)", text, flags=re.M)
+        if not m:
+            continue
+        block = m.group(1)
+        new = re.sub(r"(obj_per_s_core:\s*)[0-9.]+", lambda g: f"{g.group(1)}{r['pipeline_1w_obj_s']:.0f}", block)
+        mem = r.get("memory", {})
+        if "peak_mb" in mem and mem.get("rows", 0) >= 130000:
+            new = re.sub(r"(mem_mb_per_worker:\s*)[0-9.]+", lambda g: f"{g.group(1)}{mem['peak_mb']:.0f}", new)
+        new = re.sub(r"(measured:\s*)\w+", r"\1true", new)
+        text = text[:m.start(1)] + new + text[m.end(1):]
+    text = re.sub(r"^source: >-\n(?:  .*\n)+",
+                  "source: >-\n  measured by `python -m pzpipe.bench` (benchmarks/results/bench.md):\n"
+                  "  pipeline estimate step, one worker, one BLAS thread, DC2 validation objects.\n",
+                  text, count=1, flags=re.M)
+    Path(path).write_text(text)
 
 
 def to_markdown(results) -> str:

@@ -39,19 +39,40 @@ def output_schema(algo: algorithms.Algorithm, zg: np.ndarray) -> pa.Schema:
 
 
 def estimate_table(runner: algorithms.Runner, data: dict[str, np.ndarray], flags: np.ndarray,
-                   chunk_index: int, bits: int) -> pa.Table:
-    """Estimate one chunk and return its output table."""
+                   chunk_index: int, bits: int, subchunk_rows: int = 10000) -> pa.Table:
+    """Estimate one chunk and return its output table.
+
+    The chunk is processed in sub-chunks of ``subchunk_rows`` objects, so that only the
+    compressed PDFs of the whole chunk are held in memory: full-precision (N, 301)
+    float64 PDFs, CDFs and RAIL's own ensembles exist for one sub-chunk at a time.
+    Objects are independent, so results do not depend on the sub-chunk size (TPZ's
+    random state is seeded once per chunk and then advances deterministically).
+    """
     z = runner.zgrid
-    pdf, extras = runner.estimate(data, chunk_index)
-    pe, bad = point_estimates(pdf, z)
-    cols = {ID_COL: pa.array(np.asarray(data[ID_COL], dtype=np.int64))}
-    for c in POINT_COLS:
-        cols[c] = pa.array(pe[c].astype(np.float32))
-    for c in runner.algo.extras.values():
-        cols[c] = pa.array(np.asarray(extras.get(c, np.full(len(bad), np.nan)), dtype=np.float32))
-    cols["flags"] = pa.array((flags | np.where(bad, FLAG_PDF_BAD, 0)).astype(np.int32))
-    cols["pdf"] = pdfstore.encode(pdf, z, bits=bits)
-    return pa.table(cols, schema=output_schema(runner.algo, z))
+    n = len(data[ID_COL])
+    schema = output_schema(runner.algo, z)
+    if n == 0:
+        return schema.empty_table()
+    parts = []
+    # chunk-coupled algorithms (DNF) take the whole chunk and sub-chunk internally
+    step = n if runner.algo.chunk_coupled else max(1, int(subchunk_rows))
+    runner.begin_chunk(chunk_index)
+    for s in range(0, n, step):
+        sub = {k: v[s:s + step] for k, v in data.items()}
+        pdf, extras = runner.estimate(sub, chunk_index, seed=False)
+        pe, bad = point_estimates(pdf, z)
+        m = len(bad)
+        cols = {ID_COL: pa.array(np.asarray(sub[ID_COL], dtype=np.int64))}
+        for c in POINT_COLS:
+            cols[c] = pa.array(pe[c].astype(np.float32))
+        for c in runner.algo.extras.values():
+            cols[c] = pa.array(np.asarray(extras.get(c, np.full(m, np.nan)), dtype=np.float32))
+        f = flags[s:s + step]
+        cols["flags"] = pa.array((f | np.where(bad, FLAG_PDF_BAD, 0)).astype(np.int32))
+        cols["pdf"] = pdfstore.encode(pdf, z, bits=bits)
+        del pdf, pe
+        parts.append(pa.table(cols, schema=schema))
+    return pa.concat_tables(parts).combine_chunks()
 
 
 def _limit_threads():
@@ -83,7 +104,8 @@ def _work(args):
     data = _read_row_group(path, rg)
     flags = data.pop("flags")
     t0 = time.perf_counter()
-    table = estimate_table(_RUNNER, data, flags, chunk_index, bits)
+    table = estimate_table(_RUNNER, data, flags, chunk_index, bits,
+                           _RUNNER.cfg["estimate"]["subchunk_rows"])
     return table, time.perf_counter() - t0
 
 

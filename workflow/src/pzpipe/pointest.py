@@ -40,16 +40,101 @@ def quantile(c: np.ndarray, zgrid: np.ndarray, q: float) -> np.ndarray:
     return z0 + np.clip(t, 0, 1) * (z1 - z0)
 
 
+Q16, Q84 = 0.15865525393145707, 0.8413447460685429
+
+
+def _kernel():
+    from numba import njit
+
+    @njit(cache=True, nogil=True)
+    def kern(pdf, z, out, bad):
+        n, m = pdf.shape
+        qs = (Q16, 0.5, Q84)      # ascending; columns 3, 2, 4
+        col = (3, 2, 4)
+        for i in range(n):
+            norm = 0.0
+            best = -1.0
+            ib = 0
+            for j in range(m):
+                v = pdf[i, j]
+                if not (v > 0.0 and v < np.inf):
+                    v = 0.0
+                if v > best:
+                    best = v
+                    ib = j
+                if j > 0:
+                    pv = pdf[i, j - 1]
+                    if not (pv > 0.0 and pv < np.inf):
+                        pv = 0.0
+                    norm += 0.5 * (v + pv) * (z[j] - z[j - 1])
+            if not norm > 0.0:
+                bad[i] = True
+                for k in range(6):
+                    out[i, k] = np.nan
+                continue
+            out[i, 0] = z[ib]
+            mean = 0.0
+            c = 0.0
+            k = 0
+            for j in range(1, m):
+                v = pdf[i, j]
+                if not (v > 0.0 and v < np.inf):
+                    v = 0.0
+                pv = pdf[i, j - 1]
+                if not (pv > 0.0 and pv < np.inf):
+                    pv = 0.0
+                dz = z[j] - z[j - 1]
+                mean += 0.5 * (v * z[j] + pv * z[j - 1]) * dz
+                inc = 0.5 * (v + pv) * dz / norm
+                while k < 3 and c + inc >= qs[k]:
+                    t = (qs[k] - c) / inc if inc > 0 else 0.0
+                    t = min(max(t, 0.0), 1.0)
+                    out[i, col[k]] = z[j - 1] + t * dz
+                    k += 1
+                c += inc
+            while k < 3:
+                out[i, col[k]] = z[m - 1]
+                k += 1
+            out[i, 1] = mean / norm
+            out[i, 5] = 0.5 * (out[i, 4] - out[i, 3])
+
+    return kern
+
+
+_KERN = None
+
+
 def point_estimates(pdf: np.ndarray, zgrid: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """z_mode, z_mean, z_median, z_lo68, z_hi68, z_err68 from grid PDFs; and bad mask."""
+    """z_mode, z_mean, z_median, z_lo68, z_hi68, z_err68 from grid PDFs; and bad mask.
+
+    One fused pass per object (numba): trapezoid normalisation, mean, and the 16/50/84%
+    quantiles by linear interpolation of the trapezoid CDF; ``point_estimates_numpy`` is
+    the plain reference implementation (tests check they agree).
+    """
+    global _KERN
+    if _KERN is None:
+        _KERN = _kernel()
+    pdf = np.ascontiguousarray(pdf, dtype=np.float64)
+    z = np.ascontiguousarray(zgrid, dtype=np.float64)
+    n = pdf.shape[0]
+    out = np.empty((n, 6))
+    bad = np.zeros(n, dtype=np.bool_)
+    if n:
+        _KERN(pdf, z, out, bad)
+    keys = ("z_mode", "z_mean", "z_median", "z_lo68", "z_hi68", "z_err68")
+    return {k: out[:, i].copy() for i, k in enumerate(keys)}, bad
+
+
+def point_estimates_numpy(pdf: np.ndarray, zgrid: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Reference numpy implementation of ``point_estimates``."""
     p, bad = normalise(np.asarray(pdf, dtype=np.float64), zgrid)
     c = cdf(p, zgrid)
     out = {
         "z_mode": zgrid[np.argmax(p, axis=1)] if len(p) else np.zeros(0),
         "z_mean": np.trapezoid(p * zgrid, zgrid, axis=1),
         "z_median": quantile(c, zgrid, 0.5),
-        "z_lo68": quantile(c, zgrid, 0.15865525393145707),
-        "z_hi68": quantile(c, zgrid, 0.8413447460685429),
+        "z_lo68": quantile(c, zgrid, Q16),
+        "z_hi68": quantile(c, zgrid, Q84),
     }
     out["z_err68"] = 0.5 * (out["z_hi68"] - out["z_lo68"])
     for k in out:

@@ -1,0 +1,76 @@
+"""Estimate stage: sub-chunking does not change results, TPZ is deterministic,
+DNF sub-chunks do not change DNF, rows and ids are preserved."""
+import numpy as np
+import pytest
+
+from pzpipe import algorithms, pdfstore
+from pzpipe.config import deep_update
+from pzpipe.estimate import estimate_table
+from pzpipe.partition import read_sample
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, ):
+    from pzpipe.config import load_config
+    from pzpipe.config import REPO_ROOT
+    from pzpipe import train
+
+    d = tmp_path_factory.mktemp("models")
+    cfg = load_config(REPO_ROOT / "config" / "config.yaml")
+    cfg = deep_update(cfg, {"training": {"max_rows": 1500},
+                            "algorithms": {"tpz": {"inform": {"n_random": 1, "n_trees": 2}}}})
+    models = {}
+    for a in ("knn", "tpz", "dnf"):
+        models[a] = str(d / f"{a}.pkl")
+        train.run(a, cfg, models[a], str(d / f"{a}.json"))
+    data = read_sample(cfg, dict(cfg["validation"], max_rows=600))
+    data.pop("redshift")
+    flags = data.pop("flags")
+    return cfg, models, data, flags
+
+
+def _table(cfg, models, algo, data, flags, sub, chunk=3):
+    r = algorithms.Runner(algorithms.get(algo), models[algo], cfg, name=f"t{sub}{algo}")
+    return estimate_table(r, data, flags, chunk, 10, subchunk_rows=sub)
+
+
+@pytest.mark.parametrize("algo", ["knn", "tpz", "dnf"])
+def test_subchunks_do_not_change_results(small, algo):
+    cfg, models, data, flags = small
+    a = _table(cfg, models, algo, data, flags, 10000)
+    b = _table(cfg, models, algo, data, flags, 97)
+    assert a.num_rows == b.num_rows == len(data["object_id"])
+    assert a.equals(b)
+    np.testing.assert_array_equal(a.column("object_id").to_numpy(), data["object_id"])
+
+
+def test_tpz_is_deterministic_per_chunk(small):
+    cfg, models, data, flags = small
+    a = _table(cfg, models, "tpz", data, flags, 10000, chunk=5)
+    b = _table(cfg, models, "tpz", data, flags, 10000, chunk=5)
+    assert a.equals(b)
+
+
+def test_dnf_internal_chunk_size_does_not_change_results(small):
+    cfg, models, data, flags = small
+    c1 = deep_update(cfg, {"estimate": {"dnf_subchunk": 50}})
+    a = _table(cfg, models, "dnf", data, flags, 10000)
+    b = _table(c1, models, "dnf", data, flags, 10000)
+    assert a.equals(b)
+
+
+def test_empty_chunk(small):
+    cfg, models, data, flags = small
+    empty = {k: v[:0] for k, v in data.items()}
+    t = _table(cfg, models, "knn", empty, flags[:0], 10000)
+    assert t.num_rows == 0 and "pdf" in t.column_names
+
+
+def test_stored_pdfs_match_full_precision(small):
+    cfg, models, data, flags = small
+    r = algorithms.Runner(algorithms.get("knn"), models["knn"], cfg, name="full")
+    pdf, _ = r.estimate(data)
+    t = estimate_table(r, data, flags, 0, 10)
+    dec = pdfstore.decode(t.column("pdf"), r.zgrid)
+    err = pdfstore.max_cdf_error(pdf, dec, r.zgrid)
+    assert err.max() <= 1e-3
