@@ -66,8 +66,8 @@ def test_plan_job_counts_and_submissions():
     assert s["no_array"] == p["total_jobs"] - 1
     assert p["jobs"]["validate_estimate"] == 2
     # arrays of <= 4 tasks: partition 3, estimate 5, train 1, validate_estimate 1,
-    # validate/export/summary 3
-    assert s["array_best"] == 3 + 5 + 1 + 1 + 3
+    # validate/export 2
+    assert s["array_best"] == 3 + 5 + 1 + 1 + 2
     assert s["array_best"] <= s["array_worst"] <= s["no_array"]
 
 

@@ -46,5 +46,6 @@ def test_pipeline_with_trainset(tmp_path):
         val = pq.ParquetFile(res / "validation" / "estimates" / f"{algo}.parquet").metadata.num_rows
         assert val == n_test
     man = json.loads((res / "release" / "manifest.json").read_text())
-    assert man["conservation"]["objects_in"] == 3000
+    n_phot = sum(pq.ParquetFile(p).metadata.num_rows for p in data["photometry"])
+    assert man["conservation"]["objects_in"] == n_phot
     assert (res / "trainset" / "split.png").exists()

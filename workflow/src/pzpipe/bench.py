@@ -105,13 +105,19 @@ from pzpipe.config import load_config
 from pzpipe.bench import _sample
 from pzpipe import algorithms
 from pzpipe.estimate import estimate_table
+def hwm():
+    # VmHWM: peak RSS of this process image (ru_maxrss would include the parent's
+    # peak, which Linux carries over fork+exec)
+    for line in open('/proc/self/status'):
+        if line.startswith('VmHWM:'):
+            return int(line.split()[1])
 cfg = load_config({str(cfg_path)!r})
 d = _sample(cfg, {rows})
 flags = d.pop('flags')
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm()
 r = algorithms.Runner(algorithms.get({algo_name!r}), {model!r}, cfg)
 t = estimate_table(r, d, flags, 0, cfg['estimate']['pdf_bits'], cfg['estimate']['subchunk_rows'])
-print(json.dumps(dict(peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, base_mb=base/1024, rows=t.num_rows)))
+print(json.dumps(dict(peak_mb=hwm()/1024, base_mb=base/1024, rows=t.num_rows)))
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if r.returncode != 0:
