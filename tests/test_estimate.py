@@ -74,3 +74,27 @@ def test_stored_pdfs_match_full_precision(small):
     dec = pdfstore.decode(t.column("pdf"), r.zgrid)
     err = pdfstore.max_cdf_error(pdf, dec, r.zgrid)
     assert err.max() <= 1e-3
+
+
+def test_tpz_training_is_reproducible_across_processes(tmp_path):
+    """RAIL's TPZ draws from an unseeded np.random.default_rng(): pzpipe seeds it."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, hashlib
+from pzpipe.config import load_config, deep_update, REPO_ROOT
+from pzpipe import train
+cfg = load_config(REPO_ROOT / "config" / "config.yaml")
+cfg = deep_update(cfg, {"training": {"max_rows": 800},
+                        "algorithms": {"tpz": {"inform": {"n_random": 2, "n_trees": 2}}}})
+train.run("tpz", cfg, sys.argv[1], sys.argv[1] + ".json")
+print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())
+"""
+    shas = []
+    for i in range(2):
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / f"m{i}.pkl")],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        shas.append(r.stdout.strip().splitlines()[-1])
+    assert shas[0] == shas[1]

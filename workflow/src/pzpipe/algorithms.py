@@ -15,6 +15,7 @@ outputs to keep, and any work-arounds for RAIL traps (see ../shared/NOTES.md):
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import random
 from dataclasses import dataclass, field
@@ -105,6 +106,30 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+@contextlib.contextmanager
+def seeded_default_rng(seed: int):
+    """Make unseeded ``np.random.default_rng()`` calls deterministic while active.
+
+    RAIL's TPZ (mlz_utils/data.py) creates ``np.random.default_rng()`` without a seed
+    for its random realisations, so ``np.random.seed`` does not make it reproducible.
+    Inside this context, every unseeded call gets the next child of
+    ``SeedSequence(seed)``; calls with an explicit seed are unchanged.
+    """
+    orig = np.random.default_rng
+    seq = np.random.SeedSequence(int(seed))
+
+    def patched(seed=None, *args, **kwargs):
+        if seed is None:
+            seed = seq.spawn(1)[0]
+        return orig(seed, *args, **kwargs)
+
+    np.random.default_rng = patched
+    try:
+        yield
+    finally:
+        np.random.default_rng = orig
+
+
 def chunk_seed(base: int, chunk_index: int) -> int:
     return (int(base) * 1_000_003 + int(chunk_index)) % (2**32)
 
@@ -137,7 +162,8 @@ class Runner:
     def begin_chunk(self, chunk_index: int) -> None:
         """Seed the global random state for a chunk (TPZ: RAIL does not seed it)."""
         if self.algo.seed_global_rng:
-            seed_everything(chunk_seed(self.cfg["estimate"]["seed"], chunk_index))
+            seed = chunk_seed(self.cfg["estimate"]["seed"], chunk_index)
+            seed_everything(seed)
 
     def estimate(self, data: dict[str, np.ndarray], chunk_index: int = 0, seed: bool = True):
         """Return (pdf on the pipeline grid (N, nz) float64, extras dict of arrays).
@@ -159,7 +185,9 @@ class Runner:
             # which oversubscribes the job's cores and can hang at worker exit
             import joblib
 
-            with joblib.parallel_config(backend="sequential"):
+            ctx = (seeded_default_rng(int(np.random.randint(0, 2**31 - 1)))
+                   if self.algo.seed_global_rng else contextlib.nullcontext())
+            with joblib.parallel_config(backend="sequential"), ctx:
                 ens = self.stage.estimate(inp).data
             pdf = np.asarray(ens.pdf(self.zgrid), dtype=np.float64).reshape(n, -1)
             anc = ens.ancil or {}

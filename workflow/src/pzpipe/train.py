@@ -39,7 +39,8 @@ def run(algo_name: str, cfg: dict, model_out: str, sidecar_out: str, training_fi
         tmp_model = tmp + ".pkl"
         stage = inf_cls.make_stage(name=f"inform_{algo_name}", model=tmp_model,
                                    output_mode="return", **params)
-        stage.inform({k: v.copy() for k, v in data.items()})
+        with algorithms.seeded_default_rng(seed):   # TPZ draws from unseeded default_rng()
+            stage.inform({k: v.copy() for k, v in data.items()})
         with open(tmp, "wb") as f:
             pickle.dump(stage.model, f)
         for leftover in (tmp_model, os.path.join(os.path.dirname(tmp_model),
