@@ -223,13 +223,18 @@ class Runner:
         outs, naturals = [], []
         for s, e in bounds:
             with _dnf_cut(None) as rec:
-                outs.append(self._rail({k: v[s:e].copy() for k, v in inp.items()}))
+                pdf_s, anc_s = self._rail({k: v[s:e].copy() for k, v in inp.items()})
+            outs.append((pdf_s,
+                         {k: np.asarray(anc_s[k]) for k in self.algo.extras if k in anc_s}))
             naturals.append(rec["natural"])
+            _release_memory()
         top = max(naturals)
         for i, (s, e) in enumerate(bounds):
             if naturals[i] < top:
                 with _dnf_cut(top):
-                    outs[i] = self._rail({k: v[s:e].copy() for k, v in inp.items()})
+                    pdf_s, anc_s = self._rail({k: v[s:e].copy() for k, v in inp.items()})
+                outs[i] = (pdf_s, {k: np.asarray(anc_s[k]) for k in self.algo.extras if k in anc_s})
+                _release_memory()
         pdf = np.concatenate([o[0] for o in outs])
         keys = set.intersection(*(set(o[1]) for o in outs))
         anc = {k: np.concatenate([np.asarray(o[1][k]).reshape(e - s, -1).squeeze(-1)
@@ -240,6 +245,19 @@ class Runner:
 
 
 import contextlib as _contextlib
+
+
+def _release_memory() -> None:
+    """Collect garbage and return freed heap to the OS (RAIL's DNF leaves large
+    temporaries per call; without this the worker's RSS creeps up over a chunk)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc
+        pass
 
 
 @_contextlib.contextmanager
