@@ -97,7 +97,23 @@ def stage_params(algo: Algorithm, cfg: dict, kind: str) -> dict:
         # RAIL BPZ's grid is arange(zmin, zmax + dz, dz): make it the pipeline grid
         z = cfg["zgrid"]
         params["dz"] = (z["zmax"] - z["zmin"]) / (z["nz"] - 1)
-    params.update(cfg["algorithms"][algo.name].get(kind, {}))
+    user = cfg["algorithms"][algo.name].get(kind, {}) or {}
+    if user:
+        inf_cls, est_cls = algo.classes()
+        cls = inf_cls if kind == "inform" else est_cls
+        unknown = [k for k in user if k not in cls.config_options]
+        if unknown:
+            import difflib
+
+            from . import PipelineError
+
+            close = difflib.get_close_matches(unknown[0], list(cls.config_options), n=3)
+            raise PipelineError(
+                f"config error at 'algorithms.{algo.name}.{kind}': '{unknown[0]}' is not a "
+                f"parameter of RAIL's {cls.__name__}"
+                + (f" (did you mean {', '.join(close)}?)" if close else "")
+                + " - RAIL would silently ignore it. See the class's config_options.")
+    params.update(user)
     return params
 
 

@@ -524,3 +524,19 @@ def run(release_dir: str, partition_files: dict[str, str], model_files: dict[str
         raise PipelineError(f"audit of '{release_dir}' FAILED - " + " | ".join(failed)
                             + f". Full report: {report_copy or out_md}")
     return report
+
+
+def run_release(batches: list[str], algos: list[str], cfg: dict, out_md: str, out_json: str,
+                results: str = "results", report_copy: str | None = None) -> dict:
+    """Rule entry point: audit ``<results>/release`` with the pipeline's file naming.
+
+    Sample size and seed come from the config section ``audit`` (``sample_chunks``,
+    ``seed``, ``max_rows``) when the schema has it, else 2 chunks per algorithm, seed 0.
+    """
+    a = cfg.get("audit") or {}
+    return run(f"{results}/release",
+               {b: f"{results}/partition/{b}.parquet" for b in batches},
+               {x: f"{results}/models/{x}/model.pkl" for x in algos},
+               out_md, out_json, current_cfg=cfg,
+               sample_chunks=int(a.get("sample_chunks", 2)), seed=int(a.get("seed", 0)),
+               max_rows=a.get("max_rows"), report_copy=report_copy)

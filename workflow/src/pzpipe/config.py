@@ -73,6 +73,13 @@ def validate_config(config: dict) -> dict:
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise PipelineError("\n".join(_format_error(e) for e in errors[:5]))
+    for key in ("mag", "mag_err", "flux", "flux_err"):
+        try:
+            cfg["columns"][key].format(band="x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise PipelineError(f"config error at 'columns.{key}': template "
+                                f"'{cfg['columns'][key]}' may only use the placeholder "
+                                f"{{band}} ({exc!r})") from None
     if cfg["ref_band"] not in cfg["bands"]:
         raise PipelineError(
             f"config error at 'ref_band': '{cfg['ref_band']}' is not one of bands {cfg['bands']}")

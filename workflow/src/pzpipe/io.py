@@ -74,7 +74,11 @@ def read_rows(path: str, columns: list[str], start: int = 0, stop: int | None = 
     out = {}
     for c in columns:
         col = table.column(c)
-        if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
+        if pa.types.is_boolean(col.type):
+            import pyarrow.compute as pc
+
+            out[c] = pc.fill_null(col, False).to_numpy(zero_copy_only=False)   # null -> False
+        elif pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
             out[c] = col.to_numpy(zero_copy_only=False)
         else:
             out[c] = np.asarray(col.to_pylist(), dtype=object)
@@ -93,14 +97,19 @@ def atomic_path(path: str | os.PathLike):
     On any exception the temporary file is removed, so no partial output is left
     under the final name.
     """
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, PipelineError):
+            raise PipelineError(
+                f"cannot write '{path}': {exc.strerror or exc}. Free disk space or fix the "
+                f"permissions of '{Path(path).parent}', then rerun (no partial file was "
+                f"left).") from exc
         raise
 
 

@@ -76,7 +76,11 @@ def check_columns(path: str, cfg: dict, extra: list[str] = ()) -> list[str]:
 
 
 def _numeric(path, name, arr, rows):
-    if arr.dtype.kind not in "fiub":
+    if arr.dtype.kind == "b":
+        raise PipelineError(
+            f"file '{path}' rows {rows}: column '{name}' holds booleans; photometry columns "
+            f"must be numbers. Check the column templates in the config.")
+    if arr.dtype.kind not in "fiu":
         try:
             return arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
@@ -104,6 +108,10 @@ def transform(raw: dict[str, np.ndarray], cfg: dict, path: str = "<memory>",
                 f"file '{path}' rows {rows}: id column '{c['id']}' must hold integers "
                 f"(found dtype {ids.dtype}{', with NaN' if ids.dtype.kind == 'f' else ''}). "
                 f"Set columns.id to the object id column.")
+    if ids.dtype.kind == "u" and n and ids.max() > np.iinfo(np.int64).max:
+        raise PipelineError(
+            f"file '{path}' rows {rows}: id column '{c['id']}' has values above the int64 "
+            f"range (max {int(ids.max())}); object ids are stored as int64.")
     flags = np.zeros(n, dtype=np.int32)
     out = {ID_COL: ids.astype(np.int64)}
     detected = np.zeros((n, len(bands)), dtype=bool)
