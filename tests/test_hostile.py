@@ -7,16 +7,15 @@ truncated parquet (test_partition.py); empty/junk/missing files (test_layout.py)
 NaN/inf/zero/negative fluxes in one band (test_partition.py); unknown keys, wrong
 types, unknown algorithms, shell metacharacters in `release` (test_config.py).
 
-Tests marked ``needs_patch`` describe behaviour that needs a change in a module outside
-this file (see docs/reliability.md, "Patches"); they are strict xfails until then.
+The fixes these tests led to are listed in docs/reliability.md ("Fixes").
 The `cli` tests drive the real `snakemake` command line (a few seconds each).
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -32,13 +31,9 @@ from conftest import flux_config, make_flux_table, write_parquet
 from pzpipe import PipelineError
 from pzpipe.config import validate_config
 from pzpipe.layout import make_layout
-from pzpipe.partition import FLAG_BAD_ERR, run_batch, transform
+from pzpipe.partition import FLAG_BAD_ERR, run_batch
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def needs_patch(n: str, why: str):
-    return pytest.mark.xfail(reason=f"PATCH {n} (docs/reliability.md): {why}", strict=True)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -137,7 +132,6 @@ def test_rows_bad_in_every_band_are_cut_and_counted(tmp_path):
     assert set(t.column("object_id").to_numpy()) == set(cols["objectId"][5:])
 
 
-@needs_patch("P6", "a list/struct column fails with a bare numpy ValueError")
 def test_nested_column_gives_clear_message(tmp_path):
     cols = make_flux_table(20)
     cols["i_gaap1p0Flux"] = pa.array([[1.0]] * 20)
@@ -244,8 +238,11 @@ def test_training_sample_problems_name_file_and_column(tmp_path):
     p = write_parquet(tmp_path / "train.parquet", tr)
     with pytest.raises(PipelineError, match=r"train\.parquet.*redshift column 'redshift'.*NaN/inf"):
         read_sample(cfg, {"file": p, "redshift": "redshift"})
-    with pytest.raises(PipelineError, match=r"train\.parquet.*'zspec' not found"):
+    with pytest.raises(PipelineError, match=r"train\.parquet.*'zspec' not found.*Set 'training/validation\.redshift'"):
         read_sample(cfg, {"file": p, "redshift": "zspec"})
+    c2 = dict(cfg, training={"file": p, "redshift": "zspec"})
+    with pytest.raises(PipelineError, match=r"'zspec' not found.*Set 'training\.redshift' to the file's column"):
+        read_sample(c2, c2["training"])
 
 
 # ----------------------------------------------------------------------------- config
@@ -311,7 +308,6 @@ def test_config_semantic_errors(edit, match):
         validate_config(raw)
 
 
-@needs_patch("P7", "paths with '{' or '}' fail deep in Snakemake with a WildcardError")
 def test_braces_in_input_paths_are_named():
     raw = _raw_config()
     raw["inputs"]["files"] = ["/data/run {band}/part_0.parquet"]
@@ -427,6 +423,19 @@ def test_unwritable_message_names_the_dir(small_input, unwritable_dir):
         run_batch(lay, "b000000", cfg, str(unwritable_dir / "b000000.parquet"))
 
 
+def test_read_errors_inside_a_write_are_not_called_write_errors(tmp_path):
+    """Only errors of the output location become "cannot write"; an input that vanished
+    while an output was being written keeps its own error and file name."""
+    from pzpipe.io import atomic_path
+
+    out = tmp_path / "out.parquet"
+    with pytest.raises(FileNotFoundError, match="missing_input"):
+        with atomic_path(out) as tmp:
+            open(tmp, "w").write("partial")
+            open(tmp_path / "missing_input.parquet")
+    assert not out.exists() and os.listdir(tmp_path) == []
+
+
 # ----------------------------------------------------------------------------- CLI
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -500,6 +509,8 @@ def test_cli_spaces_and_shell_metacharacters_in_paths(tmp_path):
 
 
 def test_cli_unwritable_results_dir(tmp_path, unwritable_dir):
+    """results/ not writable: Snakemake itself cannot create results/partition and says
+    so in one line naming the directory; nothing is written."""
     f = write_parquet(tmp_path / "objects.parquet", make_flux_table(60))
     cf = _write_cfg(tmp_path / "c.yaml", [f])
     wd = tmp_path / "wd"
@@ -507,6 +518,7 @@ def test_cli_unwritable_results_dir(tmp_path, unwritable_dir):
     (wd / "results").symlink_to(unwritable_dir)
     r = smk(wd, cf, "results/partition/b000000.parquet")
     assert r.returncode != 0
-    err = r.stderr
-    assert ("Read-only file system" in err or "Permission denied" in err), err[-3000:]
+    assert re.search(r"OSError: \[Errno (30|13)\] (Read-only file system|Permission denied): "
+                     r"'results/partition'", r.stderr), r.stderr[-3000:]
     assert _leftovers(unwritable_dir) == []
+

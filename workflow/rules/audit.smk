@@ -1,18 +1,3 @@
-from pzpipe import audit  # (or add `audit` to the pzpipe import line of common.smk)
-
-
-def audit_inputs(wildcards):
-    out = {
-        "release": RELEASE_DIR,
-        "partitions": expand(f"{RESULTS}/partition/{{batch}}.parquet", batch=BATCHES),
-        "models": expand(f"{RESULTS}/models/{{algo}}/model.pkl", algo=ALGOS),
-        "sidecars": expand(f"{RESULTS}/models/{{algo}}/model.json", algo=ALGOS),
-    }
-    if "bpz" in ALGOS:
-        out["bpz_data"] = f"{RESULTS}/bpz_data"     # BPZ re-estimation reads its AB files
-    return out
-
-
 rule audit:
     """Check a finished release: manifest checksums, object conservation, models, a seeded
     sample of chunks recomputed bit for bit, package versions (docs/reliability.md).

@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 
 import pzpipe
 from pzpipe import PipelineError
-from pzpipe import estimate, export, partition, progress, train, trainset, validate
+from pzpipe import audit, estimate, export, partition, progress, train, trainset, validate
 from pzpipe.jobs import logged
 from pzpipe.config import config_hash, enabled_algorithms, resolve_path, validate_config
 from pzpipe.layout import make_layout
@@ -87,3 +87,15 @@ def config_params(*sections, algo=False):
 
 PARTITION_KEYS = ("inputs", "columns", "bands", "ref_band", "partition")
 BPZ_DATA_PARAMS = config_hash({"zgrid": CFG["zgrid"], "bpz": CFG["algorithms"].get("bpz")})[:16]
+
+
+def audit_inputs(wildcards):
+    out = {
+        "release": RELEASE_DIR,
+        "partitions": expand(f"{RESULTS}/partition/{{batch}}.parquet", batch=BATCHES),
+        "models": expand(f"{RESULTS}/models/{{algo}}/model.pkl", algo=ALGOS),
+        "sidecars": expand(f"{RESULTS}/models/{{algo}}/model.json", algo=ALGOS),
+    }
+    if "bpz" in ALGOS:
+        out["bpz_data"] = f"{RESULTS}/bpz_data"     # BPZ re-estimation reads its AB files
+    return out

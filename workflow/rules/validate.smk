@@ -21,7 +21,8 @@ rule validate:
     input:
         expand(f"{RESULTS}/validation/estimates/{{algo}}.parquet", algo=ALGOS),
     output:
-        csv=f"{RESULTS}/validation/metrics.csv",
+        csv=report(f"{RESULTS}/validation/metrics.csv", caption="../report/metrics.rst",
+                   category="Validation"),
         md=f"{RESULTS}/validation/metrics.md",
         scatter=report(VALIDATION_PLOTS["scatter"], caption="../report/scatter.rst",
                        category="Validation"),

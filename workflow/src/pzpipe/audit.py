@@ -244,7 +244,7 @@ def check_conservation(release_dir: Path, manifest: dict, cfg: dict,
     try:
         rep = export.check_conservation(layout, partition_files, files, verify_ids=True)
     except PipelineError as exc:
-        c.fail(str(exc).replace("\n  ", "; "))
+        c.fail(str(exc).replace(":\n  ", ": ").replace("\n  ", "; "))
         return c
     except (OSError, pa.ArrowException) as exc:
         c.fail(f"cannot read the partition/release files: {exc}")
@@ -336,7 +336,7 @@ def check_recompute(release_dir: Path, manifest: dict, cfg: dict,
                 continue
             model = model_files.get(algo, manifest["models"][algo]["path"])
             try:
-                runner = algorithms.Runner(algorithms.get(algo), model, cfg, name=f"audit")
+                runner = algorithms.Runner(algorithms.get(algo), model, cfg, name="audit")
             except Exception as exc:  # noqa: BLE001 - any failure to load is a failed check
                 c.fail(f"{algo}: cannot load model '{model}' ({type(exc).__name__}: {exc})")
                 continue
@@ -353,12 +353,17 @@ def check_recompute(release_dir: Path, manifest: dict, cfg: dict,
                     c.fail(f"{algo} chunk {chunk}: {stored_file} has no row group {rg}")
                     continue
                 stored = pf.read_row_group(rg)
-                if max_rows:
+                # a prefix of the chunk gives the same results for per-object estimators;
+                # chunk-coupled ones (DNF) are always recomputed whole
+                if max_rows and not getattr(algorithms.get(algo), "chunk_coupled", False):
                     data = {key: v[:max_rows] for key, v in data.items()}
                     flags = flags[:max_rows]
                     stored = stored.slice(0, max_rows)
                 try:
-                    new = estimate.estimate_table(runner, data, flags, chunk, bits)
+                    # exactly what estimate._work does in an estimate worker
+                    kw = ({"subchunk_rows": cfg["estimate"]["subchunk_rows"]}
+                          if "subchunk_rows" in cfg["estimate"] else {})
+                    new = estimate.estimate_table(runner, data, flags, chunk, bits, **kw)
                 except Exception as exc:  # noqa: BLE001
                     c.fail(f"{algo} chunk {chunk}: re-estimation failed "
                            f"({type(exc).__name__}: {exc})")

@@ -80,6 +80,13 @@ def validate_config(config: dict) -> dict:
             raise PipelineError(f"config error at 'columns.{key}': template "
                                 f"'{cfg['columns'][key]}' may only use the placeholder "
                                 f"{{band}} ({exc!r})") from None
+    paths = [(f"inputs.files[{i}]", p) for i, p in enumerate(cfg["inputs"]["files"])]
+    paths += [(f"{s}.file", cfg[s]["file"]) for s in ("training", "validation")]
+    for where, p in paths:
+        if "{" in p or "}" in p:
+            raise PipelineError(
+                f"config error at '{where}': path '{p}' contains '{{' or '}}', which Snakemake "
+                f"reads as a wildcard. Rename the file or link it under a name without braces.")
     if cfg["ref_band"] not in cfg["bands"]:
         raise PipelineError(
             f"config error at 'ref_band': '{cfg['ref_band']}' is not one of bands {cfg['bands']}")

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from . import PipelineError, pdfstore, provenance
 from .config import config_hash
-from .io import write_json_atomic
+from .io import remove_stale_tmp, write_json_atomic
 from .layout import Layout
 from .partition import ID_COL, read_meta
 
@@ -108,9 +108,8 @@ def run(layout: Layout, partition_files: dict[str, str], estimate_files: dict[st
         model_files: dict[str, str], cfg: dict, out_dir: str, verify_ids: bool = True) -> dict:
     report = check_conservation(layout, partition_files, estimate_files, verify_ids)
     out = Path(out_dir)
+    remove_stale_tmp(out)                       # left by a killed export
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
         files = []

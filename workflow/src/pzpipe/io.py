@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 
@@ -80,6 +81,10 @@ def read_rows(path: str, columns: list[str], start: int = 0, stop: int | None = 
             out[c] = pc.fill_null(col, False).to_numpy(zero_copy_only=False)   # null -> False
         elif pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
             out[c] = col.to_numpy(zero_copy_only=False)
+        elif pa.types.is_nested(col.type):
+            raise PipelineError(f"parquet file '{path}': column '{c}' has nested type "
+                                f"{col.type}; expected one number (or id) per row. Check the "
+                                f"'columns' section of the config.")
         else:
             out[c] = np.asarray(col.to_pylist(), dtype=object)
     return out
@@ -88,6 +93,12 @@ def read_rows(path: str, columns: list[str], start: int = 0, stop: int | None = 
 def tmp_name(path: str | os.PathLike) -> str:
     p = Path(path)
     return str(p.with_name(f".{p.name}.tmp-{os.getpid()}"))
+
+
+# errors of the output location itself (disk full, quota, permissions, read-only):
+# reported as "cannot write <path>"; other OSErrors inside the block (an unreadable
+# input, ...) propagate unchanged with their own file name
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 @contextlib.contextmanager
@@ -100,17 +111,38 @@ def atomic_path(path: str | os.PathLike):
     tmp = tmp_name(path)
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(path)
         yield tmp
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, PipelineError):
+        if (isinstance(exc, OSError) and not isinstance(exc, PipelineError)
+                and exc.errno in _WRITE_ERRNOS):
             raise PipelineError(
                 f"cannot write '{path}': {exc.strerror or exc}. Free disk space or fix the "
                 f"permissions of '{Path(path).parent}', then rerun (no partial file was "
                 f"left).") from exc
         raise
+
+
+def remove_stale_tmp(path) -> list[str]:
+    """Remove temporaries of ``path`` left by a killed job (``.<name>.tmp-<pid>``, files or
+    directories). Snakemake never runs two jobs for the same output at once, so any such
+    entry is an orphan of an interrupted attempt (SIGKILL skips the cleanup above)."""
+    import glob
+    import shutil
+
+    p = Path(path)
+    removed = []
+    for stale in glob.glob(os.path.join(glob.escape(str(p.parent)), glob.escape(f".{p.name}.tmp-") + "*")):
+        if os.path.isdir(stale) and not os.path.islink(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(stale)
+        removed.append(stale)
+    return removed
 
 
 def write_json_atomic(path, obj) -> None:

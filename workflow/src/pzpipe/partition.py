@@ -57,8 +57,12 @@ def input_columns(cfg: dict, extra: list[str] = ()) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
-def check_columns(path: str, cfg: dict, extra: list[str] = ()) -> list[str]:
-    """Raise a PipelineError naming file, column and fix when a needed column is missing."""
+def check_columns(path: str, cfg: dict, extra: list[str] = (),
+                  extra_key: str | None = None) -> list[str]:
+    """Raise a PipelineError naming file, column and fix when a needed column is missing.
+
+    ``extra_key``: the config key that names the ``extra`` columns (e.g.
+    'training.redshift'), so the message points at the setting to fix."""
     have = available_columns(path, cfg["inputs"]["hdf5_group"])
     need = input_columns(cfg, extra)
     missing = [c for c in need if c not in have]
@@ -68,10 +72,14 @@ def check_columns(path: str, cfg: dict, extra: list[str] = ()) -> list[str]:
         col = missing[0]
         close = difflib.get_close_matches(col, have, n=3)
         hint = f" Did you mean {close}?" if close else ""
+        if extra_key and col in extra:
+            fix = f"Set '{extra_key}' to the file's column with the true redshift."
+        else:
+            fix = ("Fix the 'columns' section of the config (templates use '{band}'), or "
+                   "inputs.photometry (mag/flux).")
         raise PipelineError(
             f"file '{path}': column '{col}' not found ({len(missing)} missing: "
-            f"{missing[:6]}).{hint} Fix the 'columns' section of the config (templates use "
-            f"'{{band}}'), or inputs.photometry (mag/flux).")
+            f"{missing[:6]}).{hint} {fix}")
     return need
 
 
@@ -233,6 +241,8 @@ def read_sample(cfg: dict, sample: dict) -> dict[str, np.ndarray]:
     from .config import deep_update, resolve_path
     from .layout import file_rows
 
+    section = next((k for k in ("training", "validation") if cfg.get(k) is sample),
+                   "training/validation")
     over = {"columns": dict(sample.get("columns") or {}), "inputs": {}}
     if sample.get("photometry"):
         over["inputs"]["photometry"] = sample["photometry"]
@@ -244,7 +254,7 @@ def read_sample(cfg: dict, sample: dict) -> dict[str, np.ndarray]:
     path = resolve_path(sample["file"])
     zcol = sample["redshift"]
     nrows = file_rows(path, cfg["inputs"]["hdf5_group"])
-    need = check_columns(path, cfg, extra=[zcol])
+    need = check_columns(path, cfg, extra=[zcol], extra_key=f"{section}.redshift")
     raw = read_rows(path, need, 0, nrows, cfg["inputs"]["hdf5_group"])
     skinny, stats = transform(raw, cfg, path, f"0-{nrows}", extra=[zcol])
     z = np.asarray(skinny.pop(zcol), dtype=np.float64)

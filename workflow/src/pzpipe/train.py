@@ -7,6 +7,8 @@ import os
 import pickle
 import time
 
+import joblib
+
 from . import algorithms, provenance
 from .io import atomic_path, write_json_atomic
 from .partition import read_sample
@@ -39,7 +41,12 @@ def run(algo_name: str, cfg: dict, model_out: str, sidecar_out: str, training_fi
         tmp_model = tmp + ".pkl"
         stage = inf_cls.make_stage(name=f"inform_{algo_name}", model=tmp_model,
                                    output_mode="return", **params)
-        with algorithms.seeded_default_rng(seed):   # TPZ draws from unseeded default_rng()
+        # TPZ draws from unseeded default_rng(); FlexCode fits its XGBoost regressors
+        # through MultiOutputRegressor(n_jobs=-1): with loky processes the fitted estimators
+        # come back as unpickled copies and the model's pickle bytes (memo references)
+        # depend on joblib's time-based batching, although the model does not. Threads
+        # keep the bytes reproducible (tests/test_determinism.py) and the speed.
+        with algorithms.seeded_default_rng(seed), joblib.parallel_config(backend="threading"):
             stage.inform({k: v.copy() for k, v in data.items()})
         with open(tmp, "wb") as f:
             pickle.dump(stage.model, f)
@@ -69,9 +76,11 @@ def prepare_bpz_data(cfg: dict, out_dir: str) -> None:
     from rail.utils.path_utils import find_rail_file
 
     src = find_rail_file("examples_data/estimation_data/data")
+    import glob
+
+    for stale in glob.glob(glob.escape(out_dir.rstrip("/")) + ".tmp-*"):   # killed attempts
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = out_dir.rstrip("/") + f".tmp-{os.getpid()}"
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
     try:
         shutil.copytree(src, tmp)
         algo = algorithms.get("bpz")
