@@ -59,6 +59,24 @@ def test_dnf_internal_chunk_size_does_not_change_results(small):
     assert a.equals(b)
 
 
+def test_dnf_subchunks_equal_one_bare_rail_call(small):
+    """pzpipe's two-pass DNF (kept neighbours, forced truncation) gives bit-identical
+    PDFs and DNF_Z/photozerr to one unpatched RAIL DNFEstimator call on the whole chunk."""
+    cfg, models, data, flags = small
+    algo = algorithms.get("dnf")
+    _, est = algo.classes()
+    params = algorithms.stage_params(algo, cfg, "estimate")
+    stage = est.make_stage(name="bare_dnf_ref", model=models["dnf"], output_mode="return",
+                           calculated_point_estimates=[], **params)
+    ens = stage.estimate({k: v.copy() for k, v in data.items()}).data
+    c = deep_update(cfg, {"estimate": {"dnf_subchunk": 70}})
+    r = algorithms.Runner(algo, models["dnf"], c, name="two_pass_dnf")
+    pdf, extras = r.estimate(data)
+    np.testing.assert_array_equal(pdf, ens.pdf(r.zgrid))
+    np.testing.assert_array_equal(extras["dnf_z"], np.asarray(ens.ancil["DNF_Z"]).ravel())
+    np.testing.assert_array_equal(extras["dnf_zerr"], np.asarray(ens.ancil["photozerr"]).ravel())
+
+
 def test_empty_chunk(small):
     cfg, models, data, flags = small
     empty = {k: v[:0] for k, v in data.items()}

@@ -34,7 +34,11 @@ from .config import REPO_ROOT, deep_update, load_config  # noqa: E402
 REFERENCE = {  # LIneA pz-compute reference forecast, 40e9 objects on all of Apollo (hours)
     "fzboost": 7.0, "bpz": 9.0, "tpz": 9.0}
 APOLLO_SLOTS = 2032
-DEFAULT_ROWS = {"bpz": 100000, "fzboost": 20000, "knn": 40000, "tpz": 3000, "dnf": 6000}
+DEFAULT_ROWS = {"bpz": 100000, "fzboost": 20000, "knn": 40000, "tpz": 20000, "dnf": 8000}
+REFERENCE_FZB_OBJ_S_SLOT = 274          # LIneA pz-compute, measured
+REFERENCE_MEM_MB_SLOT = 2140 * 1.048576  # 2,140 MiB per slot
+REFERENCE_PDF_BYTES = (2400, 2800)      # 301 float64 values + overhead, per object
+RELEASE_OBJECTS = 40e9
 
 
 def _sample(cfg, n, seed=0):
@@ -148,6 +152,32 @@ def _pdf_stats(algo_name, model, cfg, d):
             "float64_bytes_per_object": 8 * pdf.shape[1]}
 
 
+def rounding_ab(algo_name, model, cfg, d, repeats=3):
+    """FlexZBoost (bare RAIL) on magnitudes rounded to 4 decimals vs raw: interleaved
+    repeats (ABBA...), median times; and how much the point estimates move."""
+    from . import algorithms
+    from .pointest import point_estimates
+
+    d4 = {k: (np.round(v, 4).astype(v.dtype) if k.startswith("mag") else v) for k, v in d.items()}
+    times = {"raw": [], "round4": []}
+    for i in range(repeats):
+        order = (("raw", d), ("round4", d4)) if i % 2 == 0 else (("round4", d4), ("raw", d))
+        for key, data in order:
+            times[key].append(bare_rail(algo_name, model, cfg, data))
+    m = min(len(d["object_id"]), 5000)
+    r = algorithms.Runner(algorithms.get(algo_name), model, cfg, name="rounding")
+    pe = {}
+    for key, data in (("raw", d), ("round4", d4)):
+        pdf, _ = r.estimate({k: v[:m] for k, v in data.items() if k != "flags"})
+        pe[key] = point_estimates(pdf, r.zgrid)[0]
+    dz = np.abs(pe["round4"]["z_median"] - pe["raw"]["z_median"])
+    dmode = pe["round4"]["z_mode"] != pe["raw"]["z_mode"]
+    return {"rounding4_speedup": float(np.median(times["raw"]) / np.median(times["round4"])),
+            "rounding4_times_raw_s": times["raw"], "rounding4_times_round4_s": times["round4"],
+            "rounding4_max_abs_dz_median": float(dz.max()),
+            "rounding4_frac_mode_changed": float(dmode.mean())}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--algos", default="bpz,knn,fzboost,dnf,tpz")
@@ -155,6 +185,8 @@ def main(argv=None):
     ap.add_argument("--chunk-rows", type=int, default=None)
     ap.add_argument("--mem-rows", type=int, default=130000)
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--rounding-repeats", type=int, default=3,
+                    help="interleaved timings of FlexZBoost on rounded vs raw magnitudes")
     ap.add_argument("--models", default="results/models")
     ap.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results"))
     ap.add_argument("--no-update-throughput", dest="update_throughput", action="store_false",
@@ -193,12 +225,7 @@ def main(argv=None):
                 res["fast_bpz_speedup_vs_bare_rail"] = res["pipeline_1w_obj_s"] / res["bare_rail_obj_s"]
             res.update(_pdf_stats(a, model, cfg, {k: v[:min(n, 5000)] for k, v in d.items()}))
             if a == "fzboost":
-                c4 = deep_update(cfg, {"partition": {"round_decimals": 4}})
-                d4 = {k: (np.round(v, 4).astype(v.dtype) if k.startswith("mag") else v)
-                      for k, v in d.items()}
-                t_r = bare_rail(a, model, c4, d4)
-                t_n = bare_rail(a, model, cfg, d)
-                res["rounding4_speedup"] = t_n / t_r
+                res.update(rounding_ab(a, model, cfg, d, repeats=args.rounding_repeats))
             if not args.skip_memory:
                 res["memory"] = _mem_child(a, model, cfg_path, args.mem_rows)
             per_core = res["pipeline_2w_obj_s_per_core"]
@@ -266,11 +293,27 @@ def to_markdown(results) -> str:
                      f"{b['bare_rail_obj_s']:.0f} obj/s: x{b['fast_bpz_speedup_vs_bare_rail']:.1f}; the "
                      f"pipeline with RAIL's own BPZ: {b['pipeline_rail_bpz_1w_obj_s']:.0f} obj/s.")
     if "fzboost" in results["algos"] and "rounding4_speedup" in results["algos"]["fzboost"]:
-        extra.append(f"- FlexZBoost with magnitudes rounded to 4 decimals: x"
-                     f"{results['algos']['fzboost']['rounding4_speedup']:.2f} speed vs unrounded.")
+        f = results["algos"]["fzboost"]
+        extra.append(f"- FlexZBoost (bare RAIL) with magnitudes rounded to 4 decimals: x"
+                     f"{f['rounding4_speedup']:.2f} speed vs unrounded (median of "
+                     f"{len(f['rounding4_times_raw_s'])} interleaved runs each); z_median moves by at "
+                     f"most {f['rounding4_max_abs_dz_median']:.2g}, z_mode changes for "
+                     f"{100 * f['rounding4_frac_mode_changed']:.2f}% of objects.")
+        extra.append(f"- FlexZBoost per core: {f['pipeline_1w_obj_s']:.0f} obj/s (1 worker), "
+                     f"{f['pipeline_2w_obj_s_per_core']:.0f} obj/s/core (2 workers) vs the reference "
+                     f"production's {REFERENCE_FZB_OBJ_S_SLOT} obj/s per slot.")
+    mems = {a: r["memory"]["peak_mb"] for a, r in results["algos"].items()
+            if "peak_mb" in r.get("memory", {})}
+    if mems:
+        worst = max(mems, key=mems.get)
+        extra.append(f"- Peak RSS per worker: at most {mems[worst]:.0f} MB ({worst}) vs the "
+                     f"reference's {REFERENCE_MEM_MB_SLOT:.0f} MB (2,140 MiB) per slot; goal 2,000 MB.")
     pdf = [r["bytes_per_object"] for r in results["algos"].values()]
+    tib = sum(pdf) * RELEASE_OBJECTS / 2**40
     extra.append(f"- Stored PDFs: {np.mean(pdf):.1f} B/object on average over the algorithms "
-                 f"(float64 on 301 points: 2,408 B).")
+                 f"(float64 on 301 points: 2,408 B; reference {REFERENCE_PDF_BYTES[0]:,}-"
+                 f"{REFERENCE_PDF_BYTES[1]:,} B): {tib:.1f} TiB for all {len(pdf)} algorithms on "
+                 f"40e9 objects (the reference: ~88 TiB).")
     return "\n".join(lines + [""] + extra) + "\n"
 
 

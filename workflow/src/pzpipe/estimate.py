@@ -39,7 +39,7 @@ def output_schema(algo: algorithms.Algorithm, zg: np.ndarray) -> pa.Schema:
 
 
 def estimate_table(runner: algorithms.Runner, data: dict[str, np.ndarray], flags: np.ndarray,
-                   chunk_index: int, bits: int, subchunk_rows: int = 10000) -> pa.Table:
+                   chunk_index: int, bits: int, subchunk_rows: int = 2000) -> pa.Table:
     """Estimate one chunk and return its output table.
 
     The chunk is processed in sub-chunks of ``subchunk_rows`` objects, so that only the
