@@ -203,8 +203,14 @@ class Runner:
             # which oversubscribes the job's cores and can hang at worker exit
             import joblib
 
-            ctx = (seeded_default_rng(int(np.random.randint(0, 2**31 - 1)))
-                   if self.algo.seed_global_rng else contextlib.nullcontext())
+            if self.algo.seed_global_rng:
+                ctx = seeded_default_rng(int(np.random.randint(0, 2**31 - 1)))
+            elif self.algo.name == "fzboost" and self.cfg["algorithms"]["fzboost"].get("fast", True):
+                from .fzbfast import patched as ctx   # FlexCode post-processing compiled
+
+                ctx = ctx()
+            else:
+                ctx = contextlib.nullcontext()
             with joblib.parallel_config(backend="sequential"), ctx:
                 ens = self.stage.estimate(inp).data
             pdf = np.asarray(ens.pdf(self.zgrid), dtype=np.float64).reshape(n, -1)

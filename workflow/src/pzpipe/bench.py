@@ -34,7 +34,7 @@ from .config import REPO_ROOT, deep_update, load_config  # noqa: E402
 REFERENCE = {  # LIneA pz-compute reference forecast, 40e9 objects on all of Apollo (hours)
     "fzboost": 7.0, "bpz": 9.0, "tpz": 9.0}
 APOLLO_SLOTS = 2032
-DEFAULT_ROWS = {"bpz": 100000, "fzboost": 20000, "knn": 40000, "tpz": 20000, "dnf": 8000}
+DEFAULT_ROWS = {"bpz": 40000, "fzboost": 20000, "knn": 40000, "tpz": 10000, "dnf": 8000}
 REFERENCE_FZB_OBJ_S_SLOT = 274          # LIneA pz-compute, measured
 REFERENCE_MEM_MB_SLOT = 2140 * 1.048576  # 2,140 MiB per slot
 REFERENCE_PDF_BYTES = (2400, 2800)      # 301 float64 values + overhead, per object
@@ -83,6 +83,9 @@ def bare_rail(algo_name, model, cfg, d):
     params.pop("chunk_size", None) if algo_name != "dnf" else None
     stage = est.make_stage(name=f"bare_{algo_name}_{time.time_ns()}", model=model,
                            output_mode="return", **params)
+    # warm-up call (model loading, imports, caches) outside the timing: conservative
+    # for the ratios, since the pipeline's timings include loading the model per worker
+    stage.estimate({k: v[:50].copy() for k, v in d.items() if k != "flags"})
     data = {k: v.copy() for k, v in d.items() if k != "flags"}
     if algo.seed_global_rng:
         algorithms.seed_everything(1)
@@ -185,6 +188,8 @@ def main(argv=None):
     ap.add_argument("--chunk-rows", type=int, default=None)
     ap.add_argument("--mem-rows", type=int, default=130000)
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="timings per algorithm (bare RAIL, 1 and 2 workers, interleaved); medians")
     ap.add_argument("--rounding-repeats", type=int, default=3,
                     help="interleaved timings of FlexZBoost on rounded vs raw magnitudes")
     ap.add_argument("--models", default="results/models")
@@ -196,7 +201,8 @@ def main(argv=None):
     cfg = load_config(cfg_path)
     algos = args.algos.split(",")
     results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-               "command": "python -m pzpipe.bench " + " ".join(argv or sys.argv[1:]), "algos": {}}
+               "command": " ".join(["python -m pzpipe.bench", *(argv or sys.argv[1:])]) + "   (make bench)",
+               "algos": {}}
     os.makedirs(args.out, exist_ok=True)
     with tempfile.TemporaryDirectory() as td:
         for a in algos:
@@ -210,10 +216,18 @@ def main(argv=None):
             part = os.path.join(td, f"{a}.parquet")
             _write_partition(d, part, chunk)
             res = {"objects": n, "chunk_rows": chunk}
-            t_bare = bare_rail(a, model, cfg, d)
-            res["bare_rail_obj_s"] = n / t_bare
+            # repeats interleaved (bare, 1 worker, 2 workers, bare, ...): medians, so
+            # that a slow moment of a shared machine does not decide a ratio
+            times = {"bare": [], "1w": [], "2w": []}
+            for _ in range(args.repeats):
+                times["bare"].append(bare_rail(a, model, cfg, d))
+                for w in (1, 2):
+                    times[f"{w}w"].append(
+                        pipeline(a, model, cfg, part, os.path.join(td, f"{a}_out{w}.parquet"), w))
+            res["times_s"] = times
+            res["bare_rail_obj_s"] = n / float(np.median(times["bare"]))
             for w in (1, 2):
-                t = pipeline(a, model, cfg, part, os.path.join(td, f"{a}_out{w}.parquet"), w)
+                t = float(np.median(times[f"{w}w"]))
                 res[f"pipeline_{w}w_obj_s"] = n / t
                 res[f"pipeline_{w}w_obj_s_per_core"] = n / t / w
             res["ratio_1w"] = res["pipeline_1w_obj_s"] / res["bare_rail_obj_s"]
@@ -271,8 +285,13 @@ def update_throughput(results: dict, path) -> None:
 
 
 def to_markdown(results) -> str:
+    reps = max((len(r.get("times_s", {}).get("bare", [])) for r in results["algos"].values()),
+               default=1)
     lines = [f"# Benchmark ({results['machine']['cpus']} cores, Python {results['machine']['python']})",
              "", f"Command: `{results['command']}`", "",
+             f"Throughputs are medians of {reps} interleaved timings (bare RAIL, pipeline with 1 "
+             "and 2 workers) on the same objects; one BLAS/OpenMP thread per worker; ratios "
+             "are pipeline / bare RAIL per core.", "",
              "| algo | objects | bare RAIL obj/s | pipeline 1w obj/s | ratio 1w | 2w obj/s/core | "
              "ratio 2w/core | 1->2 scaling | peak RSS MB (rows) | PDF B/obj | max CDF err | "
              "40e9 on Apollo (h) | reference (h) |",
