@@ -1,14 +1,16 @@
 """Benchmarks: pipeline vs bare RAIL on the same data, in the same run.
 
-    python -m pzpipe.bench [--algos bpz,fzboost,...] [--rows N] [--out benchmarks/results]
+    python -m pzpipe.bench [--algos bpz,fzboost,...] [--rows N] [--repeats 3] [--out benchmarks/results]
 
 Prints and writes (markdown + JSON):
 1. throughput (objects/s per core) of the pipeline's estimate step (read partition ->
    estimate -> point estimates -> compress -> write) vs bare RAIL ``estimate`` on the
    same objects, as a ratio; 1 and 2 workers; one BLAS/OpenMP thread per worker;
+   ``--repeats`` interleaved timings of each, medians (this VM varies by +-10-25%);
 2. peak RSS of one worker estimating a chunk of ``--mem-rows`` objects (default 130,000);
 3. stored PDF bytes/object and worst CDF error per algorithm;
-4. FlexZBoost runtime with magnitudes rounded to 4 decimals vs not;
+4. FlexZBoost runtime with magnitudes rounded to 4 decimals vs not (interleaved
+   repeats), and how far the point estimates move;
 5. forecast wall time for a 40e9-object release on Apollo (2,032 slots).
 Models come from ``results/models`` (run the pipeline first) or are trained here.
 """
