@@ -115,6 +115,14 @@ def statuses(report: dict) -> dict:
     return {c["check"]: c["status"] for c in report["checks"]}
 
 
+def read_report(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results" / "audit" / "report.json").read_text())
+
+
+def find_check(report: dict, name: str) -> dict:
+    return next(c for c in report["checks"] if c["check"] == name)
+
+
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
@@ -136,13 +144,13 @@ def test_audit_target_passes_on_the_test_run(run_copy):
     r = smk(run_copy, *AUDIT)
     assert "localrule audit:" in r.stdout + r.stderr
     assert not any(f"rule {x}:" in r.stdout + r.stderr for x in ("estimate_batch", "export"))
-    rep = json.loads((run_copy / "results" / "audit" / "report.json").read_text())
+    rep = read_report(run_copy)
     assert rep["status"] == "PASS", (run_copy / "results" / "audit" / "report.md").read_text()
     st = statuses(rep)
     for check in ("manifest", "conservation", "models", "recompute", "config"):
         assert st[check] == "PASS", rep
     assert st["packages"] in ("PASS", "WARN")
-    rec = next(c for c in rep["checks"] if c["check"] == "recompute")
+    rec = find_check(rep, "recompute")
     assert sum(len(v) for v in rec["data"]["chunks"].values()) >= 5      # >= 1 chunk per algo
     assert all("identical" in d for d in rec["details"])
     md = (run_copy / "results" / "audit" / "report.md").read_text()
@@ -153,7 +161,7 @@ def test_audit_target_passes_on_the_test_run(run_copy):
 def test_every_chunk_recomputes_bit_identically(run_copy):
     """All chunks of all algorithms (the test run has 4): not only the audit's sample."""
     rep = audit_direct(run_copy, sample_chunks=100)
-    rec = next(c for c in rep["checks"] if c["check"] == "recompute")
+    rec = find_check(rep, "recompute")
     assert rec["status"] == "PASS", rec
     assert all(len(v) == 4 for v in rec["data"]["chunks"].values()), rec["data"]
 
@@ -172,10 +180,10 @@ def test_altered_output_file_fails(run_copy):
     with pytest.raises(PipelineError, match=r"audit .* FAILED - manifest: knn/b000001\.parquet: "
                                             r"altered after the export .*recompute: knn chunk \d .* column 'z_mode' differs"):
         audit_direct(run_copy, sample_chunks=100)
-    rep = json.loads((run_copy / "results" / "audit" / "report.json").read_text())
+    rep = read_report(run_copy)
     st = statuses(rep)
     assert st["manifest"] == "FAIL" and st["conservation"] == "PASS" and st["models"] == "PASS"
-    rec = next(c for c in rep["checks"] if c["check"] == "recompute")
+    rec = find_check(rep, "recompute")
     assert rec["status"] == "FAIL"
     assert any("knn chunk" in d and "column 'z_mode' differs (1 rows" in d for d in rec["details"])
 
@@ -187,8 +195,8 @@ def test_removed_row_fails(run_copy):
     rewrite_parquet(f, lambda i, t: t.slice(1) if i == 1 else t)
     with pytest.raises(PipelineError, match=r"FAILED - manifest: tpz/b000000\.parquet: altered"):
         audit_direct(run_copy)
-    rep = json.loads((run_copy / "results" / "audit" / "report.json").read_text())
-    cons = next(c for c in rep["checks"] if c["check"] == "conservation")
+    rep = read_report(run_copy)
+    cons = find_check(rep, "conservation")
     assert cons["status"] == "FAIL"
     assert any("tpz batch b000000" in d and "rows, partition has" in d for d in cons["details"])
 
@@ -214,12 +222,12 @@ def test_replaced_model_fails(run_copy):
     with pytest.raises(PipelineError, match=r"FAILED - models: knn: model 'results/models/knn/"
                                             r"model\.pkl' sha256 .* differs from the manifest"):
         audit_direct(run_copy, sample_chunks=100)
-    rep = json.loads((run_copy / "results" / "audit" / "report.json").read_text())
+    rep = read_report(run_copy)
     st = statuses(rep)
     assert st["models"] == "FAIL" and st["manifest"] == "PASS" and st["conservation"] == "PASS"
-    models = next(c for c in rep["checks"] if c["check"] == "models")
+    models = find_check(rep, "models")
     assert any("sidecar" in d for d in models["details"])
-    rec = next(c for c in rep["checks"] if c["check"] == "recompute")
+    rec = find_check(rep, "recompute")
     assert rec["status"] == "FAIL" and any(d.startswith("knn chunk") and "differs" in d
                                            for d in rec["details"])
 
@@ -228,7 +236,7 @@ def test_orphan_and_temporary_files_fail(run_copy):
     rel = run_copy / "results" / "release"
     (rel / "knn" / ".b000000.parquet.tmp-1234").write_bytes(b"partial")
     rep = audit_direct(run_copy, raise_on_fail=False)
-    man = next(c for c in rep["checks"] if c["check"] == "manifest")
+    man = find_check(rep, "manifest")
     assert man["status"] == "FAIL"
     assert any("tmp-1234" in d and "not in the manifest" in d for d in man["details"])
 
@@ -242,7 +250,7 @@ def test_package_differences_warn_only(run_copy):
     rep = audit_direct(run_copy, raise_on_fail=False)
     st = statuses(rep)
     assert st["packages"] == "WARN" and rep["status"] == "PASS", rep
-    pk = next(c for c in rep["checks"] if c["check"] == "packages")
+    pk = find_check(rep, "packages")
     assert any(d.startswith("numpy: recorded 0.0.1, now ") for d in pk["details"])
 
 

@@ -36,10 +36,21 @@ class Algorithm:
     subchunk_key: str | None = None               # estimate.<key>: internal sub-chunk rows
     needs_bpz_data: bool = False
     chunk_coupled: bool = False                   # results depend on the whole chunk (DNF)
+    # pzpipe's faster, bit-identical code for RAIL's estimator, used when
+    # algorithms.<name>.fast (default true): a subclass of the RAIL estimator
+    # ("module:Class") and/or a context manager around RAIL's estimate ("module:function")
+    fast_estimator: str | None = None
+    fast_context: str | None = None
 
     def classes(self):
         mod = importlib.import_module(self.module)
         return getattr(mod, self.informer), getattr(mod, self.estimator)
+
+
+def _load(ref: str):
+    """'module:name' -> the object."""
+    mod, name = ref.split(":")
+    return getattr(importlib.import_module(mod), name)
 
 
 REGISTRY: dict[str, Algorithm] = {
@@ -49,11 +60,12 @@ REGISTRY: dict[str, Algorithm] = {
                   "BPZliteEstimator", extras={"todds": "todds", "tb": "t_best"},
                   needs_bpz_data=True),
         Algorithm("fzboost", "rail.estimation.algos.flexzboost", "FlexZBoostInformer",
-                  "FlexZBoostEstimator"),
+                  "FlexZBoostEstimator", fast_context="pzpipe.fzbfast:patched"),
         Algorithm("knn", "rail.estimation.algos.k_nearneigh", "KNearNeighInformer",
                   "KNearNeighEstimator"),
         Algorithm("tpz", "rail.estimation.algos.tpz_lite", "TPZliteInformer",
-                  "TPZliteEstimator", seed_global_rng=True),
+                  "TPZliteEstimator", seed_global_rng=True,
+                  fast_estimator="pzpipe.tpzfast:TPZfastEstimator"),
         Algorithm("dnf", "rail.estimation.algos.dnf", "DNFInformer", "DNFEstimator",
                   extras={"DNF_Z": "dnf_z", "photozerr": "dnf_zerr"},
                   subchunk_key="dnf_subchunk", chunk_coupled=True),
@@ -168,9 +180,11 @@ class Runner:
         if algo.name == "bpz" and cfg["algorithms"]["bpz"].get("fast", True):
             self.fast = _make_fast_bpz(model_path, params)
         self.stage = None
+        use_fast = cfg["algorithms"][algo.name].get("fast", True)
+        self.fast_context = _load(algo.fast_context) if use_fast and algo.fast_context else None
         if self.fast is None:
-            if algo.name == "tpz" and cfg["algorithms"]["tpz"].get("fast", True):
-                from .tpzfast import TPZfastEstimator as est_cls   # tests/test_tpzfast.py
+            if use_fast and algo.fast_estimator:
+                est_cls = _load(algo.fast_estimator)
             self.stage = est_cls.make_stage(name=f"{name}_{algo.name}", model=model_path,
                                             output_mode="return", **params)
             stage = self.stage
@@ -203,15 +217,12 @@ class Runner:
             # which oversubscribes the job's cores and can hang at worker exit
             import joblib
 
-            if self.algo.seed_global_rng:
-                ctx = seeded_default_rng(int(np.random.randint(0, 2**31 - 1)))
-            elif self.algo.name == "fzboost" and self.cfg["algorithms"]["fzboost"].get("fast", True):
-                from .fzbfast import patched as ctx   # FlexCode post-processing compiled
-
-                ctx = ctx()
-            else:
-                ctx = contextlib.nullcontext()
-            with joblib.parallel_config(backend="sequential"), ctx:
+            with contextlib.ExitStack() as ctx:
+                ctx.enter_context(joblib.parallel_config(backend="sequential"))
+                if self.algo.seed_global_rng:
+                    ctx.enter_context(seeded_default_rng(int(np.random.randint(0, 2**31 - 1))))
+                if self.fast_context is not None:
+                    ctx.enter_context(self.fast_context())
                 ens = self.stage.estimate(inp).data
             pdf = np.asarray(ens.pdf(self.zgrid), dtype=np.float64).reshape(n, -1)
             anc = ens.ancil or {}
@@ -274,9 +285,6 @@ class Runner:
         return pdf, anc
 
 
-import contextlib as _contextlib
-
-
 def _release_memory() -> None:
     """Collect garbage and return freed heap to the OS (RAIL's DNF leaves large
     temporaries per call; without this the worker's RSS creeps up over a chunk)."""
@@ -290,7 +298,7 @@ def _release_memory() -> None:
         pass
 
 
-@_contextlib.contextmanager
+@contextlib.contextmanager
 def _patched(module, **funcs):
     orig = {k: getattr(module, k) for k in funcs}
     for k, f in funcs.items():
@@ -302,7 +310,7 @@ def _patched(module, **funcs):
             setattr(module, k, f)
 
 
-@_contextlib.contextmanager
+@contextlib.contextmanager
 def _dnf_neighbours():
     """Pass 1 of DNF: run RAIL's preselection and metric, keep their results and the
     call's natural neighbour truncation, skip the fit (its output is discarded)."""
@@ -340,7 +348,7 @@ def _dnf_neighbours():
         yield rec
 
 
-@_contextlib.contextmanager
+@contextlib.contextmanager
 def _dnf_replay(rec: dict, forced: int):
     """Pass 2 of DNF: RAIL's estimator on the neighbours kept by pass 1, with the
     neighbour truncation forced to ``forced`` (the chunk's maximum)."""

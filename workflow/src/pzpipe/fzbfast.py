@@ -140,11 +140,7 @@ def patched():
     """Use the compiled post-processing inside ``flexcode.core`` while active."""
     import flexcode.core as core
 
-    names = ("normalize", "remove_bumps", "sharpen")
-    orig = {k: getattr(core, k) for k in names}
-    core.normalize, core.remove_bumps, core.sharpen = normalize, remove_bumps, sharpen
-    try:
+    from .algorithms import _patched
+
+    with _patched(core, normalize=normalize, remove_bumps=remove_bumps, sharpen=sharpen):
         yield
-    finally:
-        for k, f in orig.items():
-            setattr(core, k, f)
