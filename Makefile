@@ -1,13 +1,15 @@
 # Two commands on a fresh machine (Python 3.11 + pip):
-#   make run    create .venv from envs/ and run the whole pipeline on the bundled DC2 data
-#   make test   create .venv from envs/ and run the test suite
+#   make run    create .venv from envs/, write the demo HATS catalog, run the whole pipeline
+#   make test   create .venv from envs/, write the demo HATS catalog, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= profiles/local
 SNAKEMAKE_ARGS ?=
 
-.PHONY: env run test test-fast bench plan lock clean
+DEMO := resources/dc2_object_hats
+
+.PHONY: env demo run test test-fast bench plan lock clean
 
 $(BIN)/.installed: envs/requirements.lock envs/no-deps.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,13 +21,20 @@ $(BIN)/.installed: envs/requirements.lock envs/no-deps.lock pyproject.toml
 
 env: $(BIN)/.installed
 
-run: env
+# the default input: the DC2 validation sample as a small synthetic Rubin-like HATS
+# Object catalog (pzpipe.synth; nothing is downloaded)
+$(DEMO)/properties: $(BIN)/.installed workflow/src/pzpipe/synth.py
+	$(BIN)/python -m pzpipe.synth $(DEMO) --rows-per-pixel 3000
+
+demo: $(DEMO)/properties
+
+run: env demo
 	$(BIN)/snakemake --profile $(PROFILE) $(SNAKEMAKE_ARGS)
 
-test: env
+test: env demo
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
-test-fast: env
+test-fast: env demo
 	$(BIN)/python -m pytest -ra -m "not slow and not slurm" $(PYTEST_ARGS)
 
 bench: env

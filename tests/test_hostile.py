@@ -180,14 +180,19 @@ def test_schema_only_parquet_with_zero_rows(tmp_path):
 
 
 def test_input_changed_after_planning(tmp_path):
-    """The DAG is planned from footers; a file that shrinks before its job runs is caught."""
+    """The DAG is planned from footers (or a HATS catalog's statistics); a file that shrinks
+    or grows before its job runs is caught (rows beyond the planned count would otherwise
+    never be read: a silent drop)."""
     cols = make_flux_table(300)
     p = write_parquet(tmp_path / "in.parquet", cols)
     cfg = flux_config([p])
     lay = make_layout(cfg)
     write_parquet(p, {k: v[:200] for k, v in cols.items()})
     out = tmp_path / "out" / "b000000.parquet"
-    with pytest.raises(PipelineError, match=r"in\.parquet.*expected rows 0-300.*read 200"):
+    with pytest.raises(PipelineError, match=r"in\.parquet' holds 200 rows but the layout .* says 300"):
+        run_batch(lay, "b000000", cfg, str(out))
+    write_parquet(p, make_flux_table(400))
+    with pytest.raises(PipelineError, match=r"in\.parquet' holds 400 rows but the layout .* says 300"):
         run_batch(lay, "b000000", cfg, str(out))
     Path(p).unlink()
     with pytest.raises(PipelineError, match=r"in\.parquet"):
@@ -214,18 +219,23 @@ def test_hdf5_wrong_group_and_missing_column(tmp_path):
 
 def test_duplicate_ids_across_files_are_caught_at_export(tmp_path):
     """Duplicates inside a batch stop the partition job; duplicates across batches (files)
-    are found by the export's conservation check, which names them."""
-    from pzpipe.export import check_conservation
+    are found by the export's bucketed duplicate check, which names them."""
+    from pzpipe import export
 
     a = write_parquet(tmp_path / "a.parquet", make_flux_table(40))
     b = write_parquet(tmp_path / "b.parquet", make_flux_table(40, seed=1, start_id=31))
     cfg = flux_config([a, b], partition={"chunk_rows": 40}, batch={"chunks_per_batch": 1})
     lay = make_layout(cfg)
-    parts = {bid: str(tmp_path / f"{bid}.parquet") for bid in lay.batch_ids()}
-    for bid, p in parts.items():
-        run_batch(lay, bid, cfg, p)
-    with pytest.raises(PipelineError, match=r"10 object ids appear in more than one batch.*31"):
-        check_conservation(lay, parts, {"knn": parts})
+    ids = []
+    for bid in lay.batch_ids():
+        p = tmp_path / f"{bid}.parquet"
+        run_batch(lay, bid, cfg, str(p))
+        ids.append(str(tmp_path / f"ids-{bid}.parquet"))
+        export.write_id_buckets(pq.read_table(p, columns=["object_id"]).column(0).to_numpy(),
+                                1, ids[-1])
+    with pytest.raises(PipelineError, match=r"10 object id\(s\) appear in more than one batch.*31"):
+        export.run_dedup(ids, 0, str(tmp_path / "dedup.json"))
+    assert not (tmp_path / "dedup.json").exists()
 
 
 def test_training_sample_problems_name_file_and_column(tmp_path):
@@ -448,7 +458,8 @@ def smk(workdir: Path, configfile: Path, *args, timeout=600, cwd=None):
 
 
 def _write_cfg(path: Path, files, **over):
-    cfg = {"release": "hostile", "inputs": {"files": [str(f) for f in files], "photometry": "flux"},
+    cfg = {"release": "hostile", "inputs": {"hats": None, "files": [str(f) for f in files],
+                                            "photometry": "flux"},
            "columns": {"id": "objectId", "ra": "ra", "dec": "dec"},
            "partition": {"chunk_rows": 40}, "batch": {"chunks_per_batch": 2}}
     for k, v in over.items():
@@ -509,8 +520,9 @@ def test_cli_spaces_and_shell_metacharacters_in_paths(tmp_path):
 
 
 def test_cli_unwritable_results_dir(tmp_path, unwritable_dir):
-    """results/ not writable: Snakemake itself cannot create results/partition and says
-    so in one line naming the directory; nothing is written."""
+    """results/ not writable: Snakemake itself cannot create the first job's output
+    directory (the HATS import of the coordinates-bearing input) and says so in one line
+    naming it; nothing is written."""
     f = write_parquet(tmp_path / "objects.parquet", make_flux_table(60))
     cf = _write_cfg(tmp_path / "c.yaml", [f])
     wd = tmp_path / "wd"
@@ -519,6 +531,6 @@ def test_cli_unwritable_results_dir(tmp_path, unwritable_dir):
     r = smk(wd, cf, "results/partition/b000000.parquet")
     assert r.returncode != 0
     assert re.search(r"OSError: \[Errno (30|13)\] (Read-only file system|Permission denied): "
-                     r"'results/partition'", r.stderr), r.stderr[-3000:]
+                     r"'results/objects_hats'", r.stderr), r.stderr[-3000:]
     assert _leftovers(unwritable_dir) == []
 

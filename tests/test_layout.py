@@ -27,7 +27,8 @@ def test_batch_ids_roundtrip():
 
 
 def test_synthetic_descriptor_40e9_is_fast():
-    files = read_descriptor({"n_objects": 40e9, "rows_per_file": 130000})
+    files, pixels = read_descriptor({"n_objects": 40e9, "rows_per_file": 130000})
+    assert pixels is None
     lay = Layout(files, 130000, 128)
     assert lay.n_objects == 40_000_000_000
     assert lay.n_chunks == math.ceil(40e9 / 130000)
@@ -39,7 +40,7 @@ def test_synthetic_descriptor_40e9_is_fast():
 def test_csv_descriptor(tmp_path):
     p = tmp_path / "d.csv"
     p.write_text("path,nrows\nx.parquet,5\ny.parquet,7\n")
-    assert read_descriptor(str(p)) == [("x.parquet", 5), ("y.parquet", 7)]
+    assert read_descriptor(str(p)) == ([("x.parquet", 5), ("y.parquet", 7)], None)
     bad = tmp_path / "bad.csv"
     bad.write_text("file,rows\nx,1\n")
     with pytest.raises(PipelineError, match="path,nrows"):

@@ -32,10 +32,28 @@ def run_dir(tmp_path_factory):
 
 
 def test_dry_run_plans_the_dag(tmp_path):
+    """Files with coordinates: the DAG up to the HATS import (a checkpoint), which then
+    adds the per-batch jobs."""
     r = smk(tmp_path, "-n")
     out = r.stdout + r.stderr
-    for rule in ("partition_batch", "train", "estimate_batch", "validate", "export"):
+    for rule in ("import_objects", "train", "validate", "export"):
         assert rule in out
+    assert "checkpoint jobs" in out
+
+
+def test_dry_run_of_a_hats_input_plans_every_job(tmp_path):
+    """A HATS input (the default demo catalog): the whole DAG from its metadata."""
+    overlay = tmp_path / "hats.yaml"
+    overlay.write_text(f"inputs: {{hats: {REPO / 'resources' / 'dc2_object_hats'}, files: []}}\n")
+    cmd = [*SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
+           "--profile", str(REPO / "profiles" / "local"), "-n", "--configfile", str(overlay)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    for rule in ("partition_batch", "train", "estimate_batch", "validate", "export_batch",
+                 "export_dedup", "export"):
+        assert rule in out
+    assert "import_objects" not in out and "checkpoint" not in out
 
 
 def test_release_is_complete_and_conserved(run_dir):
@@ -44,28 +62,43 @@ def test_release_is_complete_and_conserved(run_dir):
     cons = man["conservation"]
     assert cons["ok"] and cons["objects_in"] == 100
     assert cons["objects_in"] == cons["objects_out"] + sum(cons["cut_by_reason"].values())
-    assert set(man["rows_by_algorithm"]) == {"bpz", "fzboost", "knn", "tpz", "dnf"}
-    for f in man["files"]:
-        p = rel / f["path"]
-        assert p.exists() and pq.ParquetFile(p).metadata.num_rows == f["rows"]
-    # 100 objects in chunks of 30 -> 4 chunks, 2 per batch -> 2 files per algorithm
-    assert len(man["files"]) == 10
-    t = pq.read_table(rel / "fzboost" / "b000000.parquet")
-    assert pq.ParquetFile(rel / "fzboost" / "b000000.parquet").metadata.num_row_groups == 2
-    for c in ("object_id", "z_mode", "z_mean", "z_median", "z_lo68", "z_hi68", "pdf", "flags"):
-        assert c in t.column_names
-    bpz = pq.read_table(rel / "bpz" / "b000000.parquet")
-    assert "todds" in bpz.column_names and "t_best" in bpz.column_names
-    ids = np.concatenate([pq.read_table(rel / "knn" / f"b00000{i}.parquet").column("object_id").to_numpy()
-                          for i in range(2)])
-    assert len(np.unique(ids)) == len(ids) == cons["objects_out"]
+    assert man["format"] == "hats"
+    files = [line.split(",") for line in (rel / "manifest_files.csv").read_text().splitlines()[1:]]
+    assert len(files) == man["files"]["count"] == man["pixels"] >= 3
+    for path, rows, *_ in files:
+        assert pq.ParquetFile(rel / path).metadata.num_rows == int(rows)
+    assert sum(int(f[1]) for f in files) == cons["objects_out"]
+    t = pq.read_table(rel / files[0][0])
+    for a in ("bpz", "fzboost", "knn", "tpz", "dnf"):
+        for c in ("z_mode", "z_mean", "z_median", "z_err68_low", "z_err68_high", "z_err95_low",
+                  "z_err95_high", "pdf", "flags"):
+            assert f"{a}_{c}" in t.column_names
+    assert "bpz_todds" in t.column_names and "bpz_t_best" in t.column_names
+    assert {"objectId", "ra", "decl", "_healpix_29"} <= set(t.column_names)
+
+
+def test_release_joins_the_imported_object_catalog(run_dir):
+    """lsdb opens the release; joined to the Object catalog (inputs.files imported as HATS
+    by the pipeline) on objectId it returns every released object exactly once."""
+    import lsdb
+
+    rel = lsdb.open_catalog(str(run_dir / "results" / "release"))
+    obj = lsdb.open_catalog(str(run_dir / "results" / "objects_hats"))
+    joined = obj.join(rel, left_on="objectId", right_on="objectId", suffixes=("", "_pz"),
+                      suffix_method="overlapping_columns").compute()
+    released = rel.compute()
+    assert len(joined) == len(released) == 100 and joined["objectId"].is_unique
+    np.testing.assert_array_equal(np.sort(joined["objectId"]), np.sort(released["objectId"]))
 
 
 def test_pdfs_rebuild_as_qp_ensemble(run_dir):
     from pzpipe import pdfstore
 
-    ens = pdfstore.to_ensemble(str(run_dir / "results" / "release" / "knn" / "b000000.parquet"))
-    assert ens.npdf == pq.ParquetFile(run_dir / "results" / "release" / "knn" / "b000000.parquet").metadata.num_rows
+    rel = run_dir / "results" / "release"
+    path = next((rel / "dataset").rglob("Npix=*.parquet"))
+    t = pq.read_table(path, columns=["knn_pdf", "objectId"]).rename_columns(["pdf", "object_id"])
+    ens = pdfstore.to_ensemble(t, np.linspace(0, 3, 301))
+    assert ens.npdf == pq.ParquetFile(path).metadata.num_rows
 
 
 def test_validation_outputs(run_dir):

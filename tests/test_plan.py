@@ -65,9 +65,10 @@ def test_plan_job_counts_and_submissions():
     s = p["slurm_submissions"]
     assert s["no_array"] == p["total_jobs"] - 1
     assert p["jobs"]["validate_estimate"] == 2
+    assert p["jobs"]["export_batch"] == 10 and p["jobs"]["export_dedup"] == 1
     # arrays of <= 4 tasks: partition 3, estimate 5, train 1, validate_estimate 1,
-    # validate/export 2
-    assert s["array_best"] == 3 + 5 + 1 + 1 + 2
+    # validate/export 2, export_batch 3, export_dedup 1
+    assert s["array_best"] == 3 + 5 + 1 + 1 + 2 + 3 + 1
     assert s["array_best"] <= s["array_worst"] <= s["no_array"]
 
 

@@ -17,8 +17,15 @@ def test_gaussian_point_estimates():
     np.testing.assert_allclose(pe["z_mode"], [1.0, 0.5])
     np.testing.assert_allclose(pe["z_mean"], [1.0, 0.5], atol=1e-6)
     np.testing.assert_allclose(pe["z_median"], [1.0, 0.5], atol=1e-3)
-    np.testing.assert_allclose(pe["z_err68"], [0.05, 0.1], rtol=0.02)
-    np.testing.assert_allclose(pe["z_lo68"], [0.95, 0.4], atol=2e-3)
+    # absolute percentiles (Rubin DP1 convention): 16/84% at mu -+ sigma, 2.5/97.5% at
+    # mu -+ 1.96 sigma (linear interpolation of the trapezoid CDF on a 0.01 grid)
+    np.testing.assert_allclose(pe["z_err68_low"], [0.95, 0.4], atol=2e-3)
+    np.testing.assert_allclose(pe["z_err68_high"], [1.05, 0.6], atol=2e-3)
+    np.testing.assert_allclose(pe["z_err95_low"], [1 - 1.96 * 0.05, 0.5 - 1.96 * 0.1], atol=2e-3)
+    np.testing.assert_allclose(pe["z_err95_high"], [1 + 1.96 * 0.05, 0.5 + 1.96 * 0.1], atol=2e-3)
+    for k in ("z_err95_low", "z_err68_low", "z_median", "z_err68_high", "z_err95_high"):
+        assert pe[k].shape == (2,)
+    assert (pe["z_err95_low"] < pe["z_err68_low"]).all() and (pe["z_err68_high"] < pe["z_err95_high"]).all()
 
 
 def test_bimodal_mode_and_median():

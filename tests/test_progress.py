@@ -44,7 +44,8 @@ def test_summary_classifies_batches(tmp_path):
     (elog / "b000004.log").write_text("2026 INFO start\n")
 
     rows = PR.summary(res, lay, ["fzboost"], logs_dir=logs)
-    part, fz = rows
+    part, fz, exp = rows
+    assert exp["stage"] == "export" and exp["chunks_done"] == 0
     assert part["stage"] == "partition" and part["chunks_done"] == 0
     assert part["chunks_remaining"] == 22
     assert fz["batches_done"] == 2 and fz["chunks_done"] == 6
@@ -109,3 +110,19 @@ def test_algorithms_default_to_existing_dirs(tmp_path):
     rows = PR.summary(res, _layout(1, 1, 1), logs_dir=tmp_path / "logs", include_partition=False)
     assert [r["stage"] for r in rows] == ["bpz", "tpz"]
     assert os.path.isdir(res)
+
+
+def test_hats_batches_of_different_sizes_and_export_dirs(tmp_path):
+    """HATS batches hold whole pixels (different chunk counts); the export's per-batch
+    outputs are directories."""
+    from pzpipe.layout import Layout
+
+    lay = Layout([("p0", 30), ("p1", 10), ("p2", 50)], 10, 3, pixels=[(5, 0), (5, 1), (5, 2)])
+    assert [lay.batch_range(i) for i in range(lay.n_batches)] == [(0, 3), (3, 4), (4, 9)]
+    res = tmp_path / "results"
+    _batch_file(res / "estimates" / "knn" / "b000002.parquet", 5)
+    (res / "export" / "batches" / "b000001").mkdir(parents=True)
+    rows = PR.summary(res, lay, ["knn"], logs_dir=tmp_path / "logs")
+    knn, exp = rows[1], rows[2]
+    assert knn["chunks_done"] == 5 and knn["batches_done"] == 1 and knn["batches_bad"] == 0
+    assert exp["chunks_done"] == 1 and exp["chunks_remaining"] == 8

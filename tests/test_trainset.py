@@ -510,7 +510,9 @@ def test_train_file_readable_by_main_pipeline(run):
     from pzpipe.partition import read_sample
 
     cfg = load_config(Path(__file__).parents[1] / "config" / "config.yaml")
-    sample = read_sample(cfg, {"file": str(run["out"] / "split" / "train.parquet"), "redshift": "redshift"})
+    # the default config's training section (DC2 columns: AB magnitudes, id column 'id')
+    sample = read_sample(cfg, {**cfg["training"], "file": str(run["out"] / "split" / "train.parquet"),
+                               "redshift": "redshift"})
     train = pd.read_parquet(run["out"] / "split" / "train.parquet")
     assert len(sample["redshift"]) == len(train)
     assert np.allclose(sample["redshift"], train["redshift"])

@@ -19,7 +19,7 @@ def test_pipeline_with_trainset(tmp_path):
     data = make_trainset_testdata(tmp_path / "data", n_phot=3000)
     overlay = {
         "release": "trainset-e2e",
-        "inputs": {"files": [str(p) for p in data["photometry"]], "photometry": "mag"},
+        "inputs": {"hats": None, "files": [str(p) for p in data["photometry"]], "photometry": "mag"},
         "columns": {"id": "id", "ra": "ra", "dec": "dec"},
         "partition": {"chunk_rows": 1000},
         "batch": {"chunks_per_batch": 2},

@@ -16,5 +16,5 @@ rule audit:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
     run:
-        logged(log.log, audit.run_release, BATCHES, ALGOS, CFG, output.md, output.json, RESULTS,
+        logged(log.log, audit.run_release, current_layout().batch_ids(), ALGOS, CFG, output.md, output.json, RESULTS,
                log.report)

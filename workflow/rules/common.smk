@@ -1,4 +1,5 @@
 # Helpers that turn the (validated) config into file lists. Rule files contain rules only.
+# Every path of the workflow is defined here, once (PATHS), and passed to the functions.
 import os
 import sys
 
@@ -11,34 +12,87 @@ from pzpipe import PipelineError
 from pzpipe import audit, estimate, export, partition, progress, train, trainset, validate
 from pzpipe.jobs import logged
 from pzpipe.config import config_hash, enabled_algorithms, resolve_path, validate_config
-from pzpipe.layout import make_layout
+from pzpipe.layout import catalog_columns, import_enabled, make_layout
 
 try:
     CFG = validate_config(config)
-    LAYOUT = make_layout(CFG)
 except PipelineError as _exc:
     raise WorkflowError(f"pzpipe: {_exc}")
 
 ALGOS = enabled_algorithms(CFG)
-BATCHES = LAYOUT.batch_ids()
 RESULTS = "results"
-RELEASE_DIR = f"{RESULTS}/release"
+PATHS = {
+    "objects_hats": f"{RESULTS}/objects_hats",  # inputs.files imported as HATS
+    "partition": f"{RESULTS}/partition/{{batch}}.parquet",
+    "model": f"{RESULTS}/models/{{algo}}/model.pkl",
+    "sidecar": f"{RESULTS}/models/{{algo}}/model.json",
+    "estimate": f"{RESULTS}/estimates/{{algo}}/{{batch}}.parquet",
+    "export_batch": f"{RESULTS}/export/batches/{{batch}}",
+    "export_ids": f"{RESULTS}/export/ids/{{batch}}.parquet",
+    "export_dedup": f"{RESULTS}/export/dedup/{{bucket}}.json",
+    "release": f"{RESULTS}/release",
+}
+RELEASE_DIR = PATHS["release"]
 VALIDATION_PLOTS = {k: f"{RESULTS}/validation/{k}.png" for k in ("scatter", "pit", "nz")}
 VALIDATION_OUTPUTS = [f"{RESULTS}/validation/metrics.csv", f"{RESULTS}/validation/metrics.md",
                       *VALIDATION_PLOTS.values()]
 PLANNING = CFG["inputs"]["descriptor"] is not None
+# inputs.files with coordinates are imported as HATS first (checkpoint import_objects);
+# the layout then comes from the imported catalog's metadata.
+TO_HATS = import_enabled(CFG) and not PLANNING
+_LAYOUT = []
+
+
+def current_layout():
+    """The layout (cached). In input functions use ``layout()``, which first waits for the
+    import checkpoint; in ``run:`` blocks the import exists already."""
+    global CFG
+    if not _LAYOUT:
+        try:
+            lay = make_layout(CFG, imported=PATHS["objects_hats"] if TO_HATS else None)
+        except PipelineError as exc:
+            raise WorkflowError(f"pzpipe: {exc}")
+        CFG = catalog_columns(CFG, lay)   # HATS inputs: coordinate names from the catalog
+        _LAYOUT.append(lay)
+    return _LAYOUT[0]
+
+
+def layout(wildcards=None):
+    if TO_HATS:
+        checkpoints.import_objects.get()
+    return current_layout()
+
+
+if not TO_HATS:
+    current_layout()       # errors in the inputs stop the run at start-up
 
 
 wildcard_constraints:
     batch=r"b\d{6}",
+    bucket=r"\d+",
     algo="|".join(ALGOS) if ALGOS else "none",
+
+
+def batch_ids(wildcards=None):
+    return layout().batch_ids()
+
+
+def input_files():
+    from pzpipe.layout import input_files as _files
+
+    try:
+        return _files(CFG)
+    except PipelineError as exc:
+        raise WorkflowError(f"pzpipe: {exc}")
 
 
 def batch_inputs(wildcards):
     """Input files of one batch (none in planning mode: the data may not exist yet)."""
     if PLANNING:
         return []
-    return LAYOUT.batch_files(wildcards.batch)
+    if TO_HATS:
+        return [PATHS["objects_hats"]]
+    return layout().batch_files(wildcards.batch)
 
 
 TRAINSET_ON = CFG["trainset"].get("enabled", False)
@@ -59,7 +113,7 @@ def validation_file(wildcards=None):
 
 
 def model_inputs(wildcards):
-    out = {"model": f"{RESULTS}/models/{wildcards.algo}/model.pkl"}
+    out = {"model": PATHS["model"].format(algo=wildcards.algo)}
     if wildcards.algo == "bpz":
         out["bpz_data"] = f"{RESULTS}/bpz_data"
     return out
@@ -70,6 +124,28 @@ def train_inputs(wildcards):
     if wildcards.algo == "bpz":
         out["bpz_data"] = f"{RESULTS}/bpz_data"
     return out
+
+
+def export_batch_inputs(wildcards):
+    return {"partition": PATHS["partition"].format(batch=wildcards.batch),
+            **{f"est_{a}": PATHS["estimate"].format(algo=a, batch=wildcards.batch)
+               for a in ALGOS}}
+
+
+def n_buckets():
+    return export.n_buckets(current_layout().n_objects, CFG["export"]["dedup_ids_per_job"])
+
+
+def export_inputs(wildcards):
+    lay = layout()
+    k = export.n_buckets(lay.n_objects, CFG["export"]["dedup_ids_per_job"])
+    return {"batches": expand(PATHS["export_batch"], batch=lay.batch_ids()),
+            "dedup": expand(PATHS["export_dedup"], bucket=range(k)),
+            "sidecars": expand(PATHS["sidecar"], algo=ALGOS)}
+
+
+def dedup_inputs(wildcards):
+    return expand(PATHS["export_ids"], batch=layout().batch_ids())
 
 
 # Job sizes (mem_mb, runtime, partition) from measured throughput: pzpipe.plan.rule_resources
@@ -92,9 +168,9 @@ BPZ_DATA_PARAMS = config_hash({"zgrid": CFG["zgrid"], "bpz": CFG["algorithms"].g
 def audit_inputs(wildcards):
     out = {
         "release": RELEASE_DIR,
-        "partitions": expand(f"{RESULTS}/partition/{{batch}}.parquet", batch=BATCHES),
-        "models": expand(f"{RESULTS}/models/{{algo}}/model.pkl", algo=ALGOS),
-        "sidecars": expand(f"{RESULTS}/models/{{algo}}/model.json", algo=ALGOS),
+        "partitions": expand(PATHS["partition"], batch=batch_ids()),
+        "models": expand(PATHS["model"], algo=ALGOS),
+        "sidecars": expand(PATHS["sidecar"], algo=ALGOS),
     }
     if "bpz" in ALGOS:
         out["bpz_data"] = f"{RESULTS}/bpz_data"     # BPZ re-estimation reads its AB files

@@ -2,9 +2,9 @@ rule estimate_batch:
     """Photo-z PDFs and point estimates for every chunk of one batch."""
     input:
         unpack(model_inputs),
-        partition=f"{RESULTS}/partition/{{batch}}.parquet",
+        partition=PATHS["partition"],
     output:
-        f"{RESULTS}/estimates/{{algo}}/{{batch}}.parquet",
+        PATHS["estimate"],
     log:
         "logs/estimate_batch/{algo}/{batch}.log",
     params:

@@ -1,13 +1,49 @@
-rule export:
-    """The release catalog + manifest; fails unless every input object is accounted for."""
+rule export_batch:
+    """One batch's release files (a file per HATS pixel), after its conservation check."""
     input:
-        partitions=expand(f"{RESULTS}/partition/{{batch}}.parquet", batch=BATCHES),
-        estimates=expand(f"{RESULTS}/estimates/{{algo}}/{{batch}}.parquet", algo=ALGOS,
-                         batch=BATCHES),
-        models=expand(f"{RESULTS}/models/{{algo}}/model.pkl", algo=ALGOS),
+        unpack(export_batch_inputs),
+    output:
+        batch=directory(PATHS["export_batch"]),
+        ids=temp(PATHS["export_ids"]),
+    log:
+        "logs/export_batch/{batch}.log",
+    params:
+        config=config_params("release", "export", "zgrid", "columns"),
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    run:
+        logged(log[0], export.run_batch, current_layout(), wildcards.batch, ALGOS, CFG,
+               input.partition, {a: input[f"est_{a}"] for a in ALGOS}, output.batch, output.ids,
+               n_buckets())
+
+
+rule export_dedup:
+    """Object ids seen in more than one batch, for one hash bucket of the ids."""
+    input:
+        dedup_inputs,
+    output:
+        PATHS["export_dedup"],
+    log:
+        "logs/export_dedup/{bucket}.log",
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    run:
+        logged(log[0], export.run_dedup, list(input), int(wildcards.bucket), output[0])
+
+
+rule export:
+    """The release: HATS catalog metadata, manifest, README (reads only the reports)."""
+    input:
+        unpack(export_inputs),
     output:
         directory(RELEASE_DIR),
     log:
         "logs/export.log",
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
     run:
-        logged(log[0], export.run_release, LAYOUT, ALGOS, CFG, output[0], RESULTS)
+        logged(log[0], export.run_release, current_layout(), ALGOS, CFG, list(input.batches),
+               list(input.dedup), dict(zip(ALGOS, input.sidecars)), output[0])

@@ -1,9 +1,29 @@
+if TO_HATS:
+
+    checkpoint import_objects:
+        """inputs.files with coordinates -> a HATS Object catalog (hats-import, dask)."""
+        input:
+            lambda wc: input_files(),
+        output:
+            directory(PATHS["objects_hats"]),
+        log:
+            "logs/import_objects.log",
+        params:
+            config=config_params("inputs", "columns"),
+        threads: CFG["inputs"]["to_hats"]["dask"]["threads"]
+        resources:
+            mem_mb=lambda wc, attempt: CFG["inputs"]["to_hats"]["dask"]["mem_mb"] * attempt,
+            runtime=lambda wc, attempt: 240 * attempt,
+        run:
+            logged(log[0], partition.import_objects, input, CFG, output[0], threads, resources.mem_mb)
+
+
 rule partition_batch:
     """Input catalog rows -> skinny AB-magnitude chunks (one row group per chunk)."""
     input:
         batch_inputs,
     output:
-        f"{RESULTS}/partition/{{batch}}.parquet",
+        PATHS["partition"],
     log:
         "logs/partition_batch/{batch}.log",
     params:
@@ -12,4 +32,4 @@ rule partition_batch:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
     run:
-        logged(log[0], partition.run_batch, LAYOUT, wildcards.batch, CFG, output[0])
+        logged(log[0], partition.run_batch, current_layout(), wildcards.batch, CFG, output[0])

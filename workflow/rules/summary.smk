@@ -10,4 +10,4 @@ rule summary:
     log:
         "logs/summary.log",
     run:
-        logged(log[0], progress.print_summary, RESULTS, LAYOUT, ALGOS)
+        logged(log[0], progress.print_summary, RESULTS, current_layout(), ALGOS)

@@ -72,7 +72,7 @@ if not TS_PHOT_IS_HATS:
     rule photometry_hats:
         """Parquet photometry -> HATS collection (catalog + margin cache), hats-import."""
         input:
-            resolve_path(TS_PHOT) if TS_PHOT else [],
+            lambda wc: trainset.photometry_files(TS) if TS_PHOT else [],
         output:
             directory(TS_PHOT_HATS),
         log:

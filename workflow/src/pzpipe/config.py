@@ -101,9 +101,18 @@ def validate_config(config: dict) -> dict:
         if missing:
             raise PipelineError(f"config error at 'partition.deredden.coefficients': "
                                 f"no coefficient for band(s) {missing}")
-    if not cfg["inputs"]["files"] and cfg["inputs"]["descriptor"] is None:
-        raise PipelineError("config error at 'inputs': give 'files' (a list of catalog "
-                            "files) or 'descriptor' (for planning)")
+    inp = cfg["inputs"]
+    if not inp["files"] and not inp["hats"] and inp["descriptor"] is None:
+        raise PipelineError("config error at 'inputs': give 'hats' (a HATS Object catalog), "
+                            "'files' (catalog files, directories or globs) or 'descriptor' "
+                            "(for planning)")
+    if inp["files"] and inp["hats"]:
+        raise PipelineError("config error at 'inputs': both 'hats' and 'files' are set (the "
+                            "default config sets inputs.hats to the demo catalog): to use "
+                            "inputs.files, add 'hats: null' under 'inputs' in your config file")
+    if inp["hats"] and ("{" in inp["hats"] or "}" in inp["hats"]):
+        raise PipelineError(f"config error at 'inputs.hats': path '{inp['hats']}' contains "
+                            f"'{{' or '}}', which Snakemake reads as a wildcard")
     return cfg
 
 

@@ -21,11 +21,10 @@ from . import PipelineError, algorithms, pdfstore
 from .config import config_hash, zgrid as make_zgrid
 from .io import atomic_path
 from .partition import ID_COL, read_meta
-from .pointest import FLAG_PDF_BAD, point_estimates
+from .pointest import FLAG_PDF_BAD, KEYS as POINT_COLS, point_estimates
 
 log = logging.getLogger(__name__)
 
-POINT_COLS = ("z_mode", "z_mean", "z_median", "z_lo68", "z_hi68", "z_err68")
 _RUNNER = None
 
 

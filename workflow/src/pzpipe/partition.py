@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import PipelineError
+from .hatsio import HEALPIX_COL, spatial_index
 from .io import atomic_path, available_columns, read_rows
 from .layout import Chunk, Layout
 
@@ -271,39 +272,97 @@ def read_sample(cfg: dict, sample: dict) -> dict[str, np.ndarray]:
     return skinny
 
 
-def to_table(skinny: dict[str, np.ndarray]) -> pa.Table:
-    return pa.table({k: pa.array(v) for k, v in skinny.items()})
-
-
-def partition_schema(cfg: dict) -> pa.Schema:
+def partition_schema(cfg: dict, hats: bool = False) -> pa.Schema:
+    """Columns of a partition file: id, magnitudes and errors, coordinates (as ``ra``,
+    ``dec``) when configured, the HATS spatial index for HATS inputs, flags."""
     fields = [pa.field(ID_COL, pa.int64())]
     for b in cfg["bands"]:
         fields += [pa.field(mag_col(b), pa.float32()), pa.field(err_col(b), pa.float32())]
     for k in ("ra", "dec"):
         if cfg["columns"][k]:
             fields.append(pa.field(k, pa.float64()))
+    if hats:
+        fields.append(pa.field(HEALPIX_COL, pa.int64()))
     fields.append(pa.field("flags", pa.int32()))
     return pa.schema(fields)
 
 
-def process_chunk(chunk: Chunk, cfg: dict) -> tuple[pa.Table, dict]:
-    need = check_columns(chunk.file, cfg)
-    raw = read_rows(chunk.file, need, chunk.start, chunk.stop, cfg["inputs"]["hdf5_group"])
+def _check_file_rows(path: str, expected: int, cfg: dict, source: str) -> None:
+    """The file holds as many rows as the layout (its metadata) says: more rows would
+    never be read (a silent drop), fewer would be a truncated file."""
+    from .layout import file_rows
+
+    if expected < 0:
+        return
+    n = file_rows(path, cfg["inputs"]["hdf5_group"])
+    if n != expected:
+        raise PipelineError(
+            f"file '{path}' holds {n} rows but the layout ({source or 'input metadata'}) "
+            f"says {expected}: the metadata is stale or the file changed since the run was "
+            f"planned. Rewrite the catalog's metadata (hats.io.write_parquet_metadata with "
+            f"create_per_partition_stats=True) or the input descriptor, then rerun.")
+
+
+def _hats_extra(path: str, cfg: dict, hats: bool) -> list[str]:
+    """The spatial-index column to read from a HATS pixel file (computed when absent)."""
+    if not hats:
+        return []
+    return [HEALPIX_COL] if HEALPIX_COL in available_columns(path, cfg["inputs"]["hdf5_group"]) else []
+
+
+def process_chunk(chunk: Chunk, cfg: dict, raw: dict | None = None,
+                  hats: bool = False) -> tuple[pa.Table, dict]:
+    """One chunk -> (skinny table, bookkeeping). ``raw``: the chunk's raw columns when the
+    caller already read them (else they are read here)."""
+    extra = _hats_extra(chunk.file, cfg, hats)
+    need = check_columns(chunk.file, cfg, extra)
+    if raw is None:
+        raw = read_rows(chunk.file, need, chunk.start, chunk.stop, cfg["inputs"]["hdf5_group"])
     got = len(raw[cfg["columns"]["id"]])
     if got != chunk.rows:
         raise PipelineError(f"file '{chunk.file}': expected rows {chunk.start}-{chunk.stop} "
                             f"from its metadata but read {got}; the file changed or is "
                             f"truncated. Re-stage it and rerun.")
-    skinny, stats = transform(raw, cfg, chunk.file, f"{chunk.start}-{chunk.stop}")
+    skinny, stats = transform(raw, cfg, chunk.file, f"{chunk.start}-{chunk.stop}", extra=extra)
+    if hats:
+        if HEALPIX_COL not in skinny:
+            skinny[HEALPIX_COL] = spatial_index(skinny["ra"], skinny["dec"])
+        skinny[HEALPIX_COL] = np.asarray(skinny[HEALPIX_COL], dtype=np.int64)
     table = pa.table({f.name: pa.array(skinny[f.name], type=f.type)
-                      for f in partition_schema(cfg)})
+                      for f in partition_schema(cfg, hats)})
     stats.update(chunk=chunk.index, file=chunk.file, start=chunk.start, stop=chunk.stop)
+    if chunk.pixel is not None:
+        stats["pixel"] = list(chunk.pixel)
     return table, stats
+
+
+# a file's chunks of one batch are read with one read when they span at most this many rows
+READ_ONCE_ROWS = 4_000_000
+
+
+def _batch_chunks_with_raw(chunks: list[Chunk], cfg: dict, hats: bool, source: str):
+    """Yield (chunk, raw columns or None): a file's chunks are read with one read of the
+    needed columns (a HATS pixel file often has one row group) when small enough."""
+    from itertools import groupby
+
+    for path, group in groupby(chunks, key=lambda c: c.file):
+        group = list(group)
+        _check_file_rows(path, group[0].file_rows, cfg, source)
+        lo, hi = group[0].start, group[-1].stop
+        if len(group) == 1 or hi - lo > READ_ONCE_ROWS:
+            for ch in group:
+                yield ch, None
+            continue
+        need = check_columns(path, cfg, _hats_extra(path, cfg, hats))
+        raw = read_rows(path, need, lo, hi, cfg["inputs"]["hdf5_group"])
+        for ch in group:
+            yield ch, {k: v[ch.start - lo:ch.stop - lo] for k, v in raw.items()}
+        del raw
 
 
 def run_batch(layout: Layout, batch: str, cfg: dict, output: str) -> dict:
     """Partition the chunks of one batch into ``output`` (one row group per chunk)."""
-    schema = partition_schema(cfg)
+    schema = partition_schema(cfg, layout.is_hats)
     chunks = layout.batch_chunks(batch)
     if not chunks:
         raise PipelineError(f"batch {batch} has no chunks in the current layout")
@@ -311,8 +370,8 @@ def run_batch(layout: Layout, batch: str, cfg: dict, output: str) -> dict:
     seen_ids = []
     with atomic_path(output) as tmp:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for ch in chunks:
-                table, stats = process_chunk(ch, cfg)
+            for ch, raw in _batch_chunks_with_raw(chunks, cfg, layout.is_hats, layout.source):
+                table, stats = process_chunk(ch, cfg, raw, layout.is_hats)
                 seen_ids.append(table.column(ID_COL).to_numpy())
                 stats["row_group"] = None
                 if table.num_rows:
@@ -322,10 +381,10 @@ def run_batch(layout: Layout, batch: str, cfg: dict, output: str) -> dict:
                 log.info("chunk %d (%s rows %d-%d): %d in, %d out, cut %s", ch.index, ch.file,
                          ch.start, ch.stop, stats["rows_in"], stats["rows_out"], stats["cut"])
             ids = np.concatenate(seen_ids) if seen_ids else np.array([], dtype=np.int64)
-            check_unique(ids, f"batch {batch} (files {layout.batch_files(batch)})",
+            check_unique(ids, f"batch {batch} (files {layout.batch_files(batch)[:5]})",
                          cfg["columns"]["id"])
             meta = {"batch": batch, "chunks": stats_all, "bands": cfg["bands"],
-                    "id_column": cfg["columns"]["id"],
+                    "id_column": cfg["columns"]["id"], "kind": layout.kind,
                     "nondetect_val": cfg["partition"]["nondetect_val"]}
             writer.add_key_value_metadata({"pzpipe": json.dumps(meta)})
     return meta
@@ -336,3 +395,20 @@ def read_meta(path: str) -> dict:
     if b"pzpipe" not in md:
         raise PipelineError(f"'{path}' has no pzpipe metadata: not written by this pipeline")
     return json.loads(md[b"pzpipe"])
+
+
+def import_objects(files, cfg: dict, output: str, threads: int = 1, mem_mb: int = 4000) -> str:
+    """Rule entry point: ``inputs.files`` (with coordinates) -> a HATS catalog at ``output``
+    with hats-import, after checking that every file has the columns the run needs (one
+    error naming the odd file, instead of hats-import's bare KeyError)."""
+    from . import hatsio
+
+    files = [str(f) for f in files]
+    for f in files:                   # same message as the partition's (names file + column)
+        check_columns(f, cfg)
+    th = cfg["inputs"]["to_hats"]
+    return hatsio.import_catalog(
+        files, output, ra_column=cfg["columns"]["ra"], dec_column=cfg["columns"]["dec"],
+        catalog_name=f"{cfg['release']}_objects", pixel_threshold=th["pixel_threshold"],
+        highest_order=th["highest_order"], threads=threads, mem_mb=mem_mb,
+        scheduler=th["dask"]["scheduler"], tmp_dir=th["dask"]["tmp_dir"])

@@ -38,6 +38,7 @@ DEFAULT_ALGORITHMS = ("bpz", "fzboost", "knn", "tpz", "dnf")
 DEFAULT_MAX_JOBS = 3000
 # Rules of the workflow with one job per release (not per batch).
 SINGLE_RULES = ("bpz_prepare", "validate", "export")  # `summary` runs on demand, not in `all`
+DEDUP_IDS_PER_JOB = 150_000_000     # export.dedup_ids_per_job (schema default)
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_THROUGHPUT = REPO_ROOT / "resources" / "throughput.yaml"
 
@@ -343,12 +344,15 @@ def pick_partition(partitions: Sequence[Mapping], runtime_min: float) -> Mapping
 # the plan
 # --------------------------------------------------------------------------
 def suggest_chunks_per_batch(n_chunks: int, n_algorithms: int, max_jobs: int = DEFAULT_MAX_JOBS,
-                             bpz: bool = True) -> int:
+                             bpz: bool = True, n_dedup: int = 1) -> int:
     """Smallest chunks_per_batch keeping the whole DAG at or below ``max_jobs``."""
-    # train + validate_estimate per algorithm, single rules, and the `all` target
-    fixed = 2 * n_algorithms + sum(1 for r in SINGLE_RULES if r != "bpz_prepare" or bpz) + 1
+    # train + validate_estimate per algorithm, single rules, the duplicate-check jobs and
+    # the `all` target
+    fixed = (2 * n_algorithms + sum(1 for r in SINGLE_RULES if r != "bpz_prepare" or bpz) + 1
+             + n_dedup)
     room = max(1, max_jobs - fixed)
-    per_batch = 1 + n_algorithms            # partition_batch + one estimate_batch per algorithm
+    per_batch = 2 + n_algorithms            # partition_batch, estimate_batch per algorithm,
+    #                                         export_batch
     cpb = max(1, math.ceil(n_chunks * per_batch / room))
     while cpb < max(1, n_chunks) and math.ceil(n_chunks / cpb) * per_batch > room:
         cpb += 1                            # ceil() of the batch count can overshoot by one
@@ -409,8 +413,9 @@ def plan(
     job_target = max_jobs
     if max_submission_fraction:
         job_target = min(job_target, max(1, int(n_chunks * max_submission_fraction)))
-    cpb = suggest_chunks_per_batch(n_chunks, len(algorithms), job_target, "bpz" in algorithms) \
-        if auto_cpb else int(chunks_per_batch)
+    n_dedup = max(1, math.ceil(n_obj / DEDUP_IDS_PER_JOB)) if n_obj else 0
+    cpb = suggest_chunks_per_batch(n_chunks, len(algorithms), job_target, "bpz" in algorithms,
+                                   n_dedup) if auto_cpb else int(chunks_per_batch)
     if cpb <= 0:
         raise ValueError("chunks_per_batch must be > 0")
     n_batches = math.ceil(n_chunks / cpb) if n_chunks else 0
@@ -423,6 +428,8 @@ def plan(
         "estimate_batch": n_batches * n_alg,
         "validate_estimate": n_alg,
         "validate": 1,
+        "export_batch": n_batches,
+        "export_dedup": n_dedup,
         "export": 1,
         "all": 1,
     }
@@ -503,8 +510,9 @@ def plan(
         "storage_bytes": sum(e["storage_bytes"] for e in per_algo.values()),
         "storage_bytes_float64_pdf": sum(e["storage_bytes_float64_pdf"] for e in per_algo.values()),
         "partition_bytes": partition_bytes,
-        # one parquet per batch per stage + one .snakemake/metadata record each
-        "output_files": n_batches * (1 + 2 * n_alg),
+        # one parquet per batch per stage (partition, estimates, export) + the release's
+        # files (one per batch here; one per pixel for HATS inputs)
+        "output_files": n_batches * (2 + n_alg) + n_batches,
         "metadata_records": slurm_jobs,
     }
     return {

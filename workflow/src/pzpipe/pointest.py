@@ -40,7 +40,12 @@ def quantile(c: np.ndarray, zgrid: np.ndarray, q: float) -> np.ndarray:
     return z0 + np.clip(t, 0, 1) * (z1 - z0)
 
 
-Q16, Q84 = 0.15865525393145707, 0.8413447460685429
+Q16, Q84 = 0.15865525393145707, 0.8413447460685429     # +-1 sigma of a Gaussian
+Q025, Q975 = 0.025, 0.975                                  # 95% interval
+#: output columns, in the kernel's column order; err columns are absolute percentiles of
+#: the PDF (Rubin DP1 convention): err68 = 16/84%, err95 = 2.5/97.5%
+KEYS = ("z_mode", "z_mean", "z_median", "z_err68_low", "z_err68_high", "z_err95_low",
+        "z_err95_high")
 
 
 def _kernel():
@@ -49,8 +54,9 @@ def _kernel():
     @njit(cache=True, nogil=True)
     def kern(pdf, z, out, bad):
         n, m = pdf.shape
-        qs = (Q16, 0.5, Q84)      # ascending; columns 3, 2, 4
-        col = (3, 2, 4)
+        qs = (Q025, Q16, 0.5, Q84, Q975)      # ascending; their columns:
+        col = (5, 3, 2, 4, 6)
+        nq = 5
         for i in range(n):
             norm = 0.0
             best = -1.0
@@ -69,7 +75,7 @@ def _kernel():
                     norm += 0.5 * (v + pv) * (z[j] - z[j - 1])
             if not norm > 0.0:
                 bad[i] = True
-                for k in range(6):
+                for k in range(7):
                     out[i, k] = np.nan
                 continue
             out[i, 0] = z[ib]
@@ -86,17 +92,16 @@ def _kernel():
                 dz = z[j] - z[j - 1]
                 mean += 0.5 * (v * z[j] + pv * z[j - 1]) * dz
                 inc = 0.5 * (v + pv) * dz / norm
-                while k < 3 and c + inc >= qs[k]:
+                while k < nq and c + inc >= qs[k]:
                     t = (qs[k] - c) / inc if inc > 0 else 0.0
                     t = min(max(t, 0.0), 1.0)
                     out[i, col[k]] = z[j - 1] + t * dz
                     k += 1
                 c += inc
-            while k < 3:
+            while k < nq:
                 out[i, col[k]] = z[m - 1]
                 k += 1
             out[i, 1] = mean / norm
-            out[i, 5] = 0.5 * (out[i, 4] - out[i, 3])
 
     return kern
 
@@ -105,10 +110,11 @@ _KERN = None
 
 
 def point_estimates(pdf: np.ndarray, zgrid: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """z_mode, z_mean, z_median, z_lo68, z_hi68, z_err68 from grid PDFs; and bad mask.
+    """``KEYS`` (mode, mean, median, 16/84% and 2.5/97.5% percentiles) from grid PDFs;
+    and the bad-row mask.
 
-    One fused pass per object (numba): trapezoid normalisation, mean, and the 16/50/84%
-    quantiles by linear interpolation of the trapezoid CDF; ``point_estimates_numpy`` is
+    One fused pass per object (numba): trapezoid normalisation, mean, and the
+    2.5/16/50/84/97.5% quantiles by linear interpolation of the trapezoid CDF; ``point_estimates_numpy`` is
     the plain reference implementation (tests check they agree).
     """
     global _KERN
@@ -117,12 +123,11 @@ def point_estimates(pdf: np.ndarray, zgrid: np.ndarray) -> tuple[dict[str, np.nd
     pdf = np.ascontiguousarray(pdf, dtype=np.float64)
     z = np.ascontiguousarray(zgrid, dtype=np.float64)
     n = pdf.shape[0]
-    out = np.empty((n, 6))
+    out = np.empty((n, len(KEYS)))
     bad = np.zeros(n, dtype=np.bool_)
     if n:
         _KERN(pdf, z, out, bad)
-    keys = ("z_mode", "z_mean", "z_median", "z_lo68", "z_hi68", "z_err68")
-    return {k: out[:, i].copy() for i, k in enumerate(keys)}, bad
+    return {k: out[:, i].copy() for i, k in enumerate(KEYS)}, bad
 
 
 def point_estimates_numpy(pdf: np.ndarray, zgrid: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -133,10 +138,11 @@ def point_estimates_numpy(pdf: np.ndarray, zgrid: np.ndarray) -> tuple[dict[str,
         "z_mode": zgrid[np.argmax(p, axis=1)] if len(p) else np.zeros(0),
         "z_mean": np.trapezoid(p * zgrid, zgrid, axis=1),
         "z_median": quantile(c, zgrid, 0.5),
-        "z_lo68": quantile(c, zgrid, Q16),
-        "z_hi68": quantile(c, zgrid, Q84),
+        "z_err68_low": quantile(c, zgrid, Q16),
+        "z_err68_high": quantile(c, zgrid, Q84),
+        "z_err95_low": quantile(c, zgrid, Q025),
+        "z_err95_high": quantile(c, zgrid, Q975),
     }
-    out["z_err68"] = 0.5 * (out["z_hi68"] - out["z_lo68"])
     for k in out:
         out[k] = np.where(bad, np.nan, out[k])
     return out, bad

@@ -31,8 +31,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-BATCH_RE = re.compile(r"^(b\d{6})\.parquet$")
-TMP_RE = re.compile(r"^(b\d{6})\.parquet\.tmp-")
+BATCH_RE = re.compile(r"^(b\d{6})(?:\.parquet)?$")
+TMP_RE = re.compile(r"^\.?(b\d{6})(?:\.parquet)?\.tmp-")
 FAIL_PATTERNS = (b"FAILED", b"Traceback (most recent call last)", b"Error in rule",
                  b"MemoryError", b"DUE TO TIME LIMIT", b"oom-kill", b"oom_kill", b"OUT_OF_MEMORY")
 PARTITION = "partition"
@@ -134,6 +134,8 @@ def stage_progress(
     verify: bool = True,
     slurm_log_dir: str | Path | None = None,
     slurm_prefix: str = "",
+    batch_chunks: Sequence[int] | None = None,
+    kind: str = "file",
 ) -> StageProgress:
     """Progress of one stage whose outputs are ``{out_dir}/{batch}.parquet``.
 
@@ -145,6 +147,10 @@ def stage_progress(
     *running* if it has a log or a leftover ``.tmp-*`` file but no error (a job
     killed without any message also shows here: check ``squeue``); otherwise
     *remaining*.
+
+    ``batch_chunks``: chunks of each batch (HATS batches hold whole pixels, so their
+    sizes differ); default ``chunks_per_batch`` each. ``kind="dir"``: the stage's outputs
+    are directories ``{out_dir}/{batch}/`` (the export's batches), done when present.
     """
     out_dir, log_dir = Path(out_dir), Path(log_dir)
     sp = StageProgress(stage, len(batch_ids), n_chunks)
@@ -158,9 +164,10 @@ def stage_progress(
         except FileNotFoundError:
             pass
     for i, b in enumerate(batch_ids):
-        expected = _chunks_in_batch(i, n_chunks, chunks_per_batch)
+        expected = (batch_chunks[i] if batch_chunks is not None
+                    else _chunks_in_batch(i, n_chunks, chunks_per_batch))
         if b in done:
-            if verify:
+            if verify and kind == "file":
                 f = _footer(out_dir / f"{b}.parquet")
                 if f is None or f[0] != expected:
                     sp.batches_bad += 1
@@ -188,10 +195,13 @@ def stage_progress(
     return sp
 
 
-def _layout_numbers(layout) -> tuple[list[str], int, int]:
+def _layout_numbers(layout) -> tuple[list[str], int, int, list[int] | None]:
     if isinstance(layout, Mapping):
-        return list(layout["batch_ids"]), int(layout["n_chunks"]), int(layout["chunks_per_batch"])
-    return list(layout.batch_ids()), int(layout.n_chunks), int(layout.chunks_per_batch)
+        return (list(layout["batch_ids"]), int(layout["n_chunks"]),
+                int(layout["chunks_per_batch"]), layout.get("batch_chunks"))
+    ids = list(layout.batch_ids())
+    per = [hi - lo for lo, hi in (layout.batch_range(i) for i in range(len(ids)))]
+    return ids, int(layout.n_chunks), int(layout.chunks_per_batch), per
 
 
 def summary(
@@ -217,7 +227,7 @@ def summary(
         raise ValueError("summary needs the layout (pzpipe.layout.make_layout(config))")
     results_dir, logs_dir = Path(results_dir), Path(logs_dir)
     slurm = Path(slurm_logs_dir) if slurm_logs_dir is not None else logs_dir / "slurm"
-    batch_ids, n_chunks, cpb = _layout_numbers(layout)
+    batch_ids, n_chunks, cpb, per = _layout_numbers(layout)
     if algorithms is None:
         est = results_dir / "estimates"
         algorithms = sorted(p.name for p in est.iterdir() if p.is_dir()) if est.is_dir() else []
@@ -225,15 +235,20 @@ def summary(
     if include_partition:
         rows.append(stage_progress(
             PARTITION, results_dir / "partition", logs_dir / "partition_batch", batch_ids,
-            n_chunks, cpb, verify=verify,
+            n_chunks, cpb, verify=verify, batch_chunks=per,
             slurm_log_dir=slurm / "rule_partition_batch").as_dict())
     for algo in algorithms:
         # the slurm plugin names a job's log directory after its wildcard values
         # joined by "_": rule_estimate_batch/{algo}_{batch}/
         rows.append(stage_progress(
             algo, results_dir / "estimates" / algo, logs_dir / "estimate_batch" / algo,
-            batch_ids, n_chunks, cpb, verify=verify,
+            batch_ids, n_chunks, cpb, verify=verify, batch_chunks=per,
             slurm_log_dir=slurm / "rule_estimate_batch", slurm_prefix=f"{algo}_").as_dict())
+    if include_partition:
+        rows.append(stage_progress(
+            "export", results_dir / "export" / "batches", logs_dir / "export_batch", batch_ids,
+            n_chunks, cpb, verify=verify, batch_chunks=per, kind="dir",
+            slurm_log_dir=slurm / "rule_export_batch").as_dict())
     return rows
 
 

@@ -692,71 +692,15 @@ def dedup_specz(compiled, output, report, *, radius_arcsec: float = 0.5,
 
 
 # ========================================================================== dask / HATS
-@contextlib.contextmanager
-def dask_client(threads: int = 1, mem_mb: int = 4000, *, scheduler: str | None = None,
-                tmp_dir=None, processes: bool | None = None):
-    """A dask ``Client``: connect to ``scheduler`` (address or scheduler-file path,
-    e.g. a dask-jobqueue cluster) if given, else start a local cluster of ``threads``
-    single-threaded worker processes sharing ``mem_mb`` MB (``processes=False``: one
-    worker with ``threads`` threads). The dashboard is disabled."""
-    from dask.distributed import Client, LocalCluster
-
-    if scheduler:
-        if os.path.exists(str(scheduler)):
-            client = Client(scheduler_file=str(scheduler))
-        else:
-            client = Client(str(scheduler))
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # keep job logs readable
-    threads = max(1, int(threads))
-    if processes is None:
-        processes = threads > 1
-    n_workers = threads if processes else 1
-    per_worker = max(256, int(mem_mb) // n_workers)
-    kw = {"local_directory": str(tmp_dir)} if tmp_dir else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1 if processes else threads,
-                               processes=processes, memory_limit=f"{per_worker}MB",
-                               dashboard_address=None,  # no dashboard; the scheduler's small
-                               scheduler_kwargs={"dashboard_address": ":0"},  # http server: any port
-                               **kw)
-    client = Client(cluster)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
-
-
-def is_hats(path) -> bool:
-    """True when ``path`` is a HATS catalog or collection directory (cheap test: a
-    ``hats.properties``, ``collection.properties`` or legacy ``properties`` file)."""
-    p = Path(str(path))
-    return p.is_dir() and any((p / f).is_file() for f in
-                              ("collection.properties", "hats.properties", "properties"))
+# shared with the Object-catalog import (pzpipe.hatsio)
+from .hatsio import dask_client, is_hats  # noqa: E402,F401
 
 
 def _parquet_inputs(inputs) -> list[str]:
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    files = []
-    for item in inputs:
-        p = Path(str(item))
-        if p.is_dir():
-            files += sorted(str(f) for f in p.rglob("*.parquet"))
-        elif any(ch in str(item) for ch in "*?["):
-            import glob
-            files += sorted(glob.glob(str(item), recursive=True))
-        else:
-            files.append(str(p))
-    if not files:
-        raise PipelineError(f"no parquet files in {inputs} (trainset.photometry.path)")
-    return files
+    """Parquet files named by paths, directories (recursive) and globs."""
+    from .hatsio import expand_paths
+
+    return expand_paths(inputs, "trainset.photometry.path", suffixes=(".parquet", ".pq"))
 
 
 def import_photometry_hats(inputs, output, *, ra_column: str = "ra", dec_column: str = "dec",
@@ -771,44 +715,20 @@ def import_photometry_hats(inputs, output, *, ra_column: str = "ra", dec_column:
     ``output/<catalog_name>_margin/`` holding the rows within ``margin_arcsec`` of
     each partition (must be >= the crossmatch radius; ``margin_order`` >= 0 instead
     takes whole HEALPix pixels of that order, a wider margin that is faster to plan).
-    ``lsdb.open_catalog(output)`` loads both. Runs hats-import on :func:`dask_client`
-    (``threads`` workers, ``mem_mb`` in total; intermediate files in ``tmp_dir``,
-    default a sibling of ``output``). A failed import removes ``output``."""
-    from hats_import import CollectionArguments
-    from hats_import.pipeline import pipeline_with_client
+    ``lsdb.open_catalog(output)`` loads both. hats-import runs on
+    :func:`pzpipe.hatsio.dask_client` (``threads`` workers, ``mem_mb`` in total, or a
+    running ``scheduler``). Files lacking the coordinate columns are named before the
+    import starts. A failed import removes ``output``."""
+    from .hatsio import check_same_columns, import_catalog
 
     with log_to(log):
-        t0 = time.time()
         files = _parquet_inputs(inputs)
-        output = Path(output)
-        logger.info("importing %d parquet files into HATS %s (pixel_threshold=%d, margin %.2f\")",
-                 len(files), output, pixel_threshold, margin_arcsec)
-        # hats-import records absolute paths (margin -> primary catalog) and the
-        # collection name, so it writes to the final path; a failed import removes it.
-        if output.exists():
-            shutil.rmtree(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp_base = Path(tmp_dir) if tmp_dir else output.parent / f"{output.name}.work-{os.getpid()}"
-        common = {"progress_bar": False, "resume": False, "tmp_dir": str(tmp_base),
-                  "dask_tmp": str(tmp_base / "dask")}
-        try:
-            args = (CollectionArguments(output_path=str(output.parent), output_artifact_name=output.name,
-                                        **common)
-                    .catalog(input_file_list=files, file_reader="parquet", ra_column=ra_column,
-                             dec_column=dec_column, pixel_threshold=int(pixel_threshold),
-                             highest_healpix_order=int(highest_order), output_artifact_name=catalog_name)
-                    .add_margin(margin_threshold=float(margin_arcsec), margin_order=int(margin_order),
-                                output_artifact_name=f"{catalog_name}_margin", is_default=True))
-            with dask_client(threads, mem_mb, scheduler=scheduler, tmp_dir=tmp_base / "dask") as client:
-                pipeline_with_client(args, client)
-        except BaseException:
-            shutil.rmtree(output, ignore_errors=True)
-            raise
-        finally:
-            if not tmp_dir:
-                shutil.rmtree(tmp_base, ignore_errors=True)
-        logger.info("HATS import done in %.1f s", time.time() - t0)
-        return str(output)
+        check_same_columns(files, [ra_column, dec_column], "trainset.photometry.path")
+        return import_catalog(files, output, ra_column=ra_column, dec_column=dec_column,
+                              catalog_name=catalog_name, pixel_threshold=pixel_threshold,
+                              highest_order=highest_order, margin_arcsec=margin_arcsec,
+                              margin_order=margin_order, threads=threads, mem_mb=mem_mb,
+                              scheduler=scheduler, tmp_dir=tmp_dir)
 
 
 # ========================================================================= 4. crossmatch
@@ -1158,7 +1078,7 @@ def run_import(ts: dict, input, output, threads: int, mem_mb: int) -> str:
         raise PipelineError("config error at 'trainset.photometry.path': set the photometric "
                             "catalog (HATS or parquet) to cross-match with")
     return import_photometry_hats(
-        input[0], output[0], ra_column=p["ra_column"], dec_column=p["dec_column"],
+        list(input), output[0], ra_column=p["ra_column"], dec_column=p["dec_column"],
         catalog_name=p["catalog_name"], pixel_threshold=p["pixel_threshold"],
         highest_order=p["highest_order"], margin_arcsec=p["margin_arcsec"],
         margin_order=p["margin_order"], threads=threads, mem_mb=mem_mb,
@@ -1181,3 +1101,11 @@ def run_split(ts: dict, input, outdir: str, threads: int, mem_mb: int) -> dict:
                           stratify_zbins=s["stratify_zbins"], mag_column=s["mag_column"],
                           write_hats=s["write_hats"], threads=threads, mem_mb=mem_mb,
                           scheduler=ts["dask"]["scheduler"])
+
+
+def photometry_files(ts: dict) -> list[str]:
+    """The parquet files of ``trainset.photometry.path`` (file, directory or glob), for the
+    import rule's input (a glob would be a missing literal input to Snakemake)."""
+    path = ts["photometry"]["path"]
+    paths = path if isinstance(path, list) else [path]
+    return _parquet_inputs([resolve_path(p) for p in paths])
