@@ -74,7 +74,7 @@ def test_validation_outputs(run_dir):
 
     m = pd.read_csv(v / "metrics.csv").set_index("algorithm")
     assert set(m.index) == {"bpz", "fzboost", "knn", "tpz", "dnf"}
-    assert (m["sigma_iqr"] < 0.1).all() and (m["outlier_frac"] < 0.2).all()
+    assert (m["sigma_iqr"] < 0.1).all() and (m["outlier_frac_015"] < 0.2).all()
     for name in ("scatter", "pit", "nz"):
         png = (v / f"{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

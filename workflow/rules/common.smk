@@ -23,9 +23,8 @@ ALGOS = enabled_algorithms(CFG)
 BATCHES = LAYOUT.batch_ids()
 RESULTS = "results"
 RELEASE_DIR = f"{RESULTS}/release"
-VALIDATION_PLOTS = {k: f"{RESULTS}/validation/{k}.png" for k in ("scatter", "pit", "nz")}
-VALIDATION_OUTPUTS = [f"{RESULTS}/validation/metrics.csv", f"{RESULTS}/validation/metrics.md",
-                      *VALIDATION_PLOTS.values()]
+VALIDATION = validate.output_paths(RESULTS, ALGOS)    # rule validate's outputs by name
+VALIDATION_OUTPUTS = [p for v in VALIDATION.values() for p in (v if isinstance(v, list) else [v])]
 PLANNING = CFG["inputs"]["descriptor"] is not None
 
 

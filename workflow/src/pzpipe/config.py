@@ -101,6 +101,9 @@ def validate_config(config: dict) -> dict:
         if missing:
             raise PipelineError(f"config error at 'partition.deredden.coefficients': "
                                 f"no coefficient for band(s) {missing}")
+    from .validate import check_config as check_validate_section
+
+    check_validate_section(cfg)
     if not cfg["inputs"]["files"] and cfg["inputs"]["descriptor"] is None:
         raise PipelineError("config error at 'inputs': give 'files' (a list of catalog "
                             "files) or 'descriptor' (for planning)")

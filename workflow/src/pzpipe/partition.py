@@ -233,44 +233,6 @@ def check_unique(ids: np.ndarray, where: str, idname: str) -> None:
             f"input or set columns.id to the unique object id column.")
 
 
-def read_sample(cfg: dict, sample: dict) -> dict[str, np.ndarray]:
-    """Read a training/validation sample, transformed exactly like the release catalog.
-
-    Adds the true redshift as column ``redshift``.
-    """
-    from .config import deep_update, resolve_path
-    from .layout import file_rows
-
-    section = next((k for k in ("training", "validation") if cfg.get(k) is sample),
-                   "training/validation")
-    over = {"columns": dict(sample.get("columns") or {}), "inputs": {}}
-    if sample.get("photometry"):
-        over["inputs"]["photometry"] = sample["photometry"]
-    if sample.get("hdf5_group") is not None:
-        over["inputs"]["hdf5_group"] = sample["hdf5_group"]
-    over["columns"].setdefault("ra", None)
-    over["columns"].setdefault("dec", None)
-    cfg = deep_update(cfg, over)
-    path = resolve_path(sample["file"])
-    zcol = sample["redshift"]
-    nrows = file_rows(path, cfg["inputs"]["hdf5_group"])
-    need = check_columns(path, cfg, extra=[zcol], extra_key=f"{section}.redshift")
-    raw = read_rows(path, need, 0, nrows, cfg["inputs"]["hdf5_group"])
-    skinny, stats = transform(raw, cfg, path, f"0-{nrows}", extra=[zcol])
-    z = np.asarray(skinny.pop(zcol), dtype=np.float64)
-    bad = ~np.isfinite(z)
-    if bad.any():
-        raise PipelineError(f"file '{path}': redshift column '{zcol}' has {int(bad.sum())} "
-                            f"NaN/inf values; clean the sample.")
-    skinny["redshift"] = z
-    check_unique(skinny[ID_COL], f"file '{path}'", cfg["columns"]["id"])
-    if sample.get("max_rows") and len(z) > sample["max_rows"]:
-        rng = np.random.default_rng(sample.get("seed", 42))
-        idx = np.sort(rng.choice(len(z), sample["max_rows"], replace=False))
-        skinny = {k: v[idx] for k, v in skinny.items()}
-    return skinny
-
-
 def to_table(skinny: dict[str, np.ndarray]) -> pa.Table:
     return pa.table({k: pa.array(v) for k, v in skinny.items()})
 
@@ -336,3 +298,6 @@ def read_meta(path: str) -> dict:
     if b"pzpipe" not in md:
         raise PipelineError(f"'{path}' has no pzpipe metadata: not written by this pipeline")
     return json.loads(md[b"pzpipe"])
+
+
+from .samples import read_sample  # noqa: E402,F401  (moved to pzpipe.samples)
