@@ -78,6 +78,15 @@ def test_validation_outputs(run_dir):
     for name in ("scatter", "pit", "nz"):
         png = (v / f"{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    from pzpipe.validate import output_paths
+
+    for p in output_paths(str(run_dir / "results"), sorted(m.index)).values():
+        for f in (p if isinstance(p, list) else [p]):
+            assert Path(f).stat().st_size > 100, f
+    req = json.loads((v / "requirements.json").read_text())
+    assert set(req["algorithms"]) == set(m.index)
+    b = pd.read_csv(v / "metrics_binned.csv")
+    assert set(b["bin_var"]) == {"mag_i", "z_true", "z_phot"}
 
 
 def test_models_have_sidecars(run_dir):

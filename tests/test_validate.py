@@ -277,3 +277,23 @@ def test_cuts_are_validated_by_the_schema():
     raw["training"]["cuts"] = {"require_tru": ["x"]}
     with pytest.raises(PipelineError, match=r"training\.cuts.*'require_tru' was unexpected"):
         validate_config(raw)
+
+
+def test_rubin_catalog_cuts_train_and_validate_on_dc2_files(tmp_path):
+    """The issue's new-user case, through train.run and estimate_validation (kNN, real RAIL):
+    catalog cut require_true [detect_isPrimary] + DC2 HDF5 samples without that column."""
+    from pzpipe import train
+
+    cfg = _rubin_cfg(tmp_path, training={"max_rows": 1500}, validation={"max_rows": 400},
+                     partition={"cuts": {"ref_mag_max": None}}, algorithms={"knn": {}})
+    model = str(tmp_path / "knn.pkl")
+    train.run("knn", cfg, model, str(tmp_path / "knn.json"))
+    out = str(tmp_path / "knn_val.parquet")
+    validate.estimate_validation("knn", model, cfg, out)
+    t = pq.read_table(out)
+    assert t.num_rows == 400 and {"z_true", "ref_mag", "z_mode", "pdf"} <= set(t.column_names)
+    meta = json.loads(t.schema.metadata[b"pzpipe"])
+    info = meta["validation_sample"]
+    assert info["skipped_require_true"] == ["detect_isPrimary"] and meta["ref_band"] == "i"
+    mag = t.column("ref_mag").to_numpy()
+    assert np.isfinite(mag).all() and mag.max() < 26          # DC2: detected in i everywhere
