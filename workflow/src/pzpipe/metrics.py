@@ -36,7 +36,8 @@ DEFINITIONS = {
     "sigma_iqr": "IQR(ez)/1.349 (qp PointSigmaIQR)",
     "sigma_nmad": "1.4826 x median(|ez - median(ez)|) (qp PointSigmaMAD)",
     "outlier_rate_3sigma": "fraction with |ez| > max(0.06, 3 sigma_iqr), ez not centred on "
-                           "the bias (qp PointOutlierRate; the LSST Science Book definition)",
+                           "the bias (qp PointOutlierRate: the Science Book's 3-sigma outliers as qp and RAIL "
+                           "implement them)",
     "outlier_frac_015": "fraction with |ez| > 0.15 (fixed threshold)",
     "pit_ks": "Kolmogorov-Smirnov statistic of the PIT values against U(0,1) "
               "(qp PIT.evaluate_PIT_KS)",
