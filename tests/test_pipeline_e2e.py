@@ -107,10 +107,19 @@ def test_validation_outputs(run_dir):
 
     m = pd.read_csv(v / "metrics.csv").set_index("algorithm")
     assert set(m.index) == {"bpz", "fzboost", "knn", "tpz", "dnf"}
-    assert (m["sigma_iqr"] < 0.1).all() and (m["outlier_frac"] < 0.2).all()
+    assert (m["sigma_iqr"] < 0.1).all() and (m["outlier_frac_015"] < 0.2).all()
     for name in ("scatter", "pit", "nz"):
         png = (v / f"{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    from pzpipe.validate import output_paths
+
+    for p in output_paths(str(run_dir / "results"), sorted(m.index)).values():
+        for f in (p if isinstance(p, list) else [p]):
+            assert Path(f).stat().st_size > 100, f
+    req = json.loads((v / "requirements.json").read_text())
+    assert set(req["algorithms"]) == set(m.index)
+    b = pd.read_csv(v / "metrics_binned.csv")
+    assert set(b["bin_var"]) == {"mag_i", "z_true", "z_phot"}
 
 
 def test_models_have_sidecars(run_dir):

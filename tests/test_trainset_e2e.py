@@ -21,7 +21,7 @@ def test_pipeline_with_trainset(tmp_path):
         "release": "trainset-e2e",
         "inputs": {"hats": None, "files": [str(p) for p in data["photometry"]], "photometry": "mag"},
         "columns": {"id": "id", "ra": "ra", "dec": "dec"},
-        "partition": {"chunk_rows": 1000},
+        "partition": {"chunk_rows": 1000, "cuts": {"require_true": []}},
         "batch": {"chunks_per_batch": 2},
         "algorithms": {"fzboost": {"enabled": False}, "tpz": {"enabled": False},
                        "dnf": {"enabled": False}},

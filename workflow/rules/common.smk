@@ -33,9 +33,8 @@ PATHS = {
     "release": f"{RESULTS}/release",
 }
 RELEASE_DIR = PATHS["release"]
-VALIDATION_PLOTS = {k: f"{RESULTS}/validation/{k}.png" for k in ("scatter", "pit", "nz")}
-VALIDATION_OUTPUTS = [f"{RESULTS}/validation/metrics.csv", f"{RESULTS}/validation/metrics.md",
-                      *VALIDATION_PLOTS.values()]
+VALIDATION = validate.output_paths(RESULTS, ALGOS)    # rule validate's outputs by name
+VALIDATION_OUTPUTS = [p for v in VALIDATION.values() for p in (v if isinstance(v, list) else [v])]
 PLANNING = CFG["inputs"]["descriptor"] is not None
 # inputs.files with coordinates are imported as HATS first (checkpoint import_objects);
 # the layout then comes from the imported catalog's metadata.
@@ -139,9 +138,12 @@ def n_buckets():
 def export_inputs(wildcards):
     lay = layout()
     k = export.n_buckets(lay.n_objects, CFG["export"]["dedup_ids_per_job"])
-    return {"batches": expand(PATHS["export_batch"], batch=lay.batch_ids()),
-            "dedup": expand(PATHS["export_dedup"], bucket=range(k)),
-            "sidecars": expand(PATHS["sidecar"], algo=ALGOS)}
+    out = {"batches": expand(PATHS["export_batch"], batch=lay.batch_ids()),
+           "dedup": expand(PATHS["export_dedup"], bucket=range(k)),
+           "sidecars": expand(PATHS["sidecar"], algo=ALGOS)}
+    if CFG["validate"]["release_gate"]:   # the export refuses estimators that fail the goals
+        out["requirements"] = VALIDATION["req_json"]
+    return out
 
 
 def dedup_inputs(wildcards):

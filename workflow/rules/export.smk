@@ -46,4 +46,5 @@ rule export:
         runtime=lambda wc, attempt: 60 * attempt,
     run:
         logged(log[0], export.run_release, current_layout(), ALGOS, CFG, list(input.batches),
-               list(input.dedup), dict(zip(ALGOS, input.sidecars)), output[0])
+               list(input.dedup), dict(zip(ALGOS, input.sidecars)), output[0],
+               input.get("requirements"))

@@ -17,20 +17,37 @@ rule validate_estimate:
 
 
 rule validate:
-    """Metrics table and plots for all algorithms."""
+    """Metrics (whole sample, binned), tomographic n(z), science goals and figures."""
     input:
         expand(f"{RESULTS}/validation/estimates/{{algo}}.parquet", algo=ALGOS),
     output:
-        csv=report(f"{RESULTS}/validation/metrics.csv", caption="../report/metrics.rst",
-                   category="Validation"),
-        md=f"{RESULTS}/validation/metrics.md",
-        scatter=report(VALIDATION_PLOTS["scatter"], caption="../report/scatter.rst",
-                       category="Validation"),
-        pit=report(VALIDATION_PLOTS["pit"], caption="../report/pit.rst", category="Validation"),
-        nz=report(VALIDATION_PLOTS["nz"], caption="../report/nz.rst", category="Validation"),
+        csv=report(VALIDATION["csv"], caption="../report/metrics.rst",
+                   category="Validation", subcategory="Tables"),
+        md=VALIDATION["md"],
+        binned_csv=report(VALIDATION["binned_csv"], caption="../report/metrics_binned.rst",
+                          category="Validation", subcategory="Tables"),
+        binned_md=VALIDATION["binned_md"],
+        tomo_csv=report(VALIDATION["tomo_csv"], caption="../report/tomo_table.rst",
+                        category="Validation", subcategory="Tables"),
+        tomo_md=VALIDATION["tomo_md"],
+        req_md=report(VALIDATION["req_md"], caption="../report/requirements.rst",
+                      category="Validation", subcategory="Tables"),
+        req_json=VALIDATION["req_json"],
+        scatter_png=report(VALIDATION["scatter_png"], caption="../report/scatter.rst",
+                           category="Validation", subcategory="Whole sample"),
+        pit_png=report(VALIDATION["pit_png"], caption="../report/pit.rst",
+                       category="Validation", subcategory="Whole sample"),
+        nz_png=report(VALIDATION["nz_png"], caption="../report/nz.rst",
+                      category="Validation", subcategory="Whole sample"),
+        vs_mag_png=report(VALIDATION["vs_mag_png"], caption="../report/metrics_vs_mag.rst",
+                          category="Validation", subcategory="Binned metrics"),
+        vs_z_png=report(VALIDATION["vs_z_png"], caption="../report/metrics_vs_z.rst",
+                        category="Validation", subcategory="Binned metrics"),
+        tomo_png=report(VALIDATION["tomo_png"], caption="../report/tomo_nz.rst",
+                        category="Validation", subcategory="Tomographic n(z)"),
     log:
         "logs/validate.log",
     params:
-        config=config_params("validate", "validation", "release"),
+        config=config_params("validate", "validation", "release", "zgrid", "ref_band"),
     run:
         logged(log[0], validate.run_rule, ALGOS, input, CFG, output)

@@ -45,7 +45,7 @@ RELEASE_OBJECTS = 40e9
 
 def _sample(cfg, n, seed=0):
     """n objects from the DC2 validation sample (replicated with new ids if n > 20,449)."""
-    from .partition import read_sample
+    from .samples import read_sample
 
     d = read_sample(cfg, cfg["validation"])
     d.pop("redshift")

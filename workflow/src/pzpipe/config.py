@@ -101,6 +101,9 @@ def validate_config(config: dict) -> dict:
         if missing:
             raise PipelineError(f"config error at 'partition.deredden.coefficients': "
                                 f"no coefficient for band(s) {missing}")
+    from .validate import check_config as check_validate_section
+
+    check_validate_section(cfg)
     inp = cfg["inputs"]
     if not inp["files"] and not inp["hats"] and inp["descriptor"] is None:
         raise PipelineError("config error at 'inputs': give 'hats' (a HATS Object catalog), "

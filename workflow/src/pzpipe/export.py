@@ -303,8 +303,16 @@ def _readme(info: dict) -> str:
 
 
 def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[str],
-                dedup_reports: list[str], model_sidecars: dict[str, str], out_dir: str) -> dict:
-    """Assemble the release from the per-batch outputs (reads only reports)."""
+                dedup_reports: list[str], model_sidecars: dict[str, str], out_dir: str,
+                requirements: str | None = None) -> dict:
+    """Assemble the release from the per-batch outputs (reads only reports).
+
+    ``requirements``: the validation's requirements.json; with ``validate.release_gate``
+    on, an estimator failing a science goal stops the export (nothing is published)."""
+    if requirements is not None:
+        from .validate import check_release_gate
+
+        check_release_gate(requirements, cfg)
     out = Path(out_dir)
     remove_stale_tmp(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

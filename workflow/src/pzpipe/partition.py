@@ -234,44 +234,6 @@ def check_unique(ids: np.ndarray, where: str, idname: str) -> None:
             f"input or set columns.id to the unique object id column.")
 
 
-def read_sample(cfg: dict, sample: dict) -> dict[str, np.ndarray]:
-    """Read a training/validation sample, transformed exactly like the release catalog.
-
-    Adds the true redshift as column ``redshift``.
-    """
-    from .config import deep_update, resolve_path
-    from .layout import file_rows
-
-    section = next((k for k in ("training", "validation") if cfg.get(k) is sample),
-                   "training/validation")
-    over = {"columns": dict(sample.get("columns") or {}), "inputs": {}}
-    if sample.get("photometry"):
-        over["inputs"]["photometry"] = sample["photometry"]
-    if sample.get("hdf5_group") is not None:
-        over["inputs"]["hdf5_group"] = sample["hdf5_group"]
-    over["columns"].setdefault("ra", None)
-    over["columns"].setdefault("dec", None)
-    cfg = deep_update(cfg, over)
-    path = resolve_path(sample["file"])
-    zcol = sample["redshift"]
-    nrows = file_rows(path, cfg["inputs"]["hdf5_group"])
-    need = check_columns(path, cfg, extra=[zcol], extra_key=f"{section}.redshift")
-    raw = read_rows(path, need, 0, nrows, cfg["inputs"]["hdf5_group"])
-    skinny, stats = transform(raw, cfg, path, f"0-{nrows}", extra=[zcol])
-    z = np.asarray(skinny.pop(zcol), dtype=np.float64)
-    bad = ~np.isfinite(z)
-    if bad.any():
-        raise PipelineError(f"file '{path}': redshift column '{zcol}' has {int(bad.sum())} "
-                            f"NaN/inf values; clean the sample.")
-    skinny["redshift"] = z
-    check_unique(skinny[ID_COL], f"file '{path}'", cfg["columns"]["id"])
-    if sample.get("max_rows") and len(z) > sample["max_rows"]:
-        rng = np.random.default_rng(sample.get("seed", 42))
-        idx = np.sort(rng.choice(len(z), sample["max_rows"], replace=False))
-        skinny = {k: v[idx] for k, v in skinny.items()}
-    return skinny
-
-
 def partition_schema(cfg: dict, hats: bool = False) -> pa.Schema:
     """Columns of a partition file: id, magnitudes and errors, coordinates (as ``ra``,
     ``dec``) when configured, the HATS spatial index for HATS inputs, flags."""
@@ -412,3 +374,6 @@ def import_objects(files, cfg: dict, output: str, threads: int = 1, mem_mb: int 
         catalog_name=f"{cfg['release']}_objects", pixel_threshold=th["pixel_threshold"],
         highest_order=th["highest_order"], threads=threads, mem_mb=mem_mb,
         scheduler=th["dask"]["scheduler"], tmp_dir=th["dask"]["tmp_dir"])
+
+
+from .samples import read_sample  # noqa: E402,F401  (moved to pzpipe.samples)

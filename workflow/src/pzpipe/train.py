@@ -11,7 +11,7 @@ import joblib
 
 from . import algorithms, provenance
 from .io import atomic_path, write_json_atomic
-from .partition import read_sample
+from .samples import read_sample
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def run(algo_name: str, cfg: dict, model_out: str, sidecar_out: str, training_fi
     sample = dict(cfg["training"])
     if training_file:
         sample["file"] = training_file
-    data = read_sample(cfg, sample)
+    data = read_sample(cfg, sample, section="training")
     n = len(data["redshift"])
     log.info("training %s on %d objects from %s", algo_name, n, sample["file"])
     inf_cls, _ = algo.classes()
