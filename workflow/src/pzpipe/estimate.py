@@ -26,6 +26,8 @@ from .pointest import FLAG_PDF_BAD, KEYS as POINT_COLS, point_estimates
 log = logging.getLogger(__name__)
 
 _RUNNER = None
+# config sections an estimate file depends on (hashed into its metadata; checked by the audit)
+CONFIG_SECTIONS = ("bands", "partition", "zgrid", "algorithms", "estimate", "training")
 
 
 def output_schema(algo: algorithms.Algorithm, zg: np.ndarray) -> pa.Schema:
@@ -129,8 +131,7 @@ def run_batch(algo_name: str, partition_file: str, model_path: str, cfg: dict,
         "algorithm": algo_name, "batch": meta["batch"],
         "zgrid": [cfg["zgrid"]["zmin"], cfg["zgrid"]["zmax"], cfg["zgrid"]["nz"]],
         "pdf_encoding": pdfstore.ENCODING, "pdf_bits": bits,
-        "config_hash": config_hash(cfg, ["bands", "partition", "zgrid", "algorithms",
-                                         "estimate", "training"]),
+        "config_hash": config_hash(cfg, list(CONFIG_SECTIONS)),
         "model_sha256": _sha(model_path),
         "chunks": [{"chunk": ch["chunk"], "rows": ch["rows_out"]} for ch in meta["chunks"]],
     }
