@@ -5,8 +5,8 @@ rule audit:
     input:
         unpack(audit_inputs),
     output:
-        md=f"{RESULTS}/audit/report.md",
-        json=f"{RESULTS}/audit/report.json",
+        md=PATHS["audit_md"],
+        json=PATHS["audit_json"],
     log:
         log="logs/audit.log",
         report="logs/audit.report.md",
@@ -16,5 +16,4 @@ rule audit:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
     run:
-        logged(log.log, audit.run_release, current_layout().batch_ids(), ALGOS, CFG, output.md, output.json, RESULTS,
-               log.report)
+        logged(log.log, audit.run_release, PATHS, current_layout().batch_ids(), CFG, output.md, output.json, log.report)

@@ -31,6 +31,8 @@ PATHS = {
     "export_ids": f"{RESULTS}/export/ids/{{batch}}.parquet",
     "export_dedup": f"{RESULTS}/export/dedup/{{bucket}}.json",
     "release": f"{RESULTS}/release",
+    "audit_md": f"{RESULTS}/audit/report.md",
+    "audit_json": f"{RESULTS}/audit/report.json",
 }
 RELEASE_DIR = PATHS["release"]
 VALIDATION = validate.output_paths(RESULTS, ALGOS)    # rule validate's outputs by name
@@ -168,12 +170,16 @@ BPZ_DATA_PARAMS = config_hash({"zgrid": CFG["zgrid"], "bpz": CFG["algorithms"].g
 
 
 def audit_inputs(wildcards):
+    """What the audit reads (pzpipe.audit.Inputs names the same PATHS)."""
     out = {
-        "release": RELEASE_DIR,
+        "release": PATHS["release"],
         "partitions": expand(PATHS["partition"], batch=batch_ids()),
         "models": expand(PATHS["model"], algo=ALGOS),
         "sidecars": expand(PATHS["sidecar"], algo=ALGOS),
+        "estimates": expand(PATHS["estimate"], algo=ALGOS, batch=batch_ids()),
     }
+    if TO_HATS:
+        out["objects_hats"] = PATHS["objects_hats"]  # the layout's source
     if "bpz" in ALGOS:
         out["bpz_data"] = f"{RESULTS}/bpz_data"     # BPZ re-estimation reads its AB files
     return out
