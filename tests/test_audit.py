@@ -1,19 +1,18 @@
-"""The `audit` target on a finished small run (config/test.yaml): it passes on the run as
-made, and fails with a clear reason when a stored output file is altered, a row is
-removed, or a model is replaced (each on a copy of the run).
-
-Also the shared helpers for the tests that need a finished run (test_determinism.py,
-test_resume.py): one small run per pytest session, built on first use.
+"""The `audit` target on the release (one HATS catalog, tests/helpers/runs.py's shared small
+run of config/test.yaml): it passes on the run as made, and fails with a clear reason when
+a release file is altered, a row is removed, a model is replaced, an orphan / stray
+parquet / `.tmp-` file appears, the catalog metadata is edited or an id is duplicated
+across batches (each on a copy of the run). Two releases made by calling the stages
+directly (real kNN) cover the layouts the small run does not have: inputs without
+coordinates with a fully cut chunk, and a HATS catalog with cuts and several pixels per
+batch; every chunk of them recomputes bit-identically.
 """
 from __future__ import annotations
 
-import fcntl
+import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,91 +20,68 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-# overridable to try the tests against another checkout / config
-SNAKEFILE = Path(os.environ.get("PZPIPE_TEST_SNAKEFILE", REPO / "workflow" / "Snakefile"))
-CONFIGFILE = Path(os.environ.get("PZPIPE_TEST_CONFIGFILE", REPO / "config" / "test.yaml"))
-PROFILE = Path(os.environ.get("PZPIPE_TEST_PROFILE", REPO / "profiles" / "local"))
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+from helpers.runs import PATHS, REPO, copy_run, small_run, smk
+
 pytestmark = pytest.mark.slow
 
 
 # ----------------------------------------------------------------------------- helpers
-def smk_cmd(workdir: Path, *args, overlays=()) -> list[str]:
-    return [*SNAKEMAKE, "-s", str(SNAKEFILE), "--directory", str(workdir),
-            "--profile", str(PROFILE), "--cores", "2", *args,
-            "--configfile", str(CONFIGFILE), *map(str, overlays)]   # last: it takes several values
-
-
-def smk(workdir: Path, *args, check=True, timeout=3600, overlays=()) -> subprocess.CompletedProcess:
-    r = subprocess.run(smk_cmd(workdir, *args, overlays=overlays), capture_output=True, text=True,
-                       timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"snakemake {args} failed ({r.returncode}):\n"
-                             f"{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
-    return r
-
-
-def full_run(workdir: Path, *targets) -> float:
-    """One uninterrupted run; returns its wall time in seconds."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    smk(workdir, *targets)
-    return time.time() - t0
-
-
-def small_run(tmp_path_factory) -> Path:
-    """The finished small run shared by every test of the session (built once)."""
-    base = tmp_path_factory.getbasetemp()
-    wd = base / "pzpipe-small-run"
-    with open(base / "pzpipe-small-run.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (wd / ".done").exists():
-            if wd.exists():
-                shutil.rmtree(wd)
-            secs = full_run(wd)
-            (wd / ".done").write_text(json.dumps({"seconds": round(secs, 1)}))
-    return wd
-
-
-def copy_run(src: Path, dst: Path) -> Path:
-    """A copy of a finished run (results, logs, .snakemake metadata), mtimes preserved."""
-    shutil.copytree(src, dst, symlinks=True,
-                    ignore=shutil.ignore_patterns("locks", "incomplete", "log", ".done"))
-    return dst
-
-
 def rewrite_parquet(path: Path, fn) -> None:
-    """Rewrite a parquet file through ``fn(table) -> table``, keeping its row groups and
-    key-value metadata (as a careless edit would), and its mtime (as `cp -p` would)."""
+    """Rewrite a parquet file through ``fn(row group index, table) -> table``, keeping its
+    row groups, schema (field metadata included) and key-value metadata, and its mtime
+    (as `cp -p` would): a careful forgery that only a data check can see."""
     pf = pq.ParquetFile(path)
     st = path.stat()
-    kv = {k: v for k, v in (pf.metadata.metadata or {}).items() if k != b"ARROW:schema"}
+    schema = pf.schema_arrow
+    kv = {k: v for k, v in (pf.metadata.metadata or {}).items()
+          if k != b"ARROW:schema" and k not in (schema.metadata or {})}
     groups = [pf.read_row_group(i) for i in range(pf.metadata.num_row_groups)]
-    new = [fn(i, g).replace_schema_metadata(None) for i, g in enumerate(groups)]
+    new = [fn(i, g) for i, g in enumerate(groups)]
     tmp = path.with_name(path.name + ".edit")
-    with pq.ParquetWriter(tmp, new[0].schema, compression="zstd") as w:
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
         for g in new:
-            w.write_table(g, row_group_size=max(g.num_rows, 1))
-        w.add_key_value_metadata(kv)
+            w.write_table(g.cast(schema), row_group_size=max(g.num_rows, 1))
+        if kv:
+            w.add_key_value_metadata(kv)
     os.replace(tmp, path)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert pq.read_schema(path).equals(schema, check_metadata=True)
+    assert (pq.ParquetFile(path).metadata.metadata or {}).get(b"pzpipe") == \
+        (pf.metadata.metadata or {}).get(b"pzpipe")
 
 
-def audit_direct(wd: Path, **kw) -> dict:
-    """Run pzpipe.audit.run on a run directory (cwd = the run: BPZ data paths are relative)."""
-    from pzpipe import audit
-    from pzpipe.config import enabled_algorithms
+def set_value(t: pa.Table, name: str, row: int, fn) -> pa.Table:
+    v = t.column(name).to_numpy().copy()
+    v[row] = fn(v[row])
+    return t.set_column(t.schema.get_field_index(name), t.schema.field(name), pa.array(v))
+
+
+def release_files(wd: Path) -> list[dict]:
+    with open(wd / "results" / "release" / "manifest_files.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def two_chunk_file(wd: Path) -> str:
+    """A release file holding two chunks (two row groups)."""
+    return next(f["path"] for f in release_files(wd) if f["row_groups"] == "2")
+
+
+def batches_of(wd: Path) -> list[str]:
+    from pzpipe.layout import batch_id
 
     man = json.loads((wd / "results" / "release" / "manifest.json").read_text())
-    algos = enabled_algorithms(man["config"])
-    batches = sorted({f["batch"] for f in man["files"]})
+    return [batch_id(i) for i in range(man["inputs"]["batches"])]
+
+
+def audit_direct(wd: Path, paths: dict = PATHS, **kw) -> dict:
+    """pzpipe.audit.run on a run directory with the workflow's paths (cwd = the run, as in
+    the rule: BPZ's data path is relative to it)."""
+    from pzpipe import audit
+
     cwd = os.getcwd()
     os.chdir(wd)
     try:
-        return audit.run("results/release",
-                         {b: f"results/partition/{b}.parquet" for b in batches},
-                         {a: f"results/models/{a}/model.pkl" for a in algos},
+        return audit.run(audit.Inputs.from_paths(paths), batches_of(wd),
                          "results/audit/report.md", "results/audit/report.json", **kw)
     finally:
         os.chdir(cwd)
@@ -137,68 +113,89 @@ def run_copy(run_dir, tmp_path):
 # ----------------------------------------------------------------------------- tests
 # audit the files as they are: do not let a change of rule code since the run (while
 # developing) make Snakemake recompute the release first
-AUDIT = ("results/audit/report.md", "--rerun-triggers", "mtime")     # nargs+: target first
+AUDIT = ("results/audit/report.md", "--rerun-triggers", "mtime")
 
 
 def test_audit_target_passes_on_the_test_run(run_copy):
     r = smk(run_copy, *AUDIT)
-    assert "localrule audit:" in r.stdout + r.stderr
-    assert not any(f"rule {x}:" in r.stdout + r.stderr for x in ("estimate_batch", "export"))
+    out = r.stdout + r.stderr
+    assert "localrule audit:" in out
+    assert not any(f"rule {x}:" in out for x in ("import_objects", "partition_batch",
+                                                 "estimate_batch", "export_batch", "export"))
     rep = read_report(run_copy)
     assert rep["status"] == "PASS", (run_copy / "results" / "audit" / "report.md").read_text()
     st = statuses(rep)
-    for check in ("manifest", "conservation", "models", "recompute", "config"):
+    for check in ("manifest", "catalog", "conservation", "models", "recompute", "config"):
         assert st[check] == "PASS", rep
     assert st["packages"] in ("PASS", "WARN")
+    man = json.loads((run_copy / "results" / "release" / "manifest.json").read_text())
+    cons = find_check(rep, "conservation")["data"]
+    assert cons["objects_in"] == man["conservation"]["objects_in"] == 100
+    assert cons["batches"] == man["inputs"]["batches"] == 3 and cons["id_buckets"] >= 1
+    assert find_check(rep, "manifest")["data"]["files"] == man["files"]["count"] == 3
     rec = find_check(rep, "recompute")
-    assert sum(len(v) for v in rec["data"]["chunks"].values()) >= 5      # >= 1 chunk per algo
-    assert all("identical" in d for d in rec["details"])
+    assert sorted(rec["data"]["chunks"]) == sorted(man["models"])
+    assert all(len(v) == 2 for v in rec["data"]["chunks"].values())   # audit.sample_chunks
+    assert all("identical" in d for d in rec["details"]) and len(rec["details"]) == 10
     md = (run_copy / "results" / "audit" / "report.md").read_text()
-    assert "| recompute | **PASS** |" in md and "bit-identical" in md
+    assert "| recompute | **PASS** |" in md and "bit for bit" in md
+    # the scratch directory of the id buckets is gone
+    assert sorted(p.name for p in (run_copy / "results" / "audit").iterdir()) == \
+        ["report.json", "report.md"]
     assert r.returncode == 0
 
 
 def test_every_chunk_recomputes_bit_identically(run_copy):
-    """All chunks of all algorithms (the test run has 4): not only the audit's sample."""
+    """All chunks of all estimators (the test run has 5), not only the audit's sample."""
     rep = audit_direct(run_copy, sample_chunks=100)
+    assert rep["status"] == "PASS", rep
     rec = find_check(rep, "recompute")
-    assert rec["status"] == "PASS", rec
-    assert all(len(v) == 4 for v in rec["data"]["chunks"].values()), rec["data"]
+    assert all(sorted(v) == [0, 1, 2, 3, 4] for v in rec["data"]["chunks"].values()), rec["data"]
+    assert len(rec["details"]) == 25 and all(d.endswith(": identical") for d in rec["details"])
 
 
-def test_altered_output_file_fails(run_copy):
+def test_altered_release_file_fails(run_copy):
     from pzpipe import PipelineError
 
-    f = run_copy / "results" / "release" / "knn" / "b000001.parquet"
-
-    def shift(i, t):
-        z = t.column("z_mode").to_numpy().copy()
-        z[0] += 0.01
-        return t.set_column(t.schema.get_field_index("z_mode"), "z_mode", pa.array(z))
-
-    rewrite_parquet(f, shift)
-    with pytest.raises(PipelineError, match=r"audit .* FAILED - manifest: knn/b000001\.parquet: "
-                                            r"altered after the export .*recompute: knn chunk \d .* column 'z_mode' differs"):
+    path = two_chunk_file(run_copy)
+    f = run_copy / "results" / "release" / path
+    rewrite_parquet(f, lambda i, t: set_value(t, "knn_z_mode", 0, lambda z: z + np.float32(0.01)))
+    esc = path.replace(".", r"\.")
+    with pytest.raises(PipelineError, match=rf"audit .* FAILED - manifest: {esc}: altered after "
+                                            rf"the export .*recompute: knn chunk \d \({esc} row "
+                                            rf"group \d.* column 'z_mode' differs"):
         audit_direct(run_copy, sample_chunks=100)
     rep = read_report(run_copy)
     st = statuses(rep)
-    assert st["manifest"] == "FAIL" and st["conservation"] == "PASS" and st["models"] == "PASS"
+    assert st["manifest"] == "FAIL"
+    for check in ("catalog", "conservation", "models"):     # the data changed, nothing else
+        assert st[check] == "PASS", find_check(rep, check)
     rec = find_check(rep, "recompute")
-    assert rec["status"] == "FAIL"
-    assert any("knn chunk" in d and "column 'z_mode' differs (1 rows" in d for d in rec["details"])
+    bad = [d for d in rec["failures"]]
+    assert len(bad) == 2, bad                       # both chunks of the file, knn only
+    assert all(d.startswith("knn chunk") and "column 'z_mode' differs (1 rows, max |diff| 0.01)"
+               in d for d in bad), bad
+    assert sum("identical" in d for d in rec["details"]) == 23
 
 
 def test_removed_row_fails(run_copy):
     from pzpipe import PipelineError
 
-    f = run_copy / "results" / "release" / "tpz" / "b000000.parquet"
+    path = two_chunk_file(run_copy)
+    f = run_copy / "results" / "release" / path
     rewrite_parquet(f, lambda i, t: t.slice(1) if i == 1 else t)
-    with pytest.raises(PipelineError, match=r"FAILED - manifest: tpz/b000000\.parquet: altered"):
-        audit_direct(run_copy)
+    with pytest.raises(PipelineError, match=rf"FAILED - manifest: {path.replace('.', '[.]')}: "
+                                            rf"altered .*conservation: "):
+        audit_direct(run_copy, sample_chunks=100)
     rep = read_report(run_copy)
     cons = find_check(rep, "conservation")
     assert cons["status"] == "FAIL"
-    assert any("tpz batch b000000" in d and "rows, partition has" in d for d in cons["details"])
+    assert any(d.startswith(f"{path} row group 1 (batch b00000") and "rows, partition has" in d
+               for d in cons["failures"]), cons
+    assert any(d == "99 rows in the release files, 100 kept by the partition"
+               for d in cons["failures"]), cons
+    rec = find_check(rep, "recompute")
+    assert sum("rows stored" in d and "recomputed" in d for d in rec["failures"]) == 5  # each algo
 
 
 def test_replaced_model_fails(run_copy):
@@ -219,6 +216,7 @@ def test_replaced_model_fails(run_copy):
     finally:
         os.chdir(cwd)
     shutil.copy(other / "model.pkl", model)
+    shutil.rmtree(other)
     with pytest.raises(PipelineError, match=r"FAILED - models: knn: model 'results/models/knn/"
                                             r"model\.pkl' sha256 .* differs from the manifest"):
         audit_direct(run_copy, sample_chunks=100)
@@ -226,19 +224,72 @@ def test_replaced_model_fails(run_copy):
     st = statuses(rep)
     assert st["models"] == "FAIL" and st["manifest"] == "PASS" and st["conservation"] == "PASS"
     models = find_check(rep, "models")
-    assert any("sidecar" in d for d in models["details"])
+    assert any("sidecar" in d for d in models["failures"])
     rec = find_check(rep, "recompute")
-    assert rec["status"] == "FAIL" and any(d.startswith("knn chunk") and "differs" in d
-                                           for d in rec["details"])
+    assert rec["status"] == "FAIL"
+    assert {d.split(" (")[0] for d in rec["failures"]} == {f"knn chunk {i}" for i in range(5)}
+    assert all("differs" in d for d in rec["failures"])
 
 
-def test_orphan_and_temporary_files_fail(run_copy):
+def test_orphan_stray_and_temporary_files_fail(run_copy):
     rel = run_copy / "results" / "release"
-    (rel / "knn" / ".b000000.parquet.tmp-1234").write_bytes(b"partial")
-    rep = audit_direct(run_copy, raise_on_fail=False)
+    path = Path(release_files(run_copy)[0]["path"])
+    (rel / path.parent / f".{path.name}.tmp-1234").write_bytes(b"partial")
+    stray = path.parent / "Npix=1.parquet"                # a parquet file nobody listed
+    shutil.copy(rel / path, rel / stray)
+    (rel / ".README.md.tmp-77").mkdir()
+    (rel / ".README.md.tmp-77" / "x").write_text("x")
+    rep = audit_direct(run_copy, raise_on_fail=False, sample_chunks=0)
     man = find_check(rep, "manifest")
     assert man["status"] == "FAIL"
-    assert any("tmp-1234" in d and "not in the manifest" in d for d in man["details"])
+    assert any(f".{path.name}.tmp-1234" in d and "temporary file of an interrupted write" in d
+               for d in man["failures"]), man
+    assert any(d.startswith(f"{stray}: in the release directory but not in the manifest")
+               for d in man["failures"])
+    assert any(d.startswith(".README.md.tmp-77: ") for d in man["failures"])
+    assert len(man["failures"]) == 3, man          # the release metadata files are not orphans
+    assert statuses(rep)["conservation"] == "PASS"
+
+
+def test_edited_catalog_metadata_fails(run_copy):
+    """partition_info.csv and properties are not in manifest_files.csv: the catalog check
+    compares them with the files and the manifest (a dropped pixel would make readers miss
+    its objects silently)."""
+    rel = run_copy / "results" / "release"
+    lines = (rel / "partition_info.csv").read_text().splitlines()
+    (rel / "partition_info.csv").write_text("\n".join(lines[:-1]) + "\n")
+    props = (rel / "properties").read_text().replace("hats_nrows=100", "hats_nrows=99")
+    (rel / "properties").write_text(props)
+    rep = audit_direct(run_copy, raise_on_fail=False, sample_chunks=0)
+    cat = find_check(rep, "catalog")
+    assert cat["status"] == "FAIL"
+    assert any(d.startswith("partition_info.csv lists 2 pixels, the release files are 3 pixels")
+               for d in cat["failures"]), cat
+    assert any("properties: hats_nrows = '99', expected '100'" in d for d in cat["failures"])
+    assert any("hats.properties differs from properties" in d for d in cat["failures"])
+    assert statuses(rep)["manifest"] == "PASS"
+
+
+def test_duplicate_id_across_batches_fails(run_copy):
+    """An object id of batch b000000 given to an object of b000001 in the partition AND the
+    release (so that every chunk still matches its partition): the bucketed check over the
+    whole release finds it."""
+    from pzpipe.partition import ID_COL
+
+    res = run_copy / "results"
+    taken = int(pq.read_table(res / "partition" / "b000000.parquet").column(ID_COL)[0].as_py())
+    rewrite_parquet(res / "partition" / "b000001.parquet",
+                    lambda i, t: set_value(t, ID_COL, 0, lambda _: taken) if i == 0 else t)
+    path = next(f["path"] for f in release_files(run_copy) if f["batch"] == "b000001")
+    rewrite_parquet(res / "release" / path,
+                    lambda i, t: set_value(t, "objectId", 0, lambda _: taken) if i == 0 else t)
+    rep = audit_direct(run_copy, raise_on_fail=False, sample_chunks=0)
+    cons = find_check(rep, "conservation")
+    assert cons["status"] == "FAIL"
+    assert any(f"1 object id(s) appear in more than one batch of the release (e.g. [{taken}])"
+               in d for d in cons["failures"]), cons
+    assert any("duplicate_ids = 1 now, the manifest records 0" in d for d in cons["failures"])
+    assert not any("differ from the partition" in d for d in cons["failures"])
 
 
 def test_package_differences_warn_only(run_copy):
@@ -257,21 +308,104 @@ def test_package_differences_warn_only(run_copy):
 def test_cli_failed_audit_one_line_and_report_kept(run_copy):
     """Through snakemake: exit code != 0, one `pzpipe error in audit` line on stderr, the
     report kept in logs/audit.report.md (Snakemake deletes a failed job's outputs)."""
-    f = run_copy / "results" / "release" / "fzboost" / "b000000.parquet"
-
-    def shift(i, t):
-        z = t.column("z_mean").to_numpy().copy()
-        z[-1] = np.float32(z[-1] + 0.5)
-        return t.set_column(t.schema.get_field_index("z_mean"), "z_mean", pa.array(z))
-
-    rewrite_parquet(f, shift)        # same mtime: Snakemake has no reason to rerun the export
+    path = release_files(run_copy)[-1]["path"]
+    rewrite_parquet(run_copy / "results" / "release" / path,   # same mtime: no reason to rerun
+                    lambda i, t: set_value(t, "fzboost_z_mean", -1, lambda z: z + np.float32(0.5)))
     r = smk(run_copy, *AUDIT, check=False)
     assert r.returncode != 0
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("pzpipe error in audit")]
-    assert len(lines) == 1 and "manifest: fzboost/b000000.parquet: altered after the export" in lines[0], r.stderr[-4000:]
+    assert len(lines) == 1 and f"manifest: {path}: altered after the export" in lines[0], \
+        r.stderr[-4000:]
     kept = (run_copy / "logs" / "audit.report.md").read_text()
     assert "| manifest | **FAIL** |" in kept
     assert not (run_copy / "results" / "audit" / "report.md").exists()
+
+
+# ----------------------------------------------------------------------------- layouts
+def _config(**over) -> dict:
+    """config/config.yaml with ``over``, kNN only (trained on 1,500 objects)."""
+    from pzpipe.config import deep_update, load_config, validate_config
+
+    base = load_config(REPO / "config" / "config.yaml")
+    knn = {"algorithms": {a: {"enabled": a == "knn"} for a in base["algorithms"]},
+           "training": {"max_rows": 1500}, "estimate": {"workers": 1}}
+    return validate_config(deep_update(deep_update(base, knn), over))
+
+
+def _flux_files_without_coordinates(tmp: Path):
+    """Two parquet files (45 + 40 rows) without coordinates; rows 30-44 of the first file
+    are not primary: chunk 2 (15 rows) is cut whole, so batch b000001's file has one row
+    group, for chunk 3."""
+    from conftest import make_flux_table, write_parquet
+
+    a = make_flux_table(45)
+    a["detect_isPrimary"][30:] = False
+    b = make_flux_table(40, seed=1, start_id=1001)
+    for t in (a, b):
+        del t["ra"], t["dec"]
+    files = [write_parquet(tmp / "a.parquet", a), write_parquet(tmp / "b.parquet", b)]
+    return _config(release="audit-files", inputs={"hats": None, "files": files},
+                   columns={"ra": None, "dec": None},
+                   partition={"chunk_rows": 15}, batch={"chunks_per_batch": 2})
+
+
+def _synthetic_hats(tmp: Path):
+    """A synthetic HATS catalog: 7 pixels of 100 rows, 5% not primary (cut), 2 chunks per
+    pixel, 2 pixels per batch."""
+    from pzpipe import synth
+
+    synth.write_catalog(tmp / "objects", 700, seed=3, rows_per_pixel=100, non_primary=0.05)
+    return _config(release="audit-hats", inputs={"hats": str(tmp / "objects")},
+                   partition={"chunk_rows": 60}, batch={"chunks_per_batch": 4})
+
+
+@pytest.mark.parametrize("kind", ["files", "hats"])
+def test_audit_on_other_layouts(kind, tmp_path):
+    """Releases made with the stages' own functions (tests/helpers/releases.py, real kNN):
+    every check passes and every chunk recomputes bit-identically from the row group that
+    the partition's chunk maps to; then one row of the last release file is altered and the
+    recompute check names that chunk."""
+    from helpers.releases import build_release, manifest
+    from pzpipe import audit
+
+    cfg = _flux_files_without_coordinates(tmp_path) if kind == "files" else _synthetic_hats(tmp_path)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        built = build_release(tmp_path, cfg, ["knn"])
+        paths, lay = built["paths"], built["layout"]
+        man = manifest(paths["release"])
+        md, js = str(tmp_path / "audit" / "r.md"), str(tmp_path / "audit" / "r.json")
+        rep = audit.run(audit.Inputs.from_paths(paths), lay.batch_ids(), md, js,
+                        sample_chunks=1000, raise_on_fail=False)
+        assert rep["status"] == "PASS", Path(md).read_text()
+        rec = find_check(rep, "recompute")
+        cons = man["conservation"]
+        if kind == "files":
+            assert man["format"] == "parquet" and lay.n_batches == 3
+            assert cons["cut_by_reason"]["require_true"] == 15 and cons["objects_out"] == 70
+            assert sorted(rec["data"]["chunks"]["knn"]) == [0, 1, 3, 4, 5]    # chunk 2: all cut
+            assert any(d.startswith("knn chunk 3 (dataset/part-b000001.parquet row group 0,")
+                       for d in rec["details"]), rec["details"]
+        else:
+            assert man["format"] == "hats" and lay.n_batches == 4 and man["pixels"] == 7
+            assert cons["cut_by_reason"]["require_true"] > 0
+            assert len(rec["data"]["chunks"]["knn"]) == lay.n_chunks == 14
+            assert any("row group 1," in d for d in rec["details"])
+        assert all(d.endswith(": identical") for d in rec["details"])
+        rows = list(audit.manifest_files(Path(paths["release"])))
+        last = Path(paths["release"]) / rows[-1]["path"]
+        n_rg = pq.ParquetFile(last).metadata.num_row_groups
+        rewrite_parquet(last, lambda i, t: set_value(t, "knn_z_median", 0, lambda z: -z)
+                        if i == n_rg - 1 else t)
+        rep = audit.run(audit.Inputs.from_paths(paths), lay.batch_ids(), md, js,
+                        sample_chunks=1000, raise_on_fail=False)
+        rec = find_check(rep, "recompute")
+        assert [d.split(" (")[0] for d in rec["failures"]] == [f"knn chunk {lay.n_chunks - 1}"]
+        assert f"({rows[-1]['path']} row group {n_rg - 1}," in rec["failures"][0]
+        assert "column 'z_median' differs (1 rows" in rec["failures"][0]
+    finally:
+        os.chdir(cwd)
 
 
 # ----------------------------------------------------------------------------- report

@@ -1,0 +1,1 @@
+"""Shared test code (imported as ``helpers``: pytest puts tests/ on sys.path)."""

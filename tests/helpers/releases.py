@@ -1,0 +1,52 @@
+"""A release made without Snakemake, by calling the stages' own functions in the order the
+rules do (partition -> train -> estimate -> export_batch -> export_dedup -> export), with
+real estimators (kNN: trained in a few seconds). For tests that need a release of a
+particular layout (files without coordinates, fully cut chunks, several pixels per batch)
+without the cost of a Snakemake run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .runs import PATHS
+
+
+def paths_in(root: Path) -> dict:
+    """The workflow's PATHS rooted at ``root`` (absolute)."""
+    return {k: str(Path(root) / v) for k, v in PATHS.items()}
+
+
+def build_release(root: Path, cfg: dict, algos: list[str], imported: str | None = None) -> dict:
+    """Run every stage for ``cfg`` under ``root`` (paths as in the workflow); returns
+    ``{"paths": PATHS under root, "layout": layout, "cfg": cfg (with catalog columns)}``."""
+    from pzpipe import estimate, export, partition, train
+    from pzpipe.layout import catalog_columns, make_layout
+
+    p = paths_in(root)
+    lay = make_layout(cfg, imported=imported)
+    cfg = catalog_columns(cfg, lay)
+    for a in algos:
+        train.run(a, cfg, p["model"].format(algo=a), p["sidecar"].format(algo=a))
+    k = export.n_buckets(lay.n_objects, cfg["export"]["dedup_ids_per_job"])
+    dirs, ids = [], []
+    for b in lay.batch_ids():
+        part = p["partition"].format(batch=b)
+        partition.run_batch(lay, b, cfg, part)
+        ests = {}
+        for a in algos:
+            ests[a] = p["estimate"].format(algo=a, batch=b)
+            estimate.run_batch(a, part, p["model"].format(algo=a), cfg, ests[a], workers=1)
+        dirs.append(str(root / "results" / "export" / "batches" / b))
+        ids.append(str(root / "results" / "export" / "ids" / f"{b}.parquet"))
+        export.run_batch(lay, b, algos, cfg, part, ests, dirs[-1], ids[-1], k)
+    reports = [str(root / "results" / "export" / "dedup" / f"{j}.json") for j in range(k)]
+    for j in range(k):
+        export.run_dedup(ids, j, reports[j])
+    export.run_release(lay, algos, cfg, dirs, reports,
+                       {a: p["sidecar"].format(algo=a) for a in algos}, p["release"])
+    return {"paths": p, "layout": lay, "cfg": cfg}
+
+
+def manifest(release_dir) -> dict:
+    return json.loads((Path(release_dir) / "manifest.json").read_text())

@@ -1,0 +1,91 @@
+"""Snakemake runs for the end-to-end tests: the command line, one run, and the finished
+small run (config/test.yaml) shared by every test of a pytest session.
+
+Used by test_audit.py, test_determinism.py, test_resume.py, test_pipeline_e2e.py and
+test_slurm.py. Overridable to try the tests against another checkout or config:
+PZPIPE_TEST_SNAKEFILE, PZPIPE_TEST_CONFIGFILE, PZPIPE_TEST_PROFILE; PZPIPE_TEST_SMALL_RUN
+names a finished run of config/test.yaml to use instead of making one (while developing
+tests; it is only read).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEFILE = Path(os.environ.get("PZPIPE_TEST_SNAKEFILE", REPO / "workflow" / "Snakefile"))
+CONFIGFILE = Path(os.environ.get("PZPIPE_TEST_CONFIGFILE", REPO / "config" / "test.yaml"))
+PROFILE = Path(os.environ.get("PZPIPE_TEST_PROFILE", REPO / "profiles" / "local"))
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# the workflow's paths (PATHS in workflow/rules/common.smk), relative to a run directory
+PATHS = {
+    "objects_hats": "results/objects_hats",
+    "partition": "results/partition/{batch}.parquet",
+    "model": "results/models/{algo}/model.pkl",
+    "sidecar": "results/models/{algo}/model.json",
+    "estimate": "results/estimates/{algo}/{batch}.parquet",
+    "release": "results/release",
+}
+
+
+def smk_cmd(workdir: Path, *args, overlays=(), profile=PROFILE, cores=2,
+            configfile=CONFIGFILE) -> list[str]:
+    """``snakemake -s SNAKEFILE --directory WORKDIR [--profile P --cores N] ARGS
+    --configfile CONFIGFILE OVERLAYS...`` (the config files last: the option takes several
+    values). ``profile=None``: no profile and no --cores (the caller passes its own)."""
+    prof = ["--profile", str(profile), "--cores", str(cores)] if profile is not None else []
+    return [*SNAKEMAKE, "-s", str(SNAKEFILE), "--directory", str(workdir), *prof, *args,
+            "--configfile", str(configfile), *map(str, overlays)]
+
+
+def smk(workdir: Path, *args, check=True, timeout=3600, overlays=(), profile=PROFILE,
+        cores=2, cwd=None, keep_output=False) -> subprocess.CompletedProcess:
+    """Run snakemake (see :func:`smk_cmd`); ``check``: raise with the end of its output
+    when it fails; ``keep_output``: also write snakemake.stdout/.stderr into ``workdir``."""
+    r = subprocess.run(smk_cmd(workdir, *args, overlays=overlays, profile=profile, cores=cores),
+                       capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    if keep_output:
+        (Path(workdir) / "snakemake.stdout").write_text(r.stdout)
+        (Path(workdir) / "snakemake.stderr").write_text(r.stderr)
+    if check and r.returncode != 0:
+        raise AssertionError(f"snakemake {args} failed ({r.returncode}):\n"
+                             f"{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
+    return r
+
+
+def full_run(workdir: Path, *targets) -> float:
+    """One uninterrupted run; returns its wall time in seconds."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    smk(workdir, *targets)
+    return time.time() - t0
+
+
+def small_run(tmp_path_factory) -> Path:
+    """The finished small run shared by every test of the session (built once; the
+    directory must not be modified: tests that alter files work on :func:`copy_run`)."""
+    if os.environ.get("PZPIPE_TEST_SMALL_RUN"):       # while developing: a finished run
+        return Path(os.environ["PZPIPE_TEST_SMALL_RUN"])
+    base = tmp_path_factory.getbasetemp()
+    wd = base / "pzpipe-small-run"
+    with open(base / "pzpipe-small-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (wd / ".done").exists():
+            if wd.exists():
+                shutil.rmtree(wd)
+            secs = full_run(wd)
+            (wd / ".done").write_text(json.dumps({"seconds": round(secs, 1)}))
+    return wd
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a finished run (results, logs, .snakemake metadata), mtimes preserved."""
+    shutil.copytree(src, dst, symlinks=True,
+                    ignore=shutil.ignore_patterns("locks", "incomplete", "log", ".done"))
+    return dst
