@@ -2,26 +2,16 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from helpers.runs import SNAKEMAKE, smk
+
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 pytestmark = pytest.mark.slow
-
-
-def smk(workdir, *args, check=True):
-    cmd = [*SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
-           "--profile", str(REPO / "profiles" / "local"), "--cores", "2",
-           "--configfile", str(REPO / "config" / "test.yaml"), *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    if check and r.returncode != 0:
-        raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stderr[-6000:]}")
-    return r
 
 
 @pytest.fixture(scope="session")

@@ -3,24 +3,35 @@ group) at seeded random moments while it builds the release, resume with
 `snakemake --unlock` + `--rerun-incomplete`, and compare with an uninterrupted run.
 
 Bounded: the models, BPZ data and Snakemake metadata of one finished small run
-(config/test.yaml) are copied into each trial directory, and the trials run with an
-overlay that keeps three algorithms (BPZ: its data directory; TPZ: per-chunk seeding; kNN)
-with 2 estimate workers (a process pool to kill), so a trial runs partition (2 jobs) ->
-estimate (3 algorithms x 2 batches) -> export, and the kills land there (~50-70 s of
-Snakemake per uninterrupted trial on 2 cores, most of it per-job start-up).
-PZPIPE_RESUME_ALL_ALGOS=1 keeps all five. Some trials are killed twice (the second time
-during the resume).
+(config/test.yaml, tests/helpers/runs.py) are copied into each trial directory, and the
+trials run with an overlay that keeps three algorithms (BPZ: its data directory; TPZ:
+per-chunk seeding; kNN) with 2 estimate workers (a process pool to kill), so a trial runs
+import_objects (hats-import, a checkpoint) -> partition (3 batches) -> estimate
+(3 algorithms x 3 batches) -> export_batch (3) -> export_dedup (1) -> export.
+PZPIPE_RESUME_ALL_ALGOS=1 keeps all five.
+
+Where the kills land: trials 0, 3, 6, 9 start from nothing and are killed within the
+first 1.2 x the time the uninterrupted run needed to finish the import (start-up, the
+import itself, or just after it); the other trials start from a copy of the run's
+imported catalog (and its Snakemake record: the state of a run killed right after the
+import, which saves the import's ~15 s per trial) and are killed in the first half
+(trials 1, 4, 7: partition, estimate) or the second half (trials 2, 5, 8: estimate,
+export_batch, export_dedup, export) of the rest of the run; trials 2, 5, 8 are killed a
+second time during the resume.
 
 After every trial:
-- the release (every parquet file and manifest.json) is byte-identical to the
-  uninterrupted run's;
-- no temporary (`.tmp-`) file or directory is left anywhere under results/, the release
-  holds only files listed in its manifest, and results/ holds no file the run does not
-  declare;
-- partition and estimate files that were finished before the kill (present and not
-  marked incomplete by Snakemake) are not recomputed: same inode and mtime;
-- every partition/estimate file present under its final name right after a kill is a
-  complete parquet file (footer + pzpipe metadata: the atomic rename works);
+- every file of the release (pixel files, properties, partition_info.csv,
+  _common_metadata, manifest.json, manifest_files.csv, conservation.json, README.md) is
+  byte-identical to the uninterrupted run's;
+- results/ holds exactly the files and directories of the uninterrupted run: no
+  temporary (`.tmp-`, `.work-`) file or directory, no orphan anywhere;
+- the files finished before a kill (present and not marked incomplete by Snakemake:
+  imported catalog, partition, estimate, per-batch export and dedup outputs) are not
+  recomputed: same inode and mtime;
+- every output present under its final name right after a kill and not marked
+  incomplete is complete (parquet files: footer + pzpipe metadata; the per-batch export
+  directories: their report; the release: its manifest; the imported catalog: its
+  properties, partition info and every pixel file);
 - no process of the killed run survives.
 Measured figures are written to $PZPIPE_RESUME_REPORT (JSON) if set (docs/reliability.md).
 """
@@ -38,23 +49,25 @@ from pathlib import Path
 
 import pytest
 
-from test_audit import smk, smk_cmd, small_run
+from helpers.runs import small_run, smk, smk_cmd
+from helpers.trees import compare_trees, files, format_diffs, listing
 
 pytestmark = pytest.mark.slow
 
 TARGET = "results/release"
-STRATA = ((0.0, 0.2), (0.2, 0.7), (0.7, 0.95))     # fractions of the uninterrupted run
 OVERLAY = ("" if os.environ.get("PZPIPE_RESUME_ALL_ALGOS") else
            "algorithms: {fzboost: {enabled: false}, dnf: {enabled: false}}\n")
 SEED = int(os.environ.get("PZPIPE_RESUME_SEED", 20261123))
 N_TRIALS = int(os.environ.get("PZPIPE_RESUME_TRIALS", 10))
+STARTUP = 3.0            # s: Snakemake parses the workflow before any job starts
 
 
 # ----------------------------------------------------------------------------- helpers
-def prepare(base: Path, dst: Path) -> Path:
-    """A trial directory with the trained models (and their Snakemake records) of ``base``."""
+def prepare(base: Path, dst: Path, imported: bool) -> Path:
+    """A trial directory with the trained models (and the Snakemake records) of ``base``;
+    ``imported``: also its imported HATS catalog."""
     (dst / "results").mkdir(parents=True)
-    for sub in ("models", "bpz_data"):
+    for sub in ("models", "bpz_data") + (("objects_hats",) if imported else ()):
         if (base / "results" / sub).exists():
             shutil.copytree(base / "results" / sub, dst / "results" / sub)
     shutil.copytree(base / ".snakemake" / "metadata", dst / ".snakemake" / "metadata")
@@ -89,25 +102,68 @@ def incomplete_marks(wd: Path) -> set[str]:
     return out
 
 
-def snapshot(wd: Path) -> dict[str, tuple[int, int]]:
-    """(inode, mtime_ns) of every partition and estimate file under its final name."""
+def is_marked(path: str, marked: set[str]) -> bool:
+    """``path`` is an output Snakemake marked incomplete, or inside one (directories)."""
+    return any(path == m or path.startswith(m.rstrip("/") + "/") for m in marked)
+
+
+def outputs(wd: Path) -> dict[str, Path]:
+    """The outputs under their final names now: {what to compare: file whose inode and
+    mtime stand for the output} (a directory output by a file that it writes last or
+    atomically with it)."""
+    res = wd / "results"
     out = {}
-    for sub in ("partition", "estimates"):
-        for p in (wd / "results" / sub).rglob("*.parquet"):
+    for sub in ("partition", "estimates", "export/ids"):
+        for p in (res / sub).rglob("*.parquet"):
             if ".tmp-" not in p.name:
-                st = p.stat()
-                out[str(p.relative_to(wd))] = (st.st_ino, st.st_mtime_ns)
+                out[str(p.relative_to(wd))] = p
+    for p in (res / "export" / "batches").glob("b*"):
+        out[str(p.relative_to(wd))] = p / "report.json"
+    for p in (res / "export" / "dedup").glob("*.json"):
+        out[str(p.relative_to(wd))] = p
+    if (res / "objects_hats").is_dir():
+        out["results/objects_hats"] = res / "objects_hats" / "partition_info.csv"
+    if (res / "release").is_dir():
+        out["results/release"] = res / "release" / "manifest.json"
     return out
 
 
-def complete_parquet(path: Path) -> bool:
-    """A parquet file with its footer and pzpipe metadata (i.e. written to the end)."""
+def complete(name: str, p: Path) -> bool:
+    """The output ``name`` (represented by ``p``) was written to the end."""
     import pyarrow.parquet as pq
 
     try:
-        return b"pzpipe" in (pq.ParquetFile(path).metadata.metadata or {})
-    except Exception:  # noqa: BLE001 - any read error means a partial file
+        if name == "results/objects_hats":
+            from pzpipe import hatsio
+
+            cat = p.parent
+            counts, _ = hatsio.pixel_counts(cat)
+            return all(pq.ParquetFile(hatsio.pixel_file(cat, k, q)).metadata.num_rows == n
+                       for k, q, n in counts)
+        if p.suffix == ".parquet":
+            return b"pzpipe" in (pq.ParquetFile(p).metadata.metadata or {})
+        json.loads(p.read_text())
+        return True
+    except Exception:  # noqa: BLE001 - any read error means a partial output
         return False
+
+
+def snapshot(wd: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime_ns) of every output under its final name."""
+    out = {}
+    for name, p in outputs(wd).items():
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            out[name] = (-1, -1)             # a directory output without its last file
+            continue
+        out[name] = (st.st_ino, st.st_mtime_ns)
+    return out
+
+
+def temporaries(wd: Path) -> list[str]:
+    return sorted(str(p.relative_to(wd)) for p in (wd / "results").rglob("*")
+                  if ".tmp-" in p.name or ".work-" in p.name)
 
 
 def run_and_kill(wd: Path, delay: float, log, overlays) -> dict:
@@ -131,117 +187,113 @@ def run_and_kill(wd: Path, delay: float, log, overlays) -> dict:
     return {"killed": True, "at": round(delay, 1), "survivors": survivors}
 
 
-def phase(snap: dict, marked: set[str], tmp: list[str], n_estimates: int) -> str:
+PHASES = (("results/release", "export"), ("results/export/dedup/", "export_dedup"),
+          ("results/export/batches/", "export_batch"), ("results/export/ids/", "export_batch"),
+          ("results/estimates/", "estimate"),
+          ("results/partition/", "partition"), ("results/objects_hats", "import_objects"))
+
+
+def phase(snap: dict, marked: set[str], tmp: list[str]) -> str:
     """What the run was doing when it was killed (from what it left)."""
-    if any("release" in m for m in marked) or any("release" in t for t in tmp):
-        return "export"
-    if any("/partition/" in m for m in marked):
-        return "partition"
-    if any("/estimates/" in m for m in marked):
-        return "estimate"
-    n_est = sum("/estimates/" in p for p in snap)
-    if not any("/partition/" in p for p in snap):
+    for prefix, name in PHASES:
+        if any(m.startswith(prefix) for m in marked) or \
+                any(t.startswith(prefix) or t.startswith(prefix.replace("results/", "results/."))
+                    for t in tmp):
+            return name
+    if not snap:
         return "start-up"
-    return "between jobs" if n_est < n_estimates else "before export"
-
-
-def leftovers(wd: Path, manifest: dict) -> list[str]:
-    """Temporary files anywhere under results/ and unexpected files in the release/outputs."""
-    bad = [str(p.relative_to(wd)) for p in (wd / "results").rglob("*") if ".tmp-" in p.name]
-    listed = {f["path"] for f in manifest["files"]}
-    rel = wd / "results" / "release"
-    for p in rel.rglob("*"):
-        r = str(p.relative_to(rel))
-        if p.is_file() and r not in listed and p.name not in (
-                "manifest.json", "conservation.json", ".snakemake_timestamp"):
-            bad.append(f"results/release/{r} (not in the manifest)")
-    expected = {f"results/partition/{f['batch']}.parquet" for f in manifest["files"]}
-    expected |= {f"results/estimates/{f['algorithm']}/{f['batch']}.parquet" for f in manifest["files"]}
-    for sub in ("partition", "estimates"):
-        for p in (wd / "results" / sub).rglob("*"):
-            r = str(p.relative_to(wd))
-            if p.is_file() and r not in expected and ".tmp-" not in p.name:
-                bad.append(f"{r} (not an output of the run)")
-    return sorted(bad)
-
-
-def release_bytes(wd: Path) -> dict[str, bytes]:
-    rel = wd / "results" / "release"
-    return {str(p.relative_to(rel)): p.read_bytes() for p in sorted(rel.rglob("*"))
-            if p.is_file() and p.name != ".snakemake_timestamp"}
+    last = next((name for prefix, name in PHASES if any(s.startswith(prefix) for s in snap)))
+    return f"after {last}"
 
 
 # ----------------------------------------------------------------------------- test
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """An uninterrupted release-only run from the copied models, and its wall time."""
+    """An uninterrupted release-only run from the copied models (import included), its
+    wall time and the time at which its import had finished."""
     base = small_run(tmp_path_factory)
     overlay = tmp_path_factory.mktemp("resume-overlay") / "overlay.yaml"
     overlay.write_text(OVERLAY or "{}\n")
-    wd = prepare(base, tmp_path_factory.mktemp("resume-ref"))
+    wd = prepare(base, tmp_path_factory.mktemp("resume-ref"), imported=False)
     t0 = time.time()
-    r = smk(wd, TARGET, overlays=[overlay])
+    t_import = None
+    proc = subprocess.Popen(smk_cmd(wd, TARGET, overlays=[overlay]), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    out = []
+    for line in proc.stdout:
+        out.append(line)
+        if t_import is None and "(Rule: import_objects)" in line and "Finished" in line:
+            t_import = time.time() - t0
+    proc.wait()
     secs = time.time() - t0
-    out = r.stdout + r.stderr
-    assert "rule train:" not in out and "rule bpz_prepare:" not in out, "models were retrained"
-    return base, wd, secs, [overlay]
+    text = "".join(out)
+    assert proc.returncode == 0, text[-4000:]
+    assert "rule train:" not in text and "rule bpz_prepare:" not in text, "models were retrained"
+    assert t_import is not None, text[-3000:]
+    return base, wd, secs, t_import, [overlay]
 
 
 def test_reference_equals_the_full_run(reference):
-    """Sanity: the release-only run from copied models has the full run's data (the bytes
-    differ only where the overlay's config is recorded: manifest, config_hash)."""
+    """Sanity: the release-only run from copied models has the full run's data in every
+    column it has (the overlay drops two estimators, so the files themselves differ)."""
     import pyarrow.parquet as pq
 
-    base, wd, _, _ = reference
-    man = json.loads((wd / "results" / "release" / "manifest.json").read_text())
-    for f in man["files"]:
-        a = pq.read_table(wd / "results" / "release" / f["path"]).replace_schema_metadata(None)
-        b = pq.read_table(base / "results" / "release" / f["path"]).replace_schema_metadata(None)
-        assert a.equals(b), f["path"]
+    base, wd, _, _, _ = reference
+    rel, full = wd / "results" / "release", base / "results" / "release"
+    pixels = sorted(p for p in files(rel) if p.startswith("dataset/Norder="))
+    assert pixels and pixels == sorted(p for p in files(full) if p.startswith("dataset/Norder="))
+    for p in pixels:
+        a = pq.read_table(rel / p)
+        b = pq.read_table(full / p, columns=a.column_names)
+        assert a.num_rows == b.num_rows and len(a.column_names) > 20
+        for c in a.column_names:
+            assert a.column(c).equals(b.column(c)), (p, c)
 
 
 def test_kill_and_resume(reference, tmp_path):
-    base, ref_wd, t_ref, overlays = reference
-    ref = release_bytes(ref_wd)
-    manifest = json.loads(ref["manifest.json"])
+    base, ref_wd, t_ref, t_import, overlays = reference
+    t_rest = t_ref - t_import
+    ref_release = files(ref_wd / "results" / "release")
+    ref_listing = listing(ref_wd / "results")
     rng = random.Random(SEED)
     trials, failures = [], []
     t_all = time.time()
     for i in range(N_TRIALS):
-        wd = prepare(base, tmp_path / f"trial{i:02d}")
+        imported = i % 3 != 0
+        wd = prepare(base, tmp_path / f"trial{i:02d}", imported=imported)
         kills = 2 if i % 3 == 2 else 1
-        rec = {"trial": i, "kills": []}
+        rec = {"trial": i, "from_imported_catalog": imported, "kills": []}
         finished: dict[str, tuple[int, int]] = {}     # present and not marked incomplete
         marked_any: set[str] = set()
         with open(wd / "snakemake.log", "w") as log:
             for k in range(kills):
                 if k:
                     smk(wd, "--unlock", check=False, overlays=overlays)
-                # a moment after Snakemake has parsed the workflow (~3 s) and before the
-                # uninterrupted run's end, in an early / middle / late third of the run in
-                # turn (partition, estimate, export); a restart has less to do
-                lo, hi = STRATA[i % len(STRATA)] if k == 0 else (0.0, 0.6)
-                delay = rng.uniform(max(3.0, lo * t_ref), max(4.0, hi * t_ref))
-                info = run_and_kill(wd, delay, log, overlays)
-                snap, marked = snapshot(wd), incomplete_marks(wd)
-                tmp = sorted(str(p.relative_to(wd)) for p in (wd / "results").rglob("*")
-                             if ".tmp-" in p.name)
+                    lo, hi = STARTUP, STARTUP + 0.6 * t_rest       # during the resume
+                elif not imported:
+                    lo, hi = STARTUP, max(STARTUP + 1, 1.2 * t_import)
+                elif i % 3 == 1:
+                    lo, hi = STARTUP, STARTUP + 0.5 * t_rest
+                else:
+                    lo, hi = STARTUP + 0.5 * t_rest, STARTUP + 0.95 * t_rest
+                info = run_and_kill(wd, rng.uniform(lo, hi), log, overlays)
+                snap, marked, tmp = snapshot(wd), incomplete_marks(wd), temporaries(wd)
                 info.update(present=len(snap), incomplete=sorted(marked), tmp=tmp,
-                            phase=phase(snap, marked, tmp, len(manifest["files"])) if info["killed"]
-                            else "finished")
+                            phase=phase(snap, marked, tmp) if info["killed"] else "finished")
                 rec["kills"].append(info)
                 if info.get("survivors"):
                     failures.append(f"trial {i}: processes survived SIGKILL of the group: "
                                     f"{info['survivors']}")
-                partial = [p for p in snap if not complete_parquet(wd / p)]
+                partial = [n for n, p in outputs(wd).items()
+                           if not is_marked(n, marked) and not complete(n, p)]
                 if partial:
-                    failures.append(f"trial {i}: partial file(s) under a final name after the "
-                                    f"kill: {partial}")
-                for p, v in snap.items():
-                    if p in marked:
-                        marked_any.add(p)
-                    else:
-                        finished.setdefault(p, v)
+                    failures.append(f"trial {i}: partial output(s) under a final name, not "
+                                    f"marked incomplete, after the kill: {partial}")
+                for n, v in snap.items():
+                    if is_marked(n, marked):
+                        marked_any.add(n)
+                    elif "/export/ids/" not in n:      # temp(): deleted once consumed
+                        finished.setdefault(n, v)
         t0 = time.time()
         smk(wd, "--unlock", check=False, overlays=overlays)
         r2 = smk(wd, TARGET, "--rerun-incomplete", check=False, overlays=overlays)
@@ -251,21 +303,25 @@ def test_kill_and_resume(reference, tmp_path):
             trials.append(rec)
             continue
         after = snapshot(wd)
-        recomputed = sorted(p for p, v in finished.items() if after.get(p) != v)
+        recomputed = sorted(n for n, v in finished.items() if after.get(n) != v)
         rec["finished_before_kill"] = len(finished)
         rec["rerun_because_incomplete"] = sorted(marked_any)
         if recomputed:
-            failures.append(f"trial {i}: finished files recomputed after resume: {recomputed}")
-        got = release_bytes(wd)
-        differ = sorted(n for n in set(got) | set(ref) if got.get(n) != ref.get(n))
-        if differ:
-            failures.append(f"trial {i}: release differs from the uninterrupted run: {differ}")
-        bad = leftovers(wd, manifest)
-        rec["leftovers"] = bad
-        if bad:
-            failures.append(f"trial {i}: partial/orphaned files after resume: {bad}")
+            failures.append(f"trial {i}: finished outputs recomputed after resume: {recomputed}")
+        got = files(wd / "results" / "release")
+        if got != ref_release:
+            diffs = compare_trees(ref_wd / "results" / "release", wd / "results" / "release")
+            failures.append(f"trial {i}: release differs from the uninterrupted run:\n"
+                            + format_diffs(diffs))
+        now = listing(wd / "results")
+        extra, missing = sorted(now - ref_listing), sorted(ref_listing - now)
+        rec["leftovers"] = extra
+        if extra or missing:
+            failures.append(f"trial {i}: results/ differs from the uninterrupted run's: "
+                            f"left over {extra}, missing {missing}")
         trials.append(rec)
     summary = {"seed": SEED, "trials": trials, "reference_seconds": round(t_ref, 1),
+               "reference_import_done_at": round(t_import, 1),
                "total_seconds": round(time.time() - t_all, 1),
                "kills": sum(len(t["kills"]) for t in trials),
                "kills_that_landed": sum(k["killed"] for t in trials for k in t["kills"]),
@@ -274,5 +330,11 @@ def test_kill_and_resume(reference, tmp_path):
                "failures": failures}
     if os.environ.get("PZPIPE_RESUME_REPORT"):
         Path(os.environ["PZPIPE_RESUME_REPORT"]).write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "trials"}, indent=1))
     assert summary["kills_that_landed"] >= N_TRIALS, summary
     assert not failures, "\n".join(failures)
+    # the kills reached the import and the export jobs (seeded: the same every run)
+    landed = {k["phase"] for t in trials for k in t["kills"] if k["killed"]}
+    assert "import_objects" in landed, summary["phases"]
+    assert landed & {"export_batch", "export_dedup", "export", "after export_batch",
+                     "after export_dedup"}, summary["phases"]

@@ -23,8 +23,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from helpers.runs import smk as run_smk
+
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 CONFIG = REPO / "config" / "test.yaml"
 # Optional extra overlay (e.g. to run a subset of algorithms while debugging).
 EXTRA = [os.environ["PZPIPE_SLURM_EXTRA_CONFIG"]] if os.environ.get("PZPIPE_SLURM_EXTRA_CONFIG") else []
@@ -65,15 +66,8 @@ def slurm():
 
 
 def smk(workdir: Path, *args: str, timeout: int = 2400) -> subprocess.CompletedProcess:
-    cmd = [*SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(CONFIG), *EXTRA, *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
-    (workdir / "snakemake.stdout").write_text(r.stdout)
-    (workdir / "snakemake.stderr").write_text(r.stderr)
-    if r.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({r.returncode}):\n"
-                             f"{r.stderr[-8000:]}")
-    return r
+    return run_smk(workdir, *args, profile=None, overlays=EXTRA, timeout=timeout, cwd=workdir,
+                   keep_output=True)
 
 
 @pytest.fixture(scope="module")
