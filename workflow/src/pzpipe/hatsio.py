@@ -336,7 +336,11 @@ def import_catalog(files: list[str], output, *, ra_column: str, dec_column: str,
     if output.exists():
         shutil.rmtree(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp_base = Path(tmp_dir) if tmp_dir else output.parent / f".{output.name}.work-{os.getpid()}"
+    # the work directory of an import killed before its cleanup is an orphan (P9)
+    from .io import remove_stale_tmp, tmp_name
+
+    remove_stale_tmp(output)
+    tmp_base = Path(tmp_dir) if tmp_dir else Path(tmp_name(output))
     common = {"progress_bar": False, "resume": False, "tmp_dir": str(tmp_base),
               "dask_tmp": str(tmp_base / "dask")}
     cat_kw = dict(input_file_list=list(files), file_reader=file_reader, ra_column=ra_column,
