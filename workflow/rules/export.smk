@@ -47,4 +47,4 @@ rule export:
     run:
         logged(log[0], export.run_release, current_layout(), ALGOS, CFG, list(input.batches),
                list(input.dedup), dict(zip(ALGOS, input.sidecars)), output[0],
-               input.get("requirements"))
+               input.get("requirements"), expand(PATHS["export_ids"], batch=current_layout().batch_ids()))

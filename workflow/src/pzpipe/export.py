@@ -304,11 +304,15 @@ def _readme(info: dict) -> str:
 
 def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[str],
                 dedup_reports: list[str], model_sidecars: dict[str, str], out_dir: str,
-                requirements: str | None = None) -> dict:
+                requirements: str | None = None, ids_files: list[str] = ()) -> dict:
     """Assemble the release from the per-batch outputs (reads only reports).
 
     ``requirements``: the validation's requirements.json; with ``validate.release_gate``
-    on, an estimator failing a science goal stops the export (nothing is published)."""
+    on, an estimator failing a science goal stops the export (nothing is published).
+    ``ids_files``: the batches' id hashes (Snakemake ``temp()`` outputs, consumed by the
+    dedup jobs), removed once the release is in place if still there: Snakemake deletes a
+    temp file only right after its consumer finishes, so a run killed in between leaves
+    it for good (8 B/object)."""
     if requirements is not None:
         from .validate import check_release_gate
 
@@ -432,6 +436,12 @@ def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[st
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for f in ids_files:
+        if os.path.exists(f):
+            os.remove(f)
+    for d in {os.path.dirname(f) for f in ids_files}:
+        if os.path.isdir(d) and not os.listdir(d):
+            os.rmdir(d)
     log.info("release %s: %d rows, %d files, %d pixels", out, totals["rows_out"], n_files,
              len(pixels))
     return manifest
