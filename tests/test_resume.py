@@ -338,3 +338,47 @@ def test_kill_and_resume(reference, tmp_path):
     assert "import_objects" in landed, summary["phases"]
     assert landed & {"export_batch", "export_dedup", "export", "after export_batch",
                      "after export_dedup"}, summary["phases"]
+
+
+def test_leftover_temp_ids_are_removed_by_the_export(reference, tmp_path):
+    """The state a kill between a dedup job's end and Snakemake's temp cleanup leaves (seen
+    in a trial): the batches' temp id files stay, and no later job consumes them. The export
+    removes them once the release is in place: results/ then holds exactly what an
+    uninterrupted run leaves."""
+    import pyarrow.parquet as pq
+    from helpers.runs import copy_run
+    from pzpipe import export
+
+    _, ref_wd, _, _, overlays = reference
+    wd = copy_run(ref_wd, tmp_path / "run")
+    shutil.rmtree(wd / "results" / "release")
+    ids = []
+    for b in sorted((wd / "results" / "export" / "batches").iterdir()):
+        rep = json.loads((b / "report.json").read_text())
+        t = [pq.read_table(b / f["path"], columns=["objectId"]).column(0).to_numpy()
+             for f in rep["files"]]
+        ids.append(wd / "results" / "export" / "ids" / f"{b.name}.parquet")
+        export.write_id_buckets(t[0], 1, str(ids[-1]))
+    r = smk(wd, TARGET, overlays=overlays)
+    out = r.stdout + r.stderr
+    assert "localrule export:" in out and "rule export_batch:" not in out, out[-2000:]
+    assert not any(p.exists() for p in ids)
+    assert listing(wd / "results") == listing(ref_wd / "results")
+    assert files(wd / "results" / "release") == files(ref_wd / "results" / "release")
+
+
+def test_stale_import_work_directory_is_removed(tmp_path):
+    """A SIGKILL during import_objects leaves hats-import's work directory
+    (`.objects_hats.tmp-<pid>`, seen in the trials); the next import removes it."""
+    from pzpipe import hatsio
+    from pzpipe.config import resolve_path
+
+    out = tmp_path / "results" / "objects_hats"
+    stale = tmp_path / "results" / ".objects_hats.tmp-999999"
+    (stale / "dask").mkdir(parents=True)
+    (stale / "dask" / "global.lock").write_text("")
+    src = resolve_path("rail:examples_data/testdata/rubin_dm_dc2_example.pq")
+    hatsio.import_catalog([src], out, ra_column="ra", dec_column="decl", catalog_name="x",
+                          pixel_threshold=50, highest_order=9)
+    assert hatsio.is_hats(out)
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["objects_hats"]
