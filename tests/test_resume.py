@@ -63,14 +63,34 @@ STARTUP = 3.0            # s: Snakemake parses the workflow before any job start
 
 
 # ----------------------------------------------------------------------------- helpers
+def _record_name(p: Path, root: Path) -> str | None:
+    """The output path a file of .snakemake/metadata or /incomplete stands for."""
+    parts = [s.lstrip("@") for s in p.relative_to(root).parts]
+    try:
+        return base64.urlsafe_b64decode("".join(parts)).decode()
+    except ValueError:
+        return None
+
+
 def prepare(base: Path, dst: Path, imported: bool) -> Path:
-    """A trial directory with the trained models (and the Snakemake records) of ``base``;
-    ``imported``: also its imported HATS catalog."""
+    """A trial directory with the trained models and BPZ data of ``base`` and their
+    Snakemake records; ``imported``: also its imported HATS catalog and its record. Only
+    the records of the copied outputs: the others were made with the full config, and a
+    job finished but not yet recorded when killed (Snakemake's job subprocess unmarks its
+    outputs as incomplete before the main process records them) would be rerun because of
+    such a stale record, which a real run does not have."""
     (dst / "results").mkdir(parents=True)
-    for sub in ("models", "bpz_data") + (("objects_hats",) if imported else ()):
+    subs = ("models", "bpz_data") + (("objects_hats",) if imported else ())
+    for sub in subs:
         if (base / "results" / sub).exists():
             shutil.copytree(base / "results" / sub, dst / "results" / sub)
-    shutil.copytree(base / ".snakemake" / "metadata", dst / ".snakemake" / "metadata")
+    src = base / ".snakemake" / "metadata"
+    for p in src.rglob("*"):
+        name = _record_name(p, src) if p.is_file() else None
+        if name and any(name == f"results/{s}" or name.startswith(f"results/{s}/") for s in subs):
+            (dst / ".snakemake" / "metadata" / p.relative_to(src)).parent.mkdir(parents=True,
+                                                                                exist_ok=True)
+            shutil.copy2(p, dst / ".snakemake" / "metadata" / p.relative_to(src))
     return dst
 
 
@@ -94,11 +114,9 @@ def incomplete_marks(wd: Path) -> set[str]:
     if d.exists():
         for p in d.rglob("*"):
             if p.is_file() and p.name != "migration_underway":
-                parts = [s.lstrip("@") for s in p.relative_to(d).parts]
-                try:
-                    out.add(base64.urlsafe_b64decode("".join(parts)).decode())
-                except ValueError:
-                    pass
+                name = _record_name(p, d)
+                if name:
+                    out.add(name)
     return out
 
 
