@@ -394,6 +394,7 @@ def plan(
     array_limit: int = DEFAULT_ARRAY_LIMIT,
     pdf_bytes: float = PDF_BYTES_COMPRESSED,
     nz: int = 301,
+    hats: bool = False,
 ) -> dict:
     """Workload of a release. See the module docstring; returns a JSON-able dict.
 
@@ -404,6 +405,10 @@ def plan(
     (cpus_per_task) of one estimate_batch job, used for per-job runtime;
     a warning is added when a job's runtime request (expected time x
     ``runtime_margin``) exceeds ``job_limit_hours`` (Apollo ``cpu``: 12 h).
+
+    ``hats=True``: the input files are the pixels of a HATS catalog (``rows_per_file`` =
+    rows per pixel); a batch holds whole pixels (pzpipe.layout), so it has
+    ``chunks_per_batch // chunks_per_pixel`` pixels (at least one).
     """
     tp = load_throughput(throughput)
     algorithms = list(algorithms)
@@ -418,8 +423,20 @@ def plan(
                                    n_dedup) if auto_cpb else int(chunks_per_batch)
     if cpb <= 0:
         raise ValueError("chunks_per_batch must be > 0")
-    n_batches = math.ceil(n_chunks / cpb) if n_chunks else 0
     n_alg = len(algorithms)
+
+    def batches(cpb: int) -> int:
+        if hats and n_files:             # whole pixels per batch
+            per_pixel = max(1, math.ceil(n_chunks / n_files))
+            return math.ceil(n_files / max(1, cpb // per_pixel))
+        return math.ceil(n_chunks / cpb) if n_chunks else 0
+
+    if hats and auto_cpb and n_files:    # whole-pixel batches are coarser: grow cpb to fit
+        per_pixel = max(1, math.ceil(n_chunks / n_files))
+        fixed = 2 * n_alg + len(SINGLE_RULES) + 1 + n_dedup
+        while batches(cpb) * (2 + n_alg) + fixed > job_target and cpb < n_chunks:
+            cpb += per_pixel
+    n_batches = batches(cpb)
 
     jobs = {
         "partition_batch": n_batches,
