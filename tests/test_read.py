@@ -183,6 +183,18 @@ def test_numpy_decoder_equals_numba_on_edge_cases(bits, cdf_tol):
     assert bits_equal(read.decode_numpy(arr, z2), pdfstore.decode(arr, z2))
 
 
+def test_numpy_decoder_mixed_bits_and_several_blocks():
+    p = synthetic()
+    mixed = pa.concat_arrays([pdfstore.encode(p, Z, bits=b) for b in (10, 13, 7)])
+    assert bits_equal(read.decode_numpy(mixed, Z), pdfstore.decode(mixed, Z))
+    big = pa.concat_arrays([mixed] * (read._BLOCK_ROWS // len(mixed) + 2))   # > 1 block
+    assert len(big) > read._BLOCK_ROWS and big.null_count > 0
+    assert bits_equal(read.decode_numpy(big, Z), pdfstore.decode(big, Z))
+    nonull = pdfstore.encode(np.tile(p[:10], (read._BLOCK_ROWS // 10 + 5, 1)), Z)
+    assert nonull.null_count == 0
+    assert bits_equal(read.decode_numpy(nonull, Z), pdfstore.decode(nonull, Z))
+
+
 def test_numpy_decoder_rejects_what_numba_rejects():
     """Random corruption of encoded values: both decoders raise the same ValueError
     (same first corrupt row) or return the same bits."""
@@ -518,3 +530,23 @@ np.savez({str(tmp_path / 'out.npz')!r}, **out)
         np.testing.assert_array_equal(got[algo + "_id"], t.column("objectId").to_numpy()[128:256])
     size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink())
     print(f"clean venv with [read]: install {install_s:.0f} s, {size / 2**20:.0f} MiB")
+
+
+def test_standalone_decoder_of_the_spec(estimates):
+    """The ~30-line decoder printed in docs/pdf_format.md gives the same bits."""
+    import re
+
+    doc = (REPO / "docs" / "pdf_format.md").read_text()
+    section = doc.split("## A standalone decoder", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    ns: dict = {}
+    exec(compile(code, "docs/pdf_format.md", "exec"), ns)
+    for algo in ALGOS:
+        arr = estimates[algo].column("pdf")
+        mine = np.array([ns["decode_pdf"](v, Z) for v in arr.to_pylist()])
+        assert bits_equal(mine, read.decode_numpy(arr, Z))
+    p = synthetic(n_random=5)
+    for bits in (1, 10, 20):
+        arr = pdfstore.encode(p, Z, bits=bits)
+        mine = np.array([ns["decode_pdf"](v, Z) for v in arr.to_pylist()])
+        assert bits_equal(mine, pdfstore.decode(arr, Z))

@@ -1,5 +1,8 @@
 """Compact storage of photo-z PDFs on a fixed redshift grid.
 
+The byte format is specified in docs/pdf_format.md; ``pzpipe.read`` reads it without
+numba (pure-numpy reference decoder, bit-identical to ``decode`` here).
+
 A PDF column holds one variable-length binary value per object (an Arrow
 ``binary`` array, stored as the parquet column ``pdf``). Each value encodes the
 object's *CDF quantised to 2**bits levels*, so the decoded CDF is within a
@@ -28,8 +31,8 @@ the decoded PDF is ``p'_j = (Q_j - Q_{j-1}) / (M w_j)``.
 * Stored bytes, per object: ``bits`` (1 byte), ``first`` (LEB128 varint: first
   node with ``n_j > 0``), then for nodes ``first..last`` (last node with
   ``n_j > 0``) the second differences ``d2_j = n_j - 2 n_{j-1} + n_{j-2}``
-  (``n_{first-1} = n_{first-2} = 0``), zigzag-mapped and LEB128 varints. The
-  decoder checks that the increments are >= 0 and sum to ``M``.
+  (``n_{first-1} = n_{first-2} = 0``), zigzag-mapped and LEB128 varints (at most 5
+  bytes each). The decoder checks that the increments are >= 0 and sum to ``M``.
 
 Invalid PDFs (any NaN/inf, or no positive value) are stored as **null** (the
 Arrow validity bitmap); ``decode`` returns a row of NaN for them and

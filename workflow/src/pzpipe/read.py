@@ -133,13 +133,13 @@ def _concat_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(starts - _excl_cumsum(lengths), lengths) + np.arange(total, dtype=np.int64)
 
 
-def _segmented_cumsum(x: np.ndarray, seg_start: np.ndarray, seg_len: np.ndarray) -> np.ndarray:
-    """Cumulative sum restarting at every segment (segments contiguous, in order)."""
-    c = np.cumsum(x)
-    before = np.zeros(seg_start.size, np.int64)
-    nz = seg_start > 0
-    before[nz] = c[seg_start[nz] - 1]
-    return c - np.repeat(before, seg_len)
+def _segmented_cumsum_(x: np.ndarray, seg_start: np.ndarray) -> np.ndarray:
+    """In place: cumulative sum of ``x`` restarting at every segment (segments contiguous,
+    in order, none empty): subtract each segment's total at the start of the next, then
+    one cumsum (int64 wrap-around cancels exactly)."""
+    if seg_start.size > 1:
+        x[seg_start[1:]] -= np.add.reduceat(x, seg_start)[:-1]
+    return np.cumsum(x, out=x)
 
 
 def _varints(vb: np.ndarray):
@@ -196,29 +196,32 @@ def _finish(values, counts, rows, bits, w, out, bad) -> None:
     n, nz = out.shape
     vstart = _excl_cumsum(counts)
     first = values[vstart]
-    m = counts - 1                                   # second differences per row
-    is_d2 = np.ones(values.size, bool)
-    is_d2[vstart] = False
-    zz = values[is_d2]
+    m = counts - 1                                   # second differences per row (>= 1)
+    zz = np.delete(values, vstart)
     d2 = (zz >> 1) ^ -(zz & 1)                       # zigzag -> signed
     ds = _excl_cumsum(m)
-    s1 = _segmented_cumsum(d2, ds, m)                # first differences
-    inc = _segmented_cumsum(s1, ds, m)               # increments n_j = Q_j - Q_{j-1}
+    inc = _segmented_cumsum_(_segmented_cumsum_(d2, ds), ds)   # increments n_j
     M = np.left_shift(1, bits)
-    drow = np.repeat(np.arange(rows.size), m)
-    neg = np.zeros(rows.size, bool)
-    neg[drow[inc < 0]] = True
-    seg_end = ds + m - 1
-    totals = np.cumsum(inc)[seg_end]
-    totals = totals - np.concatenate(([0], totals[:-1]))
-    row_bad = neg | (first + m > nz) | (totals != M)
+    row_bad = ((np.minimum.reduceat(inc, ds) < 0) | (first + m > nz)
+               | (np.add.reduceat(inc, ds) != M))
     bad[rows[row_bad]] = True
     if bad.any():
         return
-    out[rows] = 0.0
-    col = np.repeat(first - ds, m) + np.arange(inc.size, dtype=np.int64)
-    vals = (inc.astype(np.float64) / np.repeat(M, m).astype(np.float64)) / w[col]
-    out[rows[drow], col] = vals
+    whole = rows.size == n                           # all rows of the block (usual case)
+    if whole:
+        out[...] = 0.0
+    else:
+        out[rows] = 0.0
+    flat = np.repeat(rows * nz + first - ds, m) + np.arange(inc.size, dtype=np.int64)
+    if np.all(bits == bits[0]):
+        out.reshape(-1)[flat] = inc / float(M[0])
+    else:
+        out.reshape(-1)[flat] = inc / np.repeat(M, m).astype(np.float64)
+    # (n_j / M) / w_j: the division by w over whole rows (0 / w_j = 0) gives the same bits
+    if whole:
+        out /= w
+    else:
+        out[rows] /= w
 
 
 def decode_numpy(arr, zgrid) -> np.ndarray:
@@ -232,23 +235,26 @@ def decode_numpy(arr, zgrid) -> np.ndarray:
     z = _grid(zgrid)
     a = _binary_array(arr)
     n = len(a)
-    out = np.full((n, z.size), np.nan)
+    out = np.empty((n, z.size))
     if n == 0:
         return out
     data, starts, stops, valid = _buffers(a)
+    out[~valid] = np.nan
     w = node_weights(z)
     for lo in range(0, n, _BLOCK_ROWS):
         hi = min(n, lo + _BLOCK_ROWS)
         v = np.flatnonzero(valid[lo:hi])
         if v.size == 0:
             continue
-        sub = out[lo:hi]
-        tmp = np.empty((v.size, z.size))
-        bad = _decode_block_numpy(data, starts[lo:hi][v], stops[lo:hi][v], w, tmp)
+        if v.size == hi - lo:                        # no nulls: decode in place
+            bad = _decode_block_numpy(data, starts[lo:hi], stops[lo:hi], w, out[lo:hi])
+        else:
+            tmp = np.empty((v.size, z.size))
+            bad = _decode_block_numpy(data, starts[lo:hi][v], stops[lo:hi][v], w, tmp)
+            out[lo + v] = tmp
         if bad >= 0:
             raise ValueError(f"pdf value {lo + int(v[bad])} is corrupt or does not fit a "
                              f"grid of {z.size} points")
-        sub[v] = tmp
     return out
 
 
