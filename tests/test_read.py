@@ -412,6 +412,8 @@ def test_lsdb_cone_search_rows(estimates, tmp_path):
     ref = pdfstore.decode(t.column(f"{algo}_pdf"), Z)
     order = np.searchsorted(ids, rows["objectId"].to_numpy())   # ids are sorted
     assert np.all(np.diff(ids) > 0)
+    with pytest.raises(TypeError, match="compute"):      # a lazy catalog is not densified
+        read.to_ensemble(opened, algo, release=path)
     for release in (path, opened):
         ens = read.to_ensemble(rows, algo, release=release)
         assert bits_equal(ens.objdata["yvals"], ref[order])

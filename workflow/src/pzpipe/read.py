@@ -103,7 +103,8 @@ def _binary_array(arr) -> pa.Array:
             arr = arr.cast(pa.binary())
     if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
         return arr
-    if pa.types.is_binary_view(arr.type) or pa.types.is_fixed_size_binary(arr.type):
+    is_view = getattr(pa.types, "is_binary_view", lambda t: False)    # pyarrow >= 16
+    if is_view(arr.type) or pa.types.is_fixed_size_binary(arr.type):
         return arr.cast(pa.large_binary())
     raise TypeError(f"expected a binary PDF column, got {arr.type}")
 
@@ -323,8 +324,10 @@ def _grid_from(zg) -> np.ndarray | None:
     if isinstance(zg, dict):
         zg = [zg["zmin"], zg["zmax"], zg["nz"]]
     zg = list(zg)
-    if len(zg) == 3 and float(zg[2]).is_integer() and zg[2] >= 2 and zg[1] > zg[0]:
-        return np.linspace(float(zg[0]), float(zg[1]), int(zg[2]))
+    nz = zg[2] if len(zg) == 3 else None
+    # [zmin, zmax, nz] with an integer nz (as written); any other list is the nodes
+    if isinstance(nz, (int, np.integer)) and not isinstance(nz, bool) and nz >= 2:
+        return np.linspace(float(zg[0]), float(zg[1]), int(nz))
     return _grid(zg)
 
 
@@ -429,6 +432,11 @@ def _sources(table, col: str, release) -> list[tuple[str, dict]]:
 def _columns(table) -> list[str]:
     if isinstance(table, (pa.Table, pa.RecordBatch)):
         return list(table.schema.names)
+    if hasattr(table, "hc_structure") or hasattr(table, "dask") or hasattr(table, "_meta"):
+        raise TypeError(f"{type(table).__name__} is lazy (lsdb/dask): select the rows you need "
+                        f"and call .compute() first (every row given is decoded to "
+                        f"a dense float64 PDF), e.g. cat.cone_search(...).compute(), or "
+                        f"iterate over partitions")
     cols = getattr(table, "columns", None)
     if cols is None:
         raise TypeError(f"expected a pyarrow Table/RecordBatch or a pandas DataFrame, "
