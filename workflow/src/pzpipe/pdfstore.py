@@ -1,5 +1,8 @@
 """Compact storage of photo-z PDFs on a fixed redshift grid.
 
+The byte format is specified in docs/pdf_format.md; ``pzpipe.read`` reads it without
+numba (pure-numpy reference decoder, bit-identical to ``decode`` here).
+
 A PDF column holds one variable-length binary value per object (an Arrow
 ``binary`` array, stored as the parquet column ``pdf``). Each value encodes the
 object's *CDF quantised to 2**bits levels*, so the decoded CDF is within a
@@ -28,8 +31,8 @@ the decoded PDF is ``p'_j = (Q_j - Q_{j-1}) / (M w_j)``.
 * Stored bytes, per object: ``bits`` (1 byte), ``first`` (LEB128 varint: first
   node with ``n_j > 0``), then for nodes ``first..last`` (last node with
   ``n_j > 0``) the second differences ``d2_j = n_j - 2 n_{j-1} + n_{j-2}``
-  (``n_{first-1} = n_{first-2} = 0``), zigzag-mapped and LEB128 varints. The
-  decoder checks that the increments are >= 0 and sum to ``M``.
+  (``n_{first-1} = n_{first-2} = 0``), zigzag-mapped and LEB128 varints (at most 5
+  bytes each). The decoder checks that the increments are >= 0 and sum to ``M``.
 
 Invalid PDFs (any NaN/inf, or no positive value) are stored as **null** (the
 Arrow validity bitmap); ``decode`` returns a row of NaN for them and
@@ -301,7 +304,7 @@ def _decode_rows(data, starts, stops, isvalid, w, out):
         v = 0
         sh = 0
         while True:
-            if pos >= end:
+            if pos >= end or sh > 28:   # past the value, or a varint longer than 5 bytes
                 return i
             b = int(data[pos])
             pos += 1
@@ -320,7 +323,7 @@ def _decode_rows(data, starts, stops, isvalid, w, out):
             v = 0
             sh = 0
             while True:
-                if pos >= end:
+                if pos >= end or sh > 28:
                     return i
                 b = int(data[pos])
                 pos += 1
@@ -519,37 +522,47 @@ def max_cdf_error(pdfs: np.ndarray, decoded: np.ndarray, zgrid: np.ndarray | Non
     return out
 
 
+#: The path form of ``to_ensemble`` refuses files whose dense PDFs would exceed this.
+MAX_DENSE_BYTES = 1 << 30
+
+
 def to_ensemble(source, zgrid: np.ndarray | None = None):
     """qp.Ensemble (``qp.interp`` on ``zgrid``) of a table's ``pdf`` column.
 
-    ``source``: a parquet path or a ``pyarrow.Table`` with a ``pdf`` column.
-    The grid defaults to the schema metadata (b"pzpipe" JSON, "zgrid":
-    [zmin, zmax, nz]). ``object_id`` (if present) goes to the ancil data.
-    Invalid (null) PDFs become NaN rows (qp warns about them).
-    """
-    import qp
+    Kept for the pipeline's own tests; users: ``pzpipe.read.to_ensemble(table, algo)``
+    (no numba needed, release column names, metadata from the release).
 
-    if isinstance(source, pa.Table):
-        table = source
-        meta = table.schema.metadata
-    else:
+    ``source``: a ``pyarrow.Table`` (decoded by ``pzpipe.read.to_ensemble``), or -
+    deprecated - a parquet path, read whole: refused (ValueError) when its dense PDFs
+    would exceed ``MAX_DENSE_BYTES`` (1 GiB, ~450k objects at 301 points); read row
+    groups instead (``pq.ParquetFile(path).read_row_group(i)``). The grid defaults to
+    the metadata (b"pzpipe" JSON, "zgrid": [zmin, zmax, nz]). The id column goes to the
+    ancil data. Invalid (null) PDFs become NaN rows.
+    """
+    from . import read
+
+    if not isinstance(source, (pa.Table, pa.RecordBatch)):
+        import warnings
+
         import pyarrow.parquet as pq
 
+        warnings.warn("pdfstore.to_ensemble(path) reads a whole file; use "
+                      "pzpipe.read.to_ensemble(table, algo) on the rows you need",
+                      DeprecationWarning, stacklevel=2)
         path = os.fspath(source)
-        schema = pq.read_schema(path)
-        cols = ["pdf"] + (["object_id"] if "object_id" in schema.names else [])
-        table = pq.read_table(path, columns=cols)
-        # key-value metadata of the file footer (pzpipe writes its JSON there at close)
-        meta = {**(schema.metadata or {}), **(pq.ParquetFile(path).metadata.metadata or {})}
-    if "pdf" not in table.column_names:
+        schema = read._file_schema(path)
+        n_rows = pq.ParquetFile(path).metadata.num_rows
+        grid = zgrid if zgrid is not None else zgrid_from_metadata(schema.metadata)
+        nz = len(grid) if grid is not None else DEFAULT_ZGRID.size
+        if n_rows * nz * 8 > MAX_DENSE_BYTES:
+            raise ValueError(
+                f"{path}: {n_rows:,} PDFs of {nz} points would take "
+                f"{n_rows * nz * 8 / 2**30:.1f} GiB dense; read it by row group "
+                f"(pq.ParquetFile(path).read_row_group(i)) and call "
+                f"pzpipe.read.to_ensemble on each")
+        ids = [c for c in ("object_id", "objectId") if c in schema.names]
+        table = pq.read_table(path, columns=["pdf", *ids]).replace_schema_metadata(schema.metadata)
+        source = table
+    if "pdf" not in source.column_names:
         raise KeyError("no 'pdf' column")
-    if zgrid is None:
-        zgrid = zgrid_from_metadata(meta)
-        if zgrid is None:
-            raise ValueError("no zgrid given and none in the schema metadata (b'pzpipe')")
-    z = _check_grid(zgrid)
-    yvals = decode(table.column("pdf"), z)
-    ancil = None
-    if "object_id" in table.column_names:
-        ancil = dict(object_id=table.column("object_id").to_numpy())
-    return qp.Ensemble(qp.interp, data=dict(xvals=z, yvals=yvals), ancil=ancil)
+    return read.to_ensemble(source, None, zgrid=zgrid)

@@ -40,7 +40,8 @@ DEFAULT_MAX_JOBS = 3000
 SINGLE_RULES = ("bpz_prepare", "validate", "export")  # `summary` runs on demand, not in `all`
 DEDUP_IDS_PER_JOB = 150_000_000     # export.dedup_ids_per_job (schema default)
 REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_THROUGHPUT = REPO_ROOT / "resources" / "throughput.yaml"
+# Package data (a symlink to resources/throughput.yaml in a clone), found by installs too
+DEFAULT_THROUGHPUT = Path(__file__).resolve().parent / "data" / "throughput.yaml"
 
 # Output layout (DESIGN.md): object_id int64, six float32 point-estimate
 # columns (z_mode, z_mean, z_median, z_lo68, z_hi68, z_err68), flags int32,
