@@ -13,6 +13,7 @@ from pzpipe import audit, estimate, export, partition, progress, train, trainset
 from pzpipe.jobs import logged
 from pzpipe.config import config_hash, enabled_algorithms, resolve_path, validate_config
 from pzpipe.layout import catalog_columns, import_enabled, make_layout
+from pzpipe.partition import check_catalog_columns
 
 try:
     CFG = validate_config(config)
@@ -49,9 +50,10 @@ def current_layout():
     if not _LAYOUT:
         try:
             lay = make_layout(CFG, imported=PATHS["objects_hats"] if TO_HATS else None)
+            CFG = catalog_columns(CFG, lay)   # HATS inputs: coordinate names from the catalog
+            check_catalog_columns(lay, CFG)
         except PipelineError as exc:
             raise WorkflowError(f"pzpipe: {exc}")
-        CFG = catalog_columns(CFG, lay)   # HATS inputs: coordinate names from the catalog
         _LAYOUT.append(lay)
     return _LAYOUT[0]
 

@@ -290,18 +290,6 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _readme(info: dict) -> str:
-    try:
-        from .release_readme import render
-    except ImportError:           # written by the reader/packaging work (issue #12)
-        render = None
-    if render is not None:
-        return render(info)
-    lines = [f"# {info['release']}: photo-z release", "",
-             f"{info['n_rows']} objects; estimators: {', '.join(info['algorithms'])}."]
-    return "\n".join(lines) + "\n"
-
-
 def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[str],
                 dedup_reports: list[str], model_sidecars: dict[str, str], out_dir: str,
                 requirements: str | None = None) -> dict:
@@ -407,7 +395,8 @@ def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[st
             "code": code, "config_hash": chash, "config": cfg,
             "packages": provenance.package_versions(), "inputs": layout.describe(),
             "models": models, "zgrid": zg, "pdf_encoding": pdfstore.ENCODING,
-            "pdf_reader": "pzpipe.read.to_ensemble(table, algo) -> qp.Ensemble",
+            "pdf_reader": "pzpipe.read.to_ensemble(table, algo) -> qp.Ensemble "
+                          "(pip install '<repository>[read]'; docs/pdf_format.md)",
             "rows": totals["rows_out"], "files": {"count": n_files, "bytes": bytes_total,
                                                   "list": "manifest_files.csv"},
             "pixels": len(pixels), "conservation": report,
@@ -425,7 +414,9 @@ def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[st
                 "n_pixels": len(pixels),
                 "provenance_files": ["manifest.json", "manifest_files.csv", "conservation.json"]
                 + (["properties"] if layout.is_hats else [])}
-        (tmp / "README.md").write_text(_readme(info))
+        from .release_readme import render
+
+        (tmp / "README.md").write_text(render(info))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

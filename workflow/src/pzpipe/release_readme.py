@@ -195,7 +195,9 @@ def render(info: dict) -> str:
             w(f"- `{f}`")
         w("")
     w("`manifest.json` records the run (code version, configuration, package versions, "
-      "model checksums, the data files with their row counts); `conservation.json` the "
-      "object count of every chunk.")
+      "model checksums, totals); `manifest_files.csv` every data file with its rows, bytes "
+      "and sha256; `conservation.json` the object counts (in, released, cut by reason); "
+      "the catalog's `properties` repeat the config hash, code version, z grid, PDF encoding "
+      "and model checksums (`pzpipe_*` keys).")
     w("")
     return "\n".join(L)
