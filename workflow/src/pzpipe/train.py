@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -44,13 +45,18 @@ def run(algo_name: str, cfg: dict, model_out: str, sidecar_out: str, training_fi
         tmp_model = tmp + ".pkl"
         stage = inf_cls.make_stage(name=f"inform_{algo_name}", model=tmp_model,
                                    output_mode="return", **params)
-        # TPZ draws from unseeded default_rng(); FlexCode fits its XGBoost regressors
+        # Some informers draw from an unseeded default_rng() (seeded here); some fit
         # through MultiOutputRegressor(n_jobs=-1): with loky processes the fitted estimators
         # come back as unpickled copies and the model's pickle bytes (memo references)
         # depend on joblib's time-based batching, although the model does not. Threads
         # keep the bytes reproducible (tests/test_determinism.py) and the speed.
-        with algorithms.seeded_default_rng(seed), joblib.parallel_config(backend="threading"):
-            stage.inform({k: v.copy() for k, v in data.items()})
+        # One BLAS thread: a train job is a one-core job, and informers built on BLAS
+        # (a Gaussian-process optimiser) slow down ~9x when several jobs each start a BLAS
+        # thread per core (measured: 26 s with one thread, 230 s with two, 10k objects on
+        # the 2-core machine running other jobs).
+        with algorithms.seeded_default_rng(seed), joblib.parallel_config(backend="threading"), \
+                _one_blas_thread():
+            stage.inform(data)
         with open(tmp, "wb") as f:
             pickle.dump(stage.model, f)
         for leftover in (tmp_model, os.path.join(os.path.dirname(tmp_model),
@@ -67,10 +73,21 @@ def run(algo_name: str, cfg: dict, model_out: str, sidecar_out: str, training_fi
     write_json_atomic(sidecar_out, side)
 
 
+@contextlib.contextmanager
+def _one_blas_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def prepare_data(algo_name: str, cfg: dict, out_dir: str) -> None:
     """Prepare the data directory ``algo_name`` declares (``Algorithm.data_dir``), once,
-    before any training or estimate job (e.g. BPZ's templates and AB files: parallel jobs
-    would race to write them).
+    before any training or estimate job (e.g. template data that the estimator would
+    otherwise write on first use: parallel jobs would race to write it).
 
     The directory is built under a temporary name and renamed into place; leftovers of
     killed attempts are removed first."""

@@ -8,18 +8,20 @@ redshift of the best match (``selection_mode`` 1, default; 0 and 2 draw it at ra
 with the redshift scatter of the matches as width. The cost per object is proportional to
 the training set's size.
 
-Parameters the pipeline sets: ``seed`` per call (see the traps).
+Parameters the pipeline sets: none beyond the shared ones (``seed`` is used through the
+chunk's generator, see the traps).
 
 RAIL traps (pz-rail-cmnn 2.0.2) and what the pipeline does:
-  * Seeding: RAIL draws (``selection_mode`` 0 and 2 always; mode 1 for exact ties of the
-    best distance) from ``default_rng(seed + start)``, ``start`` being the row offset of
-    RAIL's chunk inside the call, consuming the generator object after object. Results
-    would depend on how a chunk is cut into calls, and every chunk of the release would
-    repeat the same random sequence. ``before_call`` sets RAIL's ``seed`` for each call
-    to ``seed + chunk_seed(estimate.seed, chunk) + offset`` (offset of the call in the
-    chunk), so that the pipeline's result for a chunk is RAIL's ``CMNNEstimator`` on the
-    whole chunk with ``seed = seed + chunk_seed(estimate.seed, chunk)`` and
-    ``chunk_size = estimate.subchunk_rows`` (tests/test_algo_cmnn.py).
+  * Seeding: RAIL draws (``selection_mode`` 0 and 2 for every object; mode 1 only for
+    exact ties of the best distance) from ``default_rng(seed + start)`` created per call
+    (``start``: row offset of RAIL's chunk in the call) and consumed object after object.
+    Cut into sub-chunks, a chunk would restart the sequence in every call, and every chunk
+    of the release would repeat the same sequence. The runner gives each chunk one
+    generator, ``default_rng(seed + chunk_seed(estimate.seed, chunk))`` (``before_call``),
+    and every call of the chunk draws from it in order (``estimate_chunk`` hands it to
+    RAIL's code in place of its own): the result for a chunk is RAIL's ``CMNNEstimator``
+    called once on the whole chunk with ``seed = seed + chunk_seed(estimate.seed, chunk)``,
+    whatever ``estimate.subchunk_rows`` (tests/test_algo_cmnn.py).
   * Objects without any usable colour (e.g. detected in one band only) get RAIL's
     ``bad_redshift_val``/``bad_redshift_err`` (99 +- 10), a Gaussian far off the grid
     whose tail would pass for a PDF: ``postprocess`` makes their PDF invalid (NaN: flag
@@ -30,11 +32,13 @@ RAIL traps (pz-rail-cmnn 2.0.2) and what the pipeline does:
     square root (RAIL's ``_computecolordata``; kept: it is RAIL's estimator).
 
 Fast path: ``CMNNfastEstimator``, RAIL's estimator with its per-object loop compiled for
-the common case (selection_mode 1, a unique best match, at least ``min_n`` matches): the
-same float operations in numpy's order (``_numba.pairwise_sum`` for the standard
-deviation). Every other object (ties, fewer than ``min_n`` matches, modes 0 and 2) runs
-RAIL's per-object code in RAIL's order with RAIL's generator, with the chi^2 thresholds
-looked up as an array instead of RAIL's Python loop over the training set.
+the cases that need no random draw and no tie order (``selection_mode`` 1 with a unique
+best match among >= ``min_n`` matches, or RAIL's wider search when there are fewer, with
+distinct distances): the same float operations in numpy's order (``_numba.pairwise_sum``
+for the standard deviations; RAIL's ``chi2.cdf`` for the wider search's width). Every
+other object (exact ties, modes 0 and 2, more than 7,184 matches) runs RAIL's per-object
+code, in RAIL's order with RAIL's generator, with the chi^2 thresholds looked up as an
+array instead of RAIL's Python loop over the training set.
 
 PDF: Gaussian (``qp.stats.norm``). Extras: ``pdf_loc``, ``pdf_scale`` (the Gaussian),
 ``n_match`` (training galaxies in the colour-matched set, RAIL ``Ncm``), ``n_colors``
@@ -50,11 +54,32 @@ from ._base import Algorithm, FastPath, chunk_seed, rail_default
 
 
 def before_call(runner, chunk_index: int, offset: int) -> None:
-    if not hasattr(runner, "_cmnn_seed"):
-        runner._cmnn_seed = int(runner.params.get("seed", rail_default(ALGORITHM, "estimate", "seed")))
-    runner.stage.config["seed"] = (runner._cmnn_seed
-                                   + chunk_seed(runner.cfg["estimate"]["seed"], chunk_index)
-                                   + int(offset))
+    """At the start of a chunk: the chunk's generator, ``default_rng(seed +
+    chunk_seed(estimate.seed, chunk))``, consumed by every call of the chunk in order."""
+    if getattr(runner, "_cmnn_chunk", None) != chunk_index or offset == 0:
+        base = int(runner.params.get("seed", rail_default(ALGORITHM, "estimate", "seed")))
+        runner._cmnn_chunk = chunk_index
+        runner._cmnn_rng = np.random.default_rng(
+            base + chunk_seed(runner.cfg["estimate"]["seed"], chunk_index))
+
+
+def estimate_chunk(runner, inp):
+    """RAIL's estimator (or the fast one) on ``inp``, drawing from the chunk's generator
+    where RAIL would create ``default_rng(seed + start)`` for the call."""
+    gen = runner._cmnn_rng
+    orig = np.random.default_rng
+    rail_seed = int(runner.stage.config["seed"])      # RAIL: default_rng(seed=seed + start)
+
+    def chunk_generator(*args, **kwargs):
+        if not args and set(kwargs) == {"seed"} and kwargs["seed"] == rail_seed:
+            return gen
+        return orig(*args, **kwargs)                  # anyone else: numpy's own
+
+    np.random.default_rng = chunk_generator
+    try:
+        return runner.rail_call(inp)
+    finally:
+        np.random.default_rng = orig
 
 
 def postprocess(runner, pdf, anc):
@@ -272,6 +297,10 @@ def _fast_class():
                     new_ppf_value = chi2.cdf(last_md[wide], lim_dof)
                     chunk_pze[wide] = chunk_pze[wide] * (new_ppf_value / self.config.ppf_value)
             todo = status == 1
+            # kept for tests and logs: objects per path (0 compiled, 1 RAIL's code, 2 compiled
+            # wider search)
+            self.path_counts = getattr(self, "path_counts", np.zeros(3, dtype=np.int64)) \
+                + np.bincount(status, minlength=3)
             for ii in np.flatnonzero(todo):   # in order: RAIL's generator is consumed in order
                 chunk_pz[ii], chunk_pze[ii], chunk_ncm[ii] = self._one_object(
                     ii, test_color, test_err, thresh_table, rng)
@@ -400,6 +429,7 @@ ALGORITHM = Algorithm(
                                     "(RAIL ancil ncolors)", "unit": ""},
     },
     before_call=before_call,
+    estimate_chunk=estimate_chunk,
     postprocess=postprocess,
     ancillaries=_gauss.norm_ancillaries,
     fast=FAST,

@@ -123,8 +123,22 @@ class Runner:
                 ctx.enter_context(self.fast_context())
             ens = self.stage.estimate(inp).data
         n = len(inp[ID_COL])
-        pdf = np.asarray(ens.pdf(self.zgrid), dtype=np.float64).reshape(n, -1)
+        pdf = self.grid_pdf(ens).reshape(n, -1)
         anc = dict(ens.ancil or {})
         if self.algo.ancillaries is not None:
             anc.update(self.algo.ancillaries(ens))
         return pdf, anc
+
+    def grid_pdf(self, ens) -> np.ndarray:
+        """RAIL's PDFs on the pipeline grid.
+
+        An ``interp`` ensemble whose x values are the pipeline grid (to 1e-12: RAIL's BPZ
+        builds its grid with ``arange``) gives its own y values at those nodes: qp's
+        ``pdf()`` would re-interpolate them and change the last bits. Any other ensemble
+        (other grids, Gaussians, mixtures) is evaluated with ``ens.pdf``."""
+        x = (ens.metadata or {}).get("xvals")
+        if x is not None and "yvals" in ens.objdata:
+            x = np.ravel(np.asarray(x, dtype=np.float64))
+            if x.shape == self.zgrid.shape and np.allclose(x, self.zgrid, rtol=0, atol=1e-12):
+                return np.array(ens.objdata["yvals"], dtype=np.float64)
+        return np.asarray(ens.pdf(self.zgrid), dtype=np.float64)
