@@ -12,6 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 pytestmark = pytest.mark.slow
+ALGOS = ("bpz", "fzboost", "knn", "tpz", "dnf", "gpz", "cmnn")      # the default run
 
 
 def smk(workdir, *args, check=True):
@@ -44,12 +45,12 @@ def test_release_is_complete_and_conserved(run_dir):
     cons = man["conservation"]
     assert cons["ok"] and cons["objects_in"] == 100
     assert cons["objects_in"] == cons["objects_out"] + sum(cons["cut_by_reason"].values())
-    assert set(man["rows_by_algorithm"]) == {"bpz", "fzboost", "knn", "tpz", "dnf"}
+    assert set(man["rows_by_algorithm"]) == set(ALGOS)
     for f in man["files"]:
         p = rel / f["path"]
         assert p.exists() and pq.ParquetFile(p).metadata.num_rows == f["rows"]
     # 100 objects in chunks of 30 -> 4 chunks, 2 per batch -> 2 files per algorithm
-    assert len(man["files"]) == 10
+    assert len(man["files"]) == 2 * len(ALGOS)
     t = pq.read_table(rel / "fzboost" / "b000000.parquet")
     assert pq.ParquetFile(rel / "fzboost" / "b000000.parquet").metadata.num_row_groups == 2
     for c in ("object_id", "z_mode", "z_mean", "z_median", "z_lo68", "z_hi68", "pdf", "flags"):
@@ -73,7 +74,7 @@ def test_validation_outputs(run_dir):
     import pandas as pd
 
     m = pd.read_csv(v / "metrics.csv").set_index("algorithm")
-    assert set(m.index) == {"bpz", "fzboost", "knn", "tpz", "dnf"}
+    assert set(m.index) == set(ALGOS)
     assert (m["sigma_iqr"] < 0.1).all() and (m["outlier_frac"] < 0.2).all()
     for name in ("scatter", "pit", "nz"):
         png = (v / f"{name}.png").read_bytes()
@@ -81,7 +82,7 @@ def test_validation_outputs(run_dir):
 
 
 def test_models_have_sidecars(run_dir):
-    for a in ("bpz", "fzboost", "knn", "tpz", "dnf"):
+    for a in ALGOS:
         side = json.loads((run_dir / "results" / "models" / a / "model.json").read_text())
         assert side["algorithm"] == a and side["model_sha256"] and side["packages"]["pz-rail-base"]
 
