@@ -116,3 +116,27 @@ def test_mag_limits_follow_the_bands(env):
     c3 = deep_update(cfg, {"algorithms": {"gpz": {"inform": {"replace_error_vals": [0.1] * 5}}}})
     with pytest.raises(PipelineError, match=r"replace_error_vals.*5 values for 6 bands"):
         algorithms.stage_params(algorithms.get("gpz"), c3, "inform")
+
+
+def test_model_file_is_byte_reproducible(tmp_path):
+    """Two trainings in two processes give the same model bytes (RAIL's GP keeps a
+    wall-clock time, zeroed by gpz.clean_model)."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, hashlib
+from pzpipe.config import load_config, deep_update, REPO_ROOT
+from pzpipe import train
+cfg = deep_update(load_config(REPO_ROOT / "config" / "config.yaml"),
+                  {"training": {"max_rows": 600}, "algorithms": {"gpz": {"inform": {"max_iter": 20}}}})
+train.run("gpz", cfg, sys.argv[1], sys.argv[1] + ".json")
+print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())
+"""
+    shas = []
+    for i in range(2):
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / f"m{i}.pkl")],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        shas.append(r.stdout.strip().splitlines()[-1])
+    assert shas[0] == shas[1]

@@ -57,8 +57,11 @@ def run(algo_name: str, cfg: dict, model_out: str, sidecar_out: str, training_fi
         with algorithms.seeded_default_rng(seed), joblib.parallel_config(backend="threading"), \
                 _one_blas_thread():
             stage.inform(data)
+        model = stage.model
+        if algo.clean_model is not None:
+            model = algo.clean_model(model)
         with open(tmp, "wb") as f:
-            pickle.dump(stage.model, f)
+            pickle.dump(model, f)
         for leftover in (tmp_model, os.path.join(os.path.dirname(tmp_model),
                                                   "inprogress_" + os.path.basename(tmp_model))):
             if os.path.exists(leftover):

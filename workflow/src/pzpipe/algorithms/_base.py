@@ -86,6 +86,8 @@ class Algorithm:
     ``postprocess(runner, pdf, ancil)``  after every estimate call (RAIL or fast path).
     ``input_transform(data, params)``  rewrites the (copied) input columns before RAIL sees
                               them, in training and estimation; returns the dict.
+    ``clean_model(model)``    the trained model before it is written, without run-specific
+                              state (wall-clock times) so that the file is byte-reproducible.
     """
 
     name: str
@@ -106,6 +108,7 @@ class Algorithm:
     before_call: Callable | None = None
     postprocess: Callable | None = None
     input_transform: Callable | None = None
+    clean_model: Callable | None = None
     fast: FastPath | None = None
     pdf_family: str = "interp"         # RAIL's qp parameterisation ("norm": Gaussian)
     audit_tolerance: float = 0.0       # 0: a recomputed chunk must be bit-identical

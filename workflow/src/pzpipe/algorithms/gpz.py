@@ -30,6 +30,9 @@ RAIL traps (pz-rail-gpz-v1 2.0.3) and what the pipeline does:
     kernels and other last bits.
   * Training draws its train/validation split from numpy's global RNG (``pzpipe.train``
     seeds it from ``training.seed``) and prints its iterations to stdout.
+  * The trained ``GP`` keeps the wall-clock time of its last iteration (``timer``): two
+    identical trainings gave different model files. ``clean_model`` zeroes it (prediction
+    does not use it), so model files are byte-reproducible.
 
 Fast path: ``FastGPz`` runs RAIL's own data preparation and ``GP.predict`` and evaluates the
 Gaussian on the grid with scipy's arithmetic, skipping what RAIL does besides (qp ensemble,
@@ -96,6 +99,12 @@ def estimate_chunk(runner, inp):
     return pdf[:n], {c: np.asarray(v)[:n] for c, v in anc.items()}
 
 
+def clean_model(model):
+    if hasattr(model, "timer"):
+        model.timer = 0.0
+    return model
+
+
 class FastGPz:
     """RAIL's GPz prediction without RAIL's estimator around it (see the module docstring).
 
@@ -148,6 +157,7 @@ ALGORITHM = Algorithm(
     finalize=_finalize,
     estimate_chunk=estimate_chunk,
     ancillaries=_gauss.norm_ancillaries,
+    clean_model=clean_model,
     fast=FAST,
     pdf_family="norm",
     bench={"rows": 40000},
