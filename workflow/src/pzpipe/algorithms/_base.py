@@ -98,6 +98,7 @@ class Algorithm:
     title: str = ""
     extras: dict = field(default_factory=dict)       # RAIL ancil key -> output column
     extra_meta: dict = field(default_factory=dict)   # output column -> {description, unit}
+    extra_dtypes: dict = field(default_factory=dict)  # output column -> dtype if not float32
     params: Callable[[dict, str], dict] | None = None
     finalize: Callable[[dict, str], dict] | None = None
     data_dir: DataDir | None = None

@@ -38,6 +38,8 @@ def norm_ancillaries(ens) -> dict:
 
 
 EXTRAS = {"loc": "pdf_loc", "scale": "pdf_scale"}
+# float64 as RAIL computes them: stored so, the Gaussian is exact (16 B/object)
+EXTRA_DTYPES = {"pdf_loc": "float64", "pdf_scale": "float64"}
 
 
 def extra_meta(name: str) -> dict:

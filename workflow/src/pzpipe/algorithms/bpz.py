@@ -53,9 +53,8 @@ def prepare_data(cfg: dict, out_dir: str) -> None:
 
     from rail.utils.path_utils import find_rail_file
 
-    src = find_rail_file("examples_data/estimation_data/data")
-    os.rmdir(out_dir)                       # copytree wants to create it
-    shutil.copytree(src, out_dir)
+    shutil.copytree(find_rail_file("examples_data/estimation_data/data"), out_dir,
+                    dirs_exist_ok=True)
     _, est_cls = ALGORITHM.classes()
     params = stage_params(ALGORITHM, cfg, "estimate")
     params["bpz_ref_data_path"] = os.path.abspath(out_dir)

@@ -428,6 +428,7 @@ ALGORITHM = Algorithm(
         "n_colors": {"description": "CMNN: colours used in the Mahalanobis distance "
                                     "(RAIL ancil ncolors)", "unit": ""},
     },
+    extra_dtypes={**_gauss.EXTRA_DTYPES, "n_match": "int32", "n_colors": "int32"},
     before_call=before_call,
     estimate_chunk=estimate_chunk,
     postprocess=postprocess,

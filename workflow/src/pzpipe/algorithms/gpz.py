@@ -153,6 +153,7 @@ ALGORITHM = Algorithm(
     distribution="pz-rail-gpz-v1",
     extras=dict(_gauss.EXTRAS),
     extra_meta=_gauss.extra_meta("GPz"),
+    extra_dtypes=dict(_gauss.EXTRA_DTYPES),
     params=_params,
     finalize=_finalize,
     estimate_chunk=estimate_chunk,
