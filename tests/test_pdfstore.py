@@ -1,7 +1,7 @@
 """pzpipe.pdfstore: round trips, the CDF bound on every object, bytes/object.
 
 Realistic PDFs come from RAIL kNN (trained on 2,000 DC2 objects) and BPZ
-(pzpipe.bpzfast, HDFN prior) on random DC2 validation objects; synthetic ones
+(pzpipe.algorithms.bpz_fast, HDFN prior) on random DC2 validation objects; synthetic ones
 cover narrow, bimodal, flat, delta, edge, noisy, tiny/huge-scale, zero and
 NaN PDFs.
 """
@@ -260,9 +260,9 @@ def bpz_pdfs(dc2, tmp_path_factory):
     pytest.importorskip("numba")
     from rail.utils.path_utils import find_rail_file
 
-    from pzpipe.bpzfast import FastBPZ
+    from pzpipe.algorithms.bpz_fast import FastBPZ
 
-    d = tmp_path_factory.getbasetemp() / "bpz_data"   # shared with test_bpzfast
+    d = tmp_path_factory.getbasetemp() / "bpz_data"   # shared with test_algo_bpz
     if not (d / "AB").exists() or len(list((d / "AB").glob("*.AB"))) < 48:
         if d.exists():
             shutil.rmtree(d)

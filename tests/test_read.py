@@ -66,15 +66,16 @@ def estimates(tmp_path_factory):
                                                          "objective": "reg:squarederror"}}},
         }})
     cwd = os.getcwd()
-    os.chdir(d)          # BPZ's data dir is results/bpz_data under the working directory
+    os.chdir(d)          # data dirs (BPZ's) are results/<algo>_data under the working dir
     try:
         data = read_sample(cfg, dict(cfg["validation"], max_rows=300))
         data.pop("redshift")
         flags = data.pop("flags")
         out = {}
         for a in ALGOS:
-            if algorithms.get(a).needs_bpz_data:
-                train.prepare_bpz_data(cfg, "results/bpz_data")
+            algo = algorithms.get(a)
+            if algo.data_dir is not None:        # e.g. BPZ's template data
+                train.prepare_data(a, cfg, algorithms.data_dir_path(algo))
             train.run(a, cfg, str(d / f"{a}.pkl"), str(d / f"{a}.json"))
             r = algorithms.Runner(algorithms.get(a), str(d / f"{a}.pkl"), cfg, name=f"rd_{a}")
             out[a] = estimate_table(r, data, flags, 0, int(cfg["estimate"]["pdf_bits"]))

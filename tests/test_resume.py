@@ -183,7 +183,7 @@ def reference(tmp_path_factory):
     r = smk(wd, TARGET, overlays=[overlay])
     secs = time.time() - t0
     out = r.stdout + r.stderr
-    assert "rule train:" not in out and "rule bpz_prepare:" not in out, "models were retrained"
+    assert "rule train:" not in out and "rule prepare_data:" not in out, "models were retrained"
     return base, wd, secs, [overlay]
 
 

@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 
 import pzpipe
 from pzpipe import PipelineError
-from pzpipe import audit, estimate, export, partition, progress, train, trainset, validate
+from pzpipe import algorithms, audit, estimate, export, partition, progress, train, trainset, validate
 from pzpipe.jobs import logged
 from pzpipe.config import config_hash, enabled_algorithms, resolve_path, validate_config
 from pzpipe.layout import catalog_columns, import_enabled, make_layout
@@ -113,18 +113,20 @@ def validation_file(wildcards=None):
     return resolve_path(CFG["validation"]["file"])
 
 
+def data_dir_inputs(algo):
+    """The prepared data directory of ``algo``, if it declares one (rule prepare_data)."""
+    if algorithms.get(algo).data_dir is None:
+        return {}
+    return {"algo_data": f"{RESULTS}/{algo}_data"}
+
+
 def model_inputs(wildcards):
-    out = {"model": PATHS["model"].format(algo=wildcards.algo)}
-    if wildcards.algo == "bpz":
-        out["bpz_data"] = f"{RESULTS}/bpz_data"
-    return out
+    return {"model": PATHS["model"].format(algo=wildcards.algo),
+            **data_dir_inputs(wildcards.algo)}
 
 
 def train_inputs(wildcards):
-    out = {"training": training_file()}
-    if wildcards.algo == "bpz":
-        out["bpz_data"] = f"{RESULTS}/bpz_data"
-    return out
+    return {"training": training_file(), **data_dir_inputs(wildcards.algo)}
 
 
 def export_batch_inputs(wildcards):
@@ -166,7 +168,6 @@ def config_params(*sections, algo=False):
 
 
 PARTITION_KEYS = ("inputs", "columns", "bands", "ref_band", "partition")
-BPZ_DATA_PARAMS = config_hash({"zgrid": CFG["zgrid"], "bpz": CFG["algorithms"].get("bpz")})[:16]
 
 
 def audit_inputs(wildcards):
@@ -176,6 +177,7 @@ def audit_inputs(wildcards):
         "models": expand(PATHS["model"], algo=ALGOS),
         "sidecars": expand(PATHS["sidecar"], algo=ALGOS),
     }
-    if "bpz" in ALGOS:
-        out["bpz_data"] = f"{RESULTS}/bpz_data"     # BPZ re-estimation reads its AB files
+    data_algos = algorithms.with_data_dir(ALGOS)
+    if data_algos:     # re-estimation reads them
+        out["algo_data"] = expand(f"{RESULTS}/{{algo}}_data", algo=data_algos)
     return out

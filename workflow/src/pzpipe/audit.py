@@ -20,10 +20,10 @@
                      the partition row group with the recorded config and the models
                      (``algorithms.Runner`` + ``estimate.estimate_table``, one BLAS
                      thread like the estimate workers) and compared with the stored row
-                     group, column by column, bit for bit (NaN == NaN). ``TOLERANCE``
+                     group, column by column, bit for bit (NaN == NaN). ``tolerance``
                      states per algorithm what is accepted: all are 0 (bit-identical),
-                     because every estimator is deterministic once TPZ's global RNGs
-                     are seeded per chunk (``algorithms.Runner``).
+                     because every estimator is deterministic once the runner seeds the
+                     random generators RAIL leaves unseeded (``algorithms.Runner``).
 5. ``config``        the config in force now vs the recorded one (WARN if different:
                      the recomputation always uses the recorded config).
 6. ``packages``      package versions now vs recorded in the manifest and the model
@@ -53,10 +53,21 @@ log = logging.getLogger(__name__)
 
 PASS, FAIL, WARN = "PASS", "FAIL", "WARN"
 
-# Accepted difference between a recomputed chunk and the stored one, per algorithm.
-# 0 = bit-identical (every column, NaN == NaN). A non-zero value would be an absolute
-# tolerance on the point-estimate columns and on the decoded PDFs.
-TOLERANCE = {"bpz": 0.0, "fzboost": 0.0, "knn": 0.0, "tpz": 0.0, "dnf": 0.0}
+# Accepted difference between a recomputed chunk and the stored one, per algorithm
+# (pzpipe.algorithms: Algorithm.audit_tolerance). 0 = bit-identical (every column, NaN ==
+# NaN). A non-zero value would be an absolute tolerance on the point-estimate columns and
+# on the decoded PDFs.
+def tolerance(algo: str) -> float:
+    from . import algorithms
+
+    a = algorithms.REGISTRY.get(algo)
+    return float(a.audit_tolerance) if a is not None else 0.0
+
+
+def tolerances() -> dict[str, float]:
+    from . import algorithms
+
+    return {name: tolerance(name) for name in algorithms.REGISTRY}
 RELEASE_META_FILES = ("manifest.json", "conservation.json")
 SNAKEMAKE_MARKERS = (".snakemake_timestamp",)     # written by Snakemake in directory() outputs
 
@@ -327,7 +338,7 @@ def check_recompute(release_dir: Path, manifest: dict, cfg: dict,
         limiter = None
     try:
         for algo in sorted(files):
-            tol = TOLERANCE.get(algo, 0.0)
+            tol = tolerance(algo)
             c.data["tolerance"][algo] = tol
             k = min(sample_chunks, len(chunks))
             pick = sorted(rng.choice(len(chunks), k, replace=False).tolist()) if k else []
@@ -354,7 +365,7 @@ def check_recompute(release_dir: Path, manifest: dict, cfg: dict,
                     continue
                 stored = pf.read_row_group(rg)
                 # a prefix of the chunk gives the same results for per-object estimators;
-                # chunk-coupled ones (DNF) are always recomputed whole
+                # chunk-coupled ones are always recomputed whole
                 if max_rows and not getattr(algorithms.get(algo), "chunk_coupled", False):
                     data = {key: v[:max_rows] for key, v in data.items()}
                     flags = flags[:max_rows]
@@ -446,7 +457,7 @@ def to_markdown(report: dict) -> str:
              f"Recorded config_hash: `{report.get('config_hash')}`  ",
              f"Recompute sample: {report['sample_chunks']} chunk(s) per algorithm, seed "
              f"{report['seed']}; tolerance per algorithm: "
-             + ", ".join(f"{a} {t:g}" for a, t in sorted(TOLERANCE.items()))
+             + ", ".join(f"{a} {t:g}" for a, t in sorted(tolerances().items()))
              + " (0 = bit-identical)", "",
              "| check | status | what |", "|---|---|---|"]
     for ch in report["checks"]:
@@ -496,7 +507,7 @@ def audit(release_dir: str, partition_files: dict[str, str], model_files: dict[s
     return {"status": status, "release": (manifest or {}).get("release"),
             "release_dir": str(release_dir), "config_hash": (manifest or {}).get("config_hash"),
             "sample_chunks": sample_chunks, "seed": seed, "max_rows": max_rows,
-            "tolerance": TOLERANCE, "checks": [c.as_dict() for c in checks],
+            "tolerance": tolerances(), "checks": [c.as_dict() for c in checks],
             "packages_now": provenance.package_versions(),
             "code_now": provenance.code_version()}
 

@@ -46,7 +46,7 @@ def render(info: dict) -> str:
     if missing:
         raise KeyError(f"release_readme.render: missing keys {missing}")
     algos = list(info["algorithms"])
-    a0 = algos[0] if algos else "fzboost"
+    a0 = algos[0] if algos else "<algo>"
     idc = info["id_column"]
     ra, dec = info.get("ra_column"), info.get("dec_column")
     hats = bool(info.get("hats"))
