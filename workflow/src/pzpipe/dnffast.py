@@ -270,11 +270,12 @@ def _preselect_metric(V64, TT64, V, TT, Tnorm, P, mode, one, cand, dist, de1, fl
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
-def _qp_interp_grid(y, x, nnorm, out):
+def _qp_interp_grid(y, x, nnorm, out, normalise_only=False):
     """What ``qp.Ensemble(qp.interp, xvals=x, yvals=y).pdf(x)`` returns (qp 1.1.4):
     ``nnorm`` normalisations by the trapezoid cumsum (``(dx * 0.5) * (y[j+1] + y[j])``,
     summed in order), then scipy's linear ``interp1d`` evaluated at the nodes
-    (``slope * (x - x_lo) + y_lo`` with ``hi = clip(searchsorted(x, x), 1, n-1)``)."""
+    (``slope * (x - x_lo) + y_lo`` with ``hi = clip(searchsorted(x, x), 1, n-1)``);
+    ``normalise_only``: the normalised values themselves."""
     n, nz = y.shape
     hdx = np.empty(nz - 1)
     for j in range(nz - 1):
@@ -296,6 +297,10 @@ def _qp_interp_grid(y, x, nnorm, out):
                 s = s + hdx[j] * (row[j + 1] + row[j])
             for j in range(nz):
                 row[j] = row[j] / s
+        if normalise_only:
+            for j in range(nz):
+                out[i, j] = row[j]
+            continue
         for j in range(nz):
             a = lo[j]
             b = hi[j]
@@ -568,6 +573,12 @@ class FastDNF:
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 raw = compute_pdfs_fit(photoz[s:e], photozerr[s:e], self.zgrid)
             _qp_interp_grid(raw, self.zgrid, 2, pdf[s:e])   # qp normalises twice
+        if n == 1:
+            # a one-object ensemble: scipy's interp1d takes its 1-D path, np.interp,
+            # which returns the (normalised) values at the nodes exactly
+            y = np.empty((1, nz))
+            _qp_interp_grid(raw, self.zgrid, 2, y, True)
+            pdf[0] = np.interp(self.zgrid, self.zgrid, y[0])
         anc = dict(DNF_Z=photoz, photozerr=photozerr, photozerr_param=photozerr_param,
                    photozerr_fit=photozerr_fit, DNF_ZN=z1, nneighbors=nneighbors,
                    de1=de1, d1=d1, id1=id1)
