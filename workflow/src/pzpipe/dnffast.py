@@ -30,6 +30,8 @@ the same numbers in sub-chunks:
 * the fit: all objects with the same number of neighbours at once through numpy's own
   stacked LAPACK ``lstsq`` gufunc (the routine ``np.linalg.lstsq`` calls per object)
   and ``np.matmul`` (the same BLAS ``gemv``/``dot`` as RAIL's ``np.dot``/``np.inner``);
+  an object whose 3-sigma clipping keeps every neighbour is done (RAIL's remaining
+  rounds would solve the same problem again);
 * two passes keep the chunk coupling: pass 1 finds every object's 80 neighbours and
   ``nneighbors`` (int32 indices kept, ~320 bytes/object), pass 2 fits with the
   chunk's maximum;
@@ -506,14 +508,16 @@ class FastDNF:
                 sigma3 = 3.0 * absr.mean(axis=1)
                 sel = absr < sigma3[:, None]
                 nsel = sel.sum(axis=1)
-                go = nsel >= nfilters
-                if go.any():
-                    o = objs[go]
-                    s = sel[go]
-                    order = np.argsort(~s, axis=1, kind="stable")
-                    cur[o, :mm] = np.take_along_axis(idx[go], order, axis=1)
-                    m[o] = nsel[go]
-                    nneighbors[o] = nsel[go]
+                go = nsel >= nfilters                 # RAIL: else break
+                nneighbors[objs[go]] = nsel[go]
+                # an object that keeps all its neighbours would solve the same problem
+                # again in RAIL's remaining rounds (same X, same selection): it is done
+                more = go & (nsel < mm)
+                if more.any():
+                    o = objs[more]
+                    order = np.argsort(~sel[more], axis=1, kind="stable")
+                    cur[o, :mm] = np.take_along_axis(idx[more], order, axis=1)
+                    m[o] = nsel[more]
                     keep.append(o)
             active = np.concatenate(keep) if keep else np.zeros(0, np.int64)
         Ve = np.hstack([V, np.ones((n, 1), dtype="double")])
