@@ -151,7 +151,8 @@ def test_one_object_and_empty(setup):
         pdf, anc = f.estimate(one)
         assert_same_as_rail(pdf, anc, rail_dnf(setup["path"], one), f.zgrid)
     pdf, anc = f.estimate({k: v[:0] for k, v in d.items()})
-    assert pdf.shape == (0, 301) and all(len(v) == 0 for v in anc.values())
+    assert pdf.shape == (0, 301) and sorted(anc) == sorted(ANCIL)
+    assert all(len(v) == 0 for v in anc.values()) and anc["id1"].dtype == np.int32
 
 
 @pytest.mark.parametrize("mode", [0, 2])
@@ -188,6 +189,19 @@ def test_distance_ties_use_rails_own_neighbour_search(setup):
     f = FastDNF(model, PARAMS)
     pdf, anc = f.estimate(d)
     assert f.n_exact > 0
+    assert_same_as_rail(pdf, anc, rail_dnf(path, d), f.zgrid)
+
+
+def test_small_training_set(setup):
+    """1,500 training objects: fewer than RAIL's 4,000 preselected, so every training
+    object is a candidate (sorted by distance)."""
+    tr = setup["training"]
+    idx = np.random.default_rng(37).permutation(len(tr["object_id"]))[:1500]
+    path, model = _train(setup["tmp"], {k: v[idx] for k, v in tr.items()}, name="dnfsmall")
+    d = _hostile_sample(setup, 300, seed=41)
+    f = FastDNF(model, PARAMS)
+    assert f.P == 1500
+    pdf, anc = f.estimate(d)
     assert_same_as_rail(pdf, anc, rail_dnf(path, d), f.zgrid)
 
 

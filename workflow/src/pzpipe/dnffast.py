@@ -14,15 +14,15 @@ RAIL (pz-rail-dnf 2.0.4, ``rail.estimation.algos.dnf``) estimates one call at a 
 4. fit: per object, up to 4 rounds of ``np.linalg.lstsq`` on the neighbours'
    magnitudes with 3-sigma clipping; photo-z, errors, Gaussian PDF on the grid.
 
-Its cost is the KD-tree query for 4,000 neighbours (~70%), the (N, 4000, bands) metric
-arrays (~7 GB at 20k objects) and a Python loop of ``lstsq`` calls. ``FastDNF`` computes
-the same numbers in sub-chunks:
+Its cost (2,000 objects, cProfile) is the KD-tree query for 4,000 neighbours (~60%), the
+(N, 4000, bands) metric arrays (~25%; ~7 GB at 20k objects) and a Python loop of
+``lstsq`` calls (~10%). ``FastDNF`` computes the same numbers in sub-chunks:
 
-* preselection: squared distances to every training object in a numba kernel in
-  sklearn's operation order (``d += (x-y)**2`` band by band, float64), the 4,000
-  smallest with numpy's ``partition``/``sort`` on keys that pack the distance's bits and
-  the training index (ties of the truncated distance are re-ordered by the full
-  distance) - the same list, in the same order, as the KD tree;
+* preselection in a numba kernel: squared distances to every training object in
+  sklearn's operation order (``d = 0; d += (x-y)**2`` band by band, float64), then the
+  4,000 smallest, sorted, by a counting sort on logarithmic buckets (the top bits of
+  the doubles) and an insertion sort inside buckets - the same list, in the same
+  order, as the KD tree;
 * the metric in a numba kernel with numpy's float32 arithmetic and sequential band sums
   (numpy's order for reductions of < 8 elements), then numpy's own ``argpartition`` and
   ``argsort`` on the same array in the same order, so ties (frequent: float32 angular
@@ -36,7 +36,9 @@ the same numbers in sub-chunks:
   ``nneighbors`` (int32 indices kept, ~320 bytes/object), pass 2 fits with the
   chunk's maximum;
 * final errors and PDFs with RAIL's own vectorised expressions
-  (``compute_pdfs_fit``), then qp's ``interp`` normalisation and evaluation on the grid.
+  (``compute_pdfs_fit``), then qp's ``interp`` normalisation (twice: qp 1.1.4 builds
+  the distribution twice) and ``ens.pdf(zgrid)`` (scipy's linear ``interp1d`` at the
+  nodes; ``np.interp`` for a one-object chunk).
 
 Objects whose neighbour order cannot be decided from distances alone (two training
 objects at exactly the same distance, or a tie at the 4,000th place) are recomputed with
@@ -44,8 +46,9 @@ RAIL's own ``preselection``/``metric_computation`` (sklearn's KD tree): rare, ex
 
 ``FastDNF(model, params).estimate(data)`` equals ONE ``DNFEstimator.estimate`` call on
 ``data`` with ``chunk_size >= len(data)`` (the whole chunk coupled): tests/test_dnffast.py
-compares bit for bit with RAIL on the DC2 sample. Memory: ~1 kB/object plus one
-sub-chunk's work arrays (~100 MB for a 10k training set).
+compares bit for bit with RAIL on the DC2 sample. Memory: the output (N x nzbins
+float64, 313 MB at 130k objects), ~0.4 kB/object of kept neighbours and one block's work
+arrays (~50 MB); benchmarks/dnf_knn_speed.py measures the peak.
 """
 from __future__ import annotations
 
@@ -131,102 +134,88 @@ def _metric_row(V, i, TT, Tnorm, mode, one, b1, b2):
                 b1[t] = b2[t] * b1[t]
 
 
-@njit(cache=_CACHE, nogil=True, error_model="numpy", fastmath={"nnan", "ninf", "nsz"})
-def _minmax(rd, n):
-    """min and max of rd[:n] (finite values; the flags only let the loop vectorise)."""
-    mn = rd[0]
-    mx = rd[0]
-    for t in range(1, n):
-        x = rd[t]
-        mn = x if x < mn else mn
-        mx = x if x > mx else mx
-    return mn, mx
-
-
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
-def _bucket_of(x, mn, scale, nbuck):
-    b = int((x - mn) * scale)           # monotone in x
-    return nbuck - 1 if b > nbuck - 1 else b
+def _select_sorted(rd, nt, need, sh0, bk, cnt, idx, r_out, i_out):
+    """The ``need`` smallest of rd[:nt] >= 0 (and the rest of their bucket), sorted, with
+    their indices: (r_out, i_out)[:K]; returns K >= need.
 
-
-@njit(cache=_CACHE, nogil=True, error_model="numpy")
-def _bucket_select(rd, nt, mn, mx, need, bk, cnt, out):
-    """Indices t (ascending) of the rd[t] in the lowest coarse buckets that hold at least
-    ``need`` values, into out[:K]; returns K. cnt: (4, nbuck) sub-histograms."""
-    nbuck = cnt.shape[1]
-    scale = (nbuck - 1) / (mx - mn) if mx > mn else 0.0
-    cnt[:, :] = 0
+    A counting sort on logarithmic buckets - the top bits of the doubles' bit patterns,
+    which order like the values for x >= 0 (bucket 0: x == 0; ``sh0`` = 52 - mantissa
+    bits kept) - keeps the buckets that hold the ``need`` smallest; an insertion sort
+    then orders the values inside buckets."""
+    nbuck = cnt.shape[0]
+    ub = rd.view(np.int64)              # x >= 0: integer order = value order
+    lo_bits = ub[0]
+    hi_bits = ub[0]
+    for t in range(1, nt):
+        u = ub[t]
+        lo_bits = u if u < lo_bits else lo_bits
+        hi_bits = u if u > hi_bits else hi_bits
+    if lo_bits == 0:                    # zero distances: bucket 0; log buckets from the
+        lo_bits = hi_bits               # smallest positive value
+        for t in range(nt):
+            u = ub[t]
+            if u != 0 and u < lo_bits:
+                lo_bits = u
+    sh = sh0
+    while (hi_bits >> sh) - (lo_bits >> sh) + 2 > nbuck:
+        sh += 1
+    lo = (lo_bits >> sh) - 1            # positive values go to buckets >= 1
+    used = (hi_bits >> sh) - lo + 1
+    cnt[:used] = 0
     for t in range(nt):
-        bk[t] = _bucket_of(rd[t], mn, scale, nbuck)
-    n4 = nt - nt % 4
-    for t in range(0, n4, 4):       # four histograms: independent increments
-        cnt[0, bk[t]] += 1
-        cnt[1, bk[t + 1]] += 1
-        cnt[2, bk[t + 2]] += 1
-        cnt[3, bk[t + 3]] += 1
-    for t in range(n4, nt):
-        cnt[0, bk[t]] += 1
+        u = ub[t]
+        bk[t] = (u >> sh) - lo if u != 0 else 0
+    for t in range(nt):
+        cnt[bk[t]] += 1
     acc = 0
     B = 0
     while True:
-        acc += cnt[0, B] + cnt[1, B] + cnt[2, B] + cnt[3, B]
+        acc += cnt[B]
         if acc >= need:
             break
         B += 1
+    off = 0
+    for b in range(B + 1):
+        c = cnt[b]
+        cnt[b] = off
+        off += c
     k = 0
-    for t in range(nt):             # branch-free compaction (out has nt + 1 slots)
-        out[k] = t
+    for t in range(nt):                 # branch-free compaction of the kept indices
+        idx[k] = t
         k += bk[t] <= B
+    for q in range(k):                  # counting-sort scatter
+        t = idx[q]
+        b = bk[t]
+        p = cnt[b]
+        r_out[p] = rd[t]
+        i_out[p] = t
+        cnt[b] = p + 1
+    for q in range(1, k):               # order inside buckets
+        x = r_out[q]
+        if r_out[q - 1] <= x:
+            continue
+        t = i_out[q]
+        p = q - 1
+        while p >= 0 and r_out[p] > x:
+            r_out[p + 1] = r_out[p]
+            i_out[p + 1] = i_out[p]
+            p -= 1
+        r_out[p + 1] = x
+        i_out[p + 1] = t
     return k
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
-def _sort_pairs(r, idx, K, bk, cnt, r_out, idx_out):
-    """(r, idx)[:K] sorted by r into (r_out, idx_out)[:K]: a stable counting sort on
-    ~2K buckets of r, then an insertion sort (only within buckets: few moves)."""
-    mn, mx = _minmax(r, K)
-    nbuck = min(cnt.shape[0], 2 * K)
-    scale = (nbuck - 1) / (mx - mn) if mx > mn else 0.0
-    cnt[:nbuck] = 0
-    for q in range(K):
-        b = _bucket_of(r[q], mn, scale, nbuck)
-        bk[q] = b
-        cnt[b] += 1
-    off = 0
-    for b in range(nbuck):
-        c = cnt[b]
-        cnt[b] = off
-        off += c
-    for q in range(K):
-        b = bk[q]
-        p = cnt[b]
-        r_out[p] = r[q]
-        idx_out[p] = idx[q]
-        cnt[b] = p + 1
-    for q in range(1, K):
-        x = r_out[q]
-        if r_out[q - 1] <= x:
-            continue
-        t = idx_out[q]
-        p = q - 1
-        while p >= 0 and r_out[p] > x:
-            r_out[p + 1] = r_out[p]
-            idx_out[p + 1] = idx_out[p]
-            p -= 1
-        r_out[p + 1] = x
-        idx_out[p + 1] = t
-
-
-@njit(cache=_CACHE, nogil=True, error_model="numpy")
 def _preselect_metric(V64, TT64, V, TT, Tnorm, P, mode, one, cand, dist, de1, flag,
-                      rd, rsel, rs, bk, cnt1, cnt2, sel, sel2, b1, b2):
+                      sh0, rd, rs, sel, bk, cnt, idx, b1, b2):
     """The KD tree's preselection list for each object, and the metric along it.
 
     For object i: sklearn's squared distances to every training object (``d = 0;
     d += (x-y)**2`` band by band, float64; TT64 is the training set transposed, so the
     loop over training objects vectorises without changing any object's order), the
-    P (+1 to check the boundary) smallest (coarse distance buckets), sorted by distance
-    (``_sort_pairs``): the list as the tree returns it. An exact distance tie among them (the tree's order is then unknowable here)
+    P (+1 to check the boundary) smallest, sorted by distance (``_select_sorted``): the
+    list as the tree returns it. An exact distance tie among them (the tree's order is then unknowable here)
     sets ``flag``. RAIL's zero-distance rule: if the nearest is at distance 0, the list
     is rolled by one and its last element replaced by the new first one.
     cand[i]: the list; de1[i]: its first distance; dist[i, c]: the metric to cand[i, c]
@@ -244,14 +233,7 @@ def _preselect_metric(V64, TT64, V, TT, Tnorm, P, mode, one, cand, dist, de1, fl
             for t in range(nt):
                 tmp = v - TT64[j, t]
                 rd[t] += tmp * tmp
-        # level 1: coarse buckets over [min, max] find the buckets holding the `need`
-        # nearest; their objects (a few more than `need`) go to sel[:K]
-        mn, mx = _minmax(rd, nt)
-        K = _bucket_select(rd, nt, mn, mx, need, bk, cnt1, sel)
-        # level 2: those K sorted by distance
-        for q in range(K):
-            rsel[q] = rd[sel[q]]
-        _sort_pairs(rsel, sel, K, bk, cnt2, rs, sel2)
+        _select_sorted(rd, nt, need, sh0, bk, cnt, idx, rs, sel)
         f = False
         for q in range(1, need):
             if rs[q] == rs[q - 1]:
@@ -259,12 +241,12 @@ def _preselect_metric(V64, TT64, V, TT, Tnorm, P, mode, one, cand, dist, de1, fl
         flag[i] = f
         if rs[0] == 0.0 and P > 1:
             for q in range(P - 1):
-                cand[i, q] = sel2[q + 1]
-            cand[i, P - 1] = sel2[1]
+                cand[i, q] = sel[q + 1]
+            cand[i, P - 1] = sel[1]
             de1[i] = np.sqrt(rs[1])
         else:
             for q in range(P):
-                cand[i, q] = sel2[q]
+                cand[i, q] = sel[q]
             de1[i] = np.sqrt(rs[0])
         _metric_row(V, i, TT, Tnorm, mode, one, b1, b2)
         for q in range(P):
@@ -391,6 +373,9 @@ class FastDNF:
         self.Tnc = np.ascontiguousarray(self.Tnorm)
         # RAIL's design matrices: np.hstack([T, ones]) (float64)
         self.Te = np.hstack([self.T, np.ones((ntrain, 1), dtype="double")])
+        # neighbour sort: logarithmic buckets, 2**(52 - sh0) per octave of distance**2
+        self.sh0 = 41
+        self.nbuckets = 1 << 15
 
     # ---------------------------------------------------------------- inputs
     def _prepare(self, data: Mapping[str, np.ndarray]):
@@ -439,10 +424,10 @@ class FastDNF:
         rdt = np.result_type(Vc.dtype, self.TTm.dtype, self.Tnc.dtype)
         nt = self.ntrain
         _preselect_metric(V64, self.TT64, Vc, self.TTm, self.Tnc, P, self.mode, rdt.type(1),
-                          cand, dist, de1, flag, np.empty(nt), np.empty(nt + 1), np.empty(nt + 1),
-                          np.empty(nt, np.int32), np.empty((4, 1024), np.int32),
-                          np.empty(2 * nt + 2, np.int32), np.empty(nt + 1, np.int32),
-                          np.empty(nt + 1, np.int32), np.empty(nt, rdt), np.empty(nt, rdt))
+                          cand, dist, de1, flag, self.sh0, np.empty(nt), np.empty(nt),
+                          np.empty(nt, np.int32), np.empty(nt, np.int64),
+                          np.empty(self.nbuckets, np.int64), np.empty(nt, np.int64),
+                          np.empty(nt, rdt), np.empty(nt, rdt))
         # RAIL's selection, with numpy's own (tie-breaking) partition and sort
         part = np.argpartition(dist, NNEIGHBORS, axis=1)[:, :NNEIGHBORS]
         top = np.take_along_axis(dist, part, axis=1)
@@ -537,7 +522,8 @@ class FastDNF:
         n = len(data[first])
         nz = len(self.zgrid)
         if n == 0:
-            return np.zeros((0, nz)), {k: np.zeros(0) for k in _ANCIL}
+            return np.zeros((0, nz)), {k: np.zeros(0, np.int32 if k == "id1" else np.float64)
+                                       for k in _ANCIL}
         V, Verr = self._prepare(data)
         self.n_exact = 0
         # pass 1: neighbours and natural truncation, block by block
