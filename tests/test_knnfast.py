@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("rail.estimation.algos.k_nearneigh")
 
-from pzpipe.knnfast import FastKNN  # noqa: E402
+from pzpipe.knnfast import FastKNN, _exp_zero_below  # noqa: E402
 
 BANDS = "ugrizy"
 PARAMS = dict(
@@ -169,6 +169,15 @@ def test_bad_input_is_a_clear_error(setup):
         f.estimate(d)
     with pytest.raises(ValueError):
         rail_knn(setup["path"], d)
+
+
+def test_skipped_exponents_underflow_to_zero():
+    """FastKNN skips exp(x) for x < -746 because numpy rounds them to exactly 0 (a term
+    +0 changes no sum); the check runs when the class is built, and is active here."""
+    cut = _exp_zero_below()
+    assert cut == -746.0
+    x = -np.abs(np.random.default_rng(0).standard_cauchy(200_000)) * 1e3 + cut
+    assert not np.any(np.exp(x[x < cut]))
 
 
 @pytest.mark.slow

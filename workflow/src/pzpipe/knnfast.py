@@ -19,7 +19,9 @@ sub-chunks:
 * the mixture on the grid: ``u = (z - mean) / sigma``, ``exp(-u**2 / 2.0)`` with numpy's
   own ``np.exp`` on a contiguous block (the SIMD routine scipy's ``_norm_pdf`` uses),
   ``(e / sqrt(2 pi)) / sigma``, times the weight, summed over neighbours in order -
-  scipy's and qp's operations, one object at a time.
+  scipy's and qp's operations, one object at a time. Exponents below -746, whose exp
+  numpy rounds to exactly 0 (checked when the class is built), are not computed: their
+  terms are +0 and change no sum (~40% of the grid points with DC2's sigma).
 
 ``FastKNN(model, params).estimate(data)`` returns what the pipeline takes from RAIL:
 ``ens.pdf(zgrid)`` (N, nzbins) and RAIL's ancil ``zmode`` (the grid point of the PDF's
@@ -58,33 +60,63 @@ _CACHE = _numba_cache_ok()
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
-def _exponents(means, stds, zgrid, out):
-    """out[i, c, j] = -u**2 / 2.0 with u = (z_j - mean_ic) / std_ic (scipy's norm.pdf:
-    ``x = (x - loc) / scale``, then ``-x**2 / 2.0``)."""
+def _exponents(means, stds, zgrid, cut, out, j0, cnt):
+    """scipy's norm.pdf exponents ``-u**2 / 2.0``, ``u = (z_j - mean_ic) / std_ic``, of
+    the grid points where they are >= ``cut`` (elsewhere exp() is exactly 0), packed
+    into out: for component (i, c) the points j0[i, c] .. j0[i, c] + cnt[i, c] - 1
+    (a contiguous range: the exponent is unimodal in j). Returns the number packed."""
     n, k = means.shape
     nz = zgrid.shape[0]
+    pos = 0
     for i in range(n):
         for c in range(k):
             mu = means[i, c]
             s = stds[i, c]
+            first = -1
+            m = 0
             for j in range(nz):
                 u = (zgrid[j] - mu) / s
-                out[i, c, j] = -(u * u) / 2.0
+                a = -(u * u) / 2.0
+                if not a < cut:             # NaN kept: it must reach the sum
+                    if first < 0:
+                        first = j
+                    out[pos] = a
+                    pos += 1
+                    m += 1
+                elif first >= 0:
+                    break
+            j0[i, c] = max(first, 0)
+            cnt[i, c] = m
+    return pos
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
-def _mixture(e, weights, stds, cnorm, out):
+def _mixture(e, j0, cnt, weights, stds, cnorm, out):
     """out[i, j] = sum over c, in order, of w_ic * ((e_icj / sqrt(2 pi)) / std_ic)
-    (scipy: ``_pdf(x) / scale``; qp: ``(weights * pdfs).sum(axis=0)``)."""
-    n, k, nz = e.shape
+    (scipy: ``_pdf(x) / scale``; qp: ``(weights * pdfs).sum(axis=0)``); the terms left
+    out of the packed exponentials are exactly 0 and change no sum."""
+    n, k = weights.shape
+    nz = out.shape[1]
+    pos = 0
     for i in range(n):
         for j in range(nz):
             out[i, j] = 0.0
         for c in range(k):
             w = weights[i, c]
             s = stds[i, c]
-            for j in range(nz):
-                out[i, j] += w * ((e[i, c, j] / cnorm) / s)
+            b = j0[i, c]
+            for q in range(cnt[i, c]):
+                out[i, b + q] += w * ((e[pos + q] / cnorm) / s)
+            pos += cnt[i, c]
+
+
+def _exp_zero_below() -> float:
+    """An exponent below which numpy's exp returns exactly 0.0 (checked, not assumed:
+    -inf when this numpy's exp does not underflow as expected, so nothing is skipped)."""
+    cut = -746.0                        # exp(-745.14) already rounds to 0 in IEEE double
+    probe = np.concatenate([np.linspace(cut, 2 * cut, 20001),
+                            -np.logspace(np.log10(-2 * cut), 300, 2001)])
+    return cut if not np.any(np.exp(probe)) else -np.inf
 
 
 def _rail_param(params: Mapping[str, Any], key: str):
@@ -107,12 +139,12 @@ class FastKNN:
         RAIL parameters: ``bands``, ``ref_band``, ``nondetect_val``, ``mag_limits``,
         ``zmin``, ``zmax``, ``nzbins`` (RAIL's defaults when absent).
     subchunk : int
-        Objects per block (the block's exp arguments take 8 * nneigh * nzbins bytes per
-        object, ~17 kB with the defaults).
+        Objects per block (two work arrays of 8 * nneigh * nzbins bytes per object,
+        ~17 kB each with the defaults).
     """
 
     def __init__(self, model: Mapping[str, Any], params: Mapping[str, Any] | None = None,
-                 subchunk: int = 2048):
+                 subchunk: int = 512):
         params = dict(params or {})
         self.bands = list(_rail_param(params, "bands"))
         self.ref_band = _rail_param(params, "ref_band")
@@ -126,6 +158,7 @@ class FastKNN:
                                  float(_rail_param(params, "zmax")),
                                  int(_rail_param(params, "nzbins")))
         self.subchunk = max(1, int(subchunk))
+        self._cut = _exp_zero_below()
         for key in ("kdtree", "bestsig", "nneigh", "truezs"):
             if key not in model:
                 raise ValueError(f"kNN model has no '{key}': not a KNearNeighInformer model")
@@ -180,6 +213,9 @@ class FastKNN:
                              f"non-detection value {self.nondetect_val}")
         pdf = np.empty((n, nz))
         k = self.numneigh
+        blk = min(n, self.subchunk) * k * nz
+        arg = np.empty(blk)
+        ex = np.empty(blk)
         for s in range(0, n, self.subchunk):
             e = min(n, s + self.subchunk)
             dists, idxs = self.kdtree.query(X[s:e], k=k)
@@ -192,10 +228,12 @@ class FastKNN:
             for _ in range(2):
                 weights = weights / weights.sum(axis=1)[:, None]
             means = self.trainszs[idxs]
-            arg = np.empty((e - s, k, nz))
-            _exponents(means, sigmas, self.zgrid, arg)
-            ex = np.exp(arg)                      # numpy's exp, as scipy's _norm_pdf
-            del arg
-            _mixture(ex, weights, sigmas, _NORM_PDF_C, pdf[s:e])
+            m = e - s
+            j0 = np.empty((m, k), np.int64)
+            cnt = np.empty((m, k), np.int64)
+            used = _exponents(means, sigmas, self.zgrid, self._cut, arg, j0, cnt)
+            # numpy's own exp, as scipy's _norm_pdf, on a contiguous block
+            np.exp(arg[:used], out=ex[:used])
+            _mixture(ex, j0, cnt, weights, sigmas, _NORM_PDF_C, pdf[s:e])
         zmode = self.zgrid[np.argmax(pdf, axis=1)]
         return pdf, {"zmode": zmode}
