@@ -164,6 +164,16 @@ def test_other_metrics(setup, mode):
     assert_same_as_rail(pdf, anc, rail_dnf(setup["path"], d, selection_mode=mode), f.zgrid)
 
 
+def test_nan_as_the_non_detection_value(setup):
+    """nondetect_val=NaN: RAIL replaces NaN magnitudes (not 99s) by the limits."""
+    d = _hostile_sample(setup, 400, seed=19)
+    for m in PARAMS["bands"]:
+        d[m][d[m] == 99.0] = np.nan
+    f = FastDNF(setup["model"], {**PARAMS, "nondetect_val": np.nan})
+    pdf, anc = f.estimate(d)
+    assert_same_as_rail(pdf, anc, rail_dnf(setup["path"], d, nondetect_val=np.nan), f.zgrid)
+
+
 def test_float64_catalogue_and_model(setup):
     as64 = lambda d: {k: (v.astype(np.float64) if v.dtype == np.float32 else v)  # noqa: E731
                       for k, v in d.items()}

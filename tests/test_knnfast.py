@@ -60,7 +60,7 @@ def _save(tmp_path, model, name):
     return path
 
 
-def rail_knn(model_path, data):
+def rail_knn(model_path, data, **over):
     """One bare RAIL KNearNeighEstimator call on all of ``data`` (on copies)."""
     from rail.core.data import DataStore
     from rail.estimation.algos.k_nearneigh import KNearNeighEstimator
@@ -69,7 +69,7 @@ def rail_knn(model_path, data):
     n = len(data["object_id"])
     st = KNearNeighEstimator.make_stage(name=f"knn_ref_{time.time_ns()}", model=model_path,
                                         output_mode="return", calculated_point_estimates=[],
-                                        chunk_size=max(n, 1), **PARAMS)
+                                        chunk_size=max(n, 1), **{**PARAMS, **over})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return st.estimate({k: np.array(v, copy=True) for k, v in data.items()}).data
@@ -149,6 +149,15 @@ def test_reference_magnitude_model(setup):
     f = FastKNN(model, PARAMS)
     pdf, anc = f.estimate(d)
     assert_same_as_rail(pdf, anc, rail_knn(path, d), f.zgrid)
+
+
+def test_nan_as_the_non_detection_value(setup):
+    d = _hostile_sample(setup, 800, seed=19)
+    for m in PARAMS["bands"]:
+        d[m][d[m] == 99.0] = np.nan
+    f = FastKNN(setup["model"], {**PARAMS, "nondetect_val": np.nan})
+    pdf, anc = f.estimate(d)
+    assert_same_as_rail(pdf, anc, rail_knn(setup["path"], d, nondetect_val=np.nan), f.zgrid)
 
 
 def test_float64_catalogue(setup):
