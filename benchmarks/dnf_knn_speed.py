@@ -15,7 +15,9 @@ code gets a warm-up call (imports, numba compile/cache, model loading) and then
 * FastDNF / FastKNN = ``.estimate(data)``, which returns the PDFs on the grid and the
   ancil; the script checks that they equal RAIL's (exact equality).
 * peak RSS: a child process loads the model, estimates one chunk of ``--mem-rows``
-  objects and reports its VmHWM (and its VmRSS just before the estimate).
+  objects and reports its VmHWM (and its VmRSS just before the estimate) and the
+  chunk's time (DNF couples the whole chunk: its neighbour lists are cut at the chunk's
+  maximum inlier count, which grows with the chunk).
 
     python benchmarks/dnf_knn_speed.py [--dnf-rows 8000] [--knn-rows 40000] [--repeats 3]
         [--mem-rows 130000] [--out benchmarks/results/dnf_knn_speed.txt]
@@ -158,8 +160,10 @@ def mem_child(algo, model_path, rows):
             if line.startswith(key):
                 return int(line.split()[1]) / 1024.0
     base = status("VmRSS:")
+    w, c = time.perf_counter(), time.process_time()
     pdf, anc = fast.estimate(d)
-    print(f"MEM {base:.1f} {status('VmHWM:'):.1f} {pdf.shape[0]}")
+    w, c = time.perf_counter() - w, time.process_time() - c
+    print(f"MEM {base:.1f} {status('VmHWM:'):.1f} {pdf.shape[0]} {w:.3f} {c:.3f}")
 
 
 def main(argv=None):
@@ -221,9 +225,11 @@ def main(argv=None):
         if res.returncode != 0 or not mem:
             out.append(f"  peak RSS: child failed: {res.stderr[-500:]}")
         else:
-            _, base, peak, m = mem[0].split()
+            _, base, peak, m, w, c = mem[0].split()
             out.append(f"  peak RSS (VmHWM), one Fast{algo.upper()} chunk of {m} objects: "
-                       f"{float(peak):.0f} MB (before the estimate: {float(base):.0f} MB)")
+                       f"{float(peak):.0f} MB (before the estimate: {float(base):.0f} MB); "
+                       f"that chunk took {float(w):.1f} s wall, {float(c):.1f} s cpu "
+                       f"({int(m) / float(w):.0f} / {int(m) / float(c):.0f} obj/s)")
         print("\n".join(out), flush=True)
         lines += out
     if args.out:
