@@ -215,6 +215,26 @@ def test_small_training_set(setup):
     assert_same_as_rail(pdf, anc, rail_dnf(path, d), f.zgrid)
 
 
+def test_four_bands(setup):
+    """A model on griz only (4 bands: 5 fit coefficients)."""
+    sub = {**PARAMS, "bands": [f"mag_{b}_lsst" for b in "griz"],
+           "err_bands": [f"mag_err_{b}_lsst" for b in "griz"]}
+    from rail.core.data import DataStore
+    from rail.estimation.algos.dnf import DNFInformer
+
+    DataStore.allow_overwrite = True
+    path = str(setup["tmp"] / "dnf4.pkl")
+    DNFInformer.make_stage(name=f"inf_dnf4_{time.time_ns()}", model=path, **sub).inform(
+        {k: v.copy() for k, v in setup["training"].items()})
+    with open(path, "rb") as fh:
+        model = pickle.load(fh)
+    d = _hostile_sample(setup, 300, seed=43)
+    f = FastDNF(model, sub)
+    pdf, anc = f.estimate(d)
+    assert_same_as_rail(pdf, anc, rail_dnf(path, d, bands=sub["bands"],
+                                           err_bands=sub["err_bands"]), f.zgrid)
+
+
 def test_bad_input_is_a_clear_error(setup):
     d = _hostile_sample(setup, 100, seed=31)
     f = FastDNF(setup["model"], PARAMS)

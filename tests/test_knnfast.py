@@ -168,6 +168,17 @@ def test_float64_catalogue(setup):
     assert_same_as_rail(pdf, anc, rail_knn(setup["path"], d), f.zgrid)
 
 
+def test_four_bands(setup):
+    sub = {"bands": [f"mag_{b}_lsst" for b in "griz"],
+           "err_bands": [f"mag_err_{b}_lsst" for b in "griz"]}
+    path, model = _train(setup["tmp"], setup["training"], name="knn4", **sub)
+    assert model["kdtree"].data.shape[1] == 3
+    d = _hostile_sample(setup, 500, seed=23)
+    f = FastKNN(model, {**PARAMS, **sub})
+    pdf, anc = f.estimate(d)
+    assert_same_as_rail(pdf, anc, rail_knn(path, d, **sub), f.zgrid)
+
+
 def test_bad_input_is_a_clear_error(setup):
     d = _hostile_sample(setup, 100, seed=17)
     f = FastKNN(setup["model"], PARAMS)
