@@ -314,8 +314,8 @@ class FastDNF:
         ``train_norm``).
     params : mapping
         RAIL parameters: ``bands``, ``err_bands``, ``nondetect_val``, ``mag_limits``,
-        ``zmin``, ``zmax``, ``nzbins``, ``selection_mode`` (RAIL's defaults when absent).
-        ``id_col`` (default ``object_id``) only sizes the input.
+        ``zmin``, ``zmax``, ``nzbins``, ``selection_mode`` (RAIL's defaults when absent);
+        others are ignored.
     subchunk : int
         Objects per pass-2 block (fit and PDFs); pass 1 uses blocks of
         ``max(1, work_elems // 4000)`` objects (~20 bytes per object and neighbour).
@@ -346,7 +346,6 @@ class FastDNF:
                              "Valid values are 0, 1, and 2")
         self.mode = mode
         self.metric = ("ENF", "ANF", "DNF")[mode]
-        self.id_col = params.get("id_col", "object_id")
         self.subchunk = max(1, int(subchunk))
         self.work_elems = max(1, int(work_elems))
         # the model, as RAIL's open_model reads it
@@ -414,7 +413,7 @@ class FastDNF:
     def _neighbours(self, V):
         """The 80 nearest neighbours of each object, sorted as RAIL sorts them.
 
-        Returns (indices (S, 80) int64, distances (S, 80) float64, de1 (S,))."""
+        Returns (indices (S, 80) int32, distances (S, 80) float64, de1 (S,))."""
         S = V.shape[0]
         P = self.P
         V64 = np.ascontiguousarray(V, dtype=np.float64)

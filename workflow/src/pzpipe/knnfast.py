@@ -167,6 +167,9 @@ class FastKNN:
         self.numneigh = int(model["nneigh"])
         self.trainszs = np.asarray(model["truezs"])
         self.only_colors = model.get("only_colors", True)   # RAIL's default when absent
+        if self.only_colors and self.ref_band not in self.bands:
+            raise ValueError(f"kNN: ref_band '{self.ref_band}' is not one of the bands "
+                             f"{self.bands}; RAIL's kNN reads it from the bands' table")
         ncols = len(self.bands) - 1 + (1 if self.only_colors else 0)
         if self.kdtree.data.shape[1] != ncols:
             raise ValueError(f"kNN model's tree has {self.kdtree.data.shape[1]} features, the "
@@ -188,10 +191,7 @@ class FastKNN:
             mags[col] = m
         cols = []
         if self.only_colors:
-            if self.ref_band not in data:
-                raise KeyError(f"kNN input has no column '{self.ref_band}' (ref_band)")
-            cols.append(mags[self.ref_band] if self.ref_band in mags
-                        else np.array(data[self.ref_band]))
+            cols.append(mags[self.ref_band])
         for k in range(len(self.bands) - 1):
             cols.append(mags[self.bands[k]] - mags[self.bands[k + 1]])
         return np.stack(cols, axis=1)
