@@ -192,8 +192,9 @@ def main(argv=None):
         f"# {time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())}; host {platform.machine()}, "
         f"{os.cpu_count()} cpus, python {platform.python_version()}, numpy {np.__version__}, "
         f"numba {numba.__version__}, scikit-learn {sklearn.__version__}, qp {qp.__version__}",
-        f"# one thread per code; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-        " (the machine is shared with other work: compare the ratios, CPU time is the steadier)",
+        "# one thread per code; load average before: "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+        + " (the machine is shared with other work: compare the ratios, CPU time is the steadier)",
     ]
     print("\n".join(lines), flush=True)
     rows = {"dnf": args.dnf_rows, "knn": args.knn_rows}

@@ -215,8 +215,8 @@ def _preselect_metric(V64, TT64, V, TT, Tnorm, P, mode, one, cand, dist, de1, fl
     d += (x-y)**2`` band by band, float64; TT64 is the training set transposed, so the
     loop over training objects vectorises without changing any object's order), the
     P (+1 to check the boundary) smallest, sorted by distance (``_select_sorted``): the
-    list as the tree returns it. An exact distance tie among them (the tree's order is then unknowable here)
-    sets ``flag``. RAIL's zero-distance rule: if the nearest is at distance 0, the list
+    list as the tree returns it. An exact distance tie among them (the tree's order is
+    then unknowable here) sets ``flag``. RAIL's zero-distance rule: if the nearest is at distance 0, the list
     is rolled by one and its last element replaced by the new first one.
     cand[i]: the list; de1[i]: its first distance; dist[i, c]: the metric to cand[i, c]
     (``_metric_row``), cast to float64 as RAIL's structured array does."""
