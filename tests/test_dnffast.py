@@ -174,15 +174,17 @@ def test_nan_as_the_non_detection_value(setup):
     assert_same_as_rail(pdf, anc, rail_dnf(setup["path"], d, nondetect_val=np.nan), f.zgrid)
 
 
-def test_float64_catalogue_and_model(setup):
+def test_float64_model(setup):
+    """A model trained on float64 magnitudes, with float64 and float32 catalogues."""
     as64 = lambda d: {k: (v.astype(np.float64) if v.dtype == np.float32 else v)  # noqa: E731
                       for k, v in d.items()}
     path, model = _train(setup["tmp"], as64(setup["training"]), name="dnf64")
     assert model["train_mag"].dtype == np.float64
-    d = as64(_hostile_sample(setup, 400, seed=17))
     f = FastDNF(model, PARAMS)
-    pdf, anc = f.estimate(d)
-    assert_same_as_rail(pdf, anc, rail_dnf(path, d), f.zgrid)
+    for d in (as64(_hostile_sample(setup, 400, seed=17)),   # float64 catalogue
+              _hostile_sample(setup, 400, seed=18)):         # float32 catalogue (mixed)
+        pdf, anc = f.estimate(d)
+        assert_same_as_rail(pdf, anc, rail_dnf(path, d), f.zgrid)
 
 
 def test_distance_ties_use_rails_own_neighbour_search(setup):
