@@ -33,6 +33,7 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import io  # noqa: E402
 import pickle  # noqa: E402
+import shutil  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -233,6 +234,7 @@ def main(argv=None):
                        f"({int(m) / float(w):.0f} / {int(m) / float(c):.0f} obj/s)")
         print("\n".join(out), flush=True)
         lines += out
+    shutil.rmtree(tmp, ignore_errors=True)
     if args.out:
         with open(args.out, "w") as f:
             f.write("\n".join(lines) + "\n")
