@@ -91,9 +91,9 @@ def train(algo, path):
 
 def fast_class(algo):
     if algo == "dnf":
-        from pzpipe.dnffast import FastDNF
+        from pzpipe.algorithms.dnf_fast import FastDNF
         return FastDNF
-    from pzpipe.knnfast import FastKNN
+    from pzpipe.algorithms.knn_fast import FastKNN
     return FastKNN
 
 

@@ -17,10 +17,12 @@ RAIL traps handled here:
   * With a pandas DataFrame under pandas 3, RAIL's DNF silently skips the non-detection
     replacement: the pipeline always passes a dict of numpy arrays.
 
-Fast path: none yet. A standalone class ``C(model, params)`` with
-``C.estimate(data) -> (pdf on the grid, ancil dict)`` for the whole chunk plugs in with one
-line here: ``fast=FastPath(ref="pzpipe.algorithms.dnf_fast:FastDNF", kind="standalone",
-verified={...}, guarantee="...")`` (the runner then calls it instead of ``estimate_chunk``).
+Fast path: ``dnf_fast.FastDNF``, RAIL's preselection, metric, outlier rejection, fit and
+PDFs vectorised over sub-chunks (numba kernels in sklearn's and numpy's operation order,
+numpy's own argpartition/argsort/lstsq), with the chunk coupling kept (two passes); it
+takes the whole chunk, in place of ``estimate_chunk``. Bit-identical to one RAIL
+``DNFEstimator.estimate`` call on the chunk (tests/test_algo_dnf_fast.py, every PDF value
+and ancil array of the 20,449-object DC2 sample, plus edge cases).
 
 Extras (RAIL ancil -> column):
   * ``DNF_Z`` -> ``z_fit``: DNF's photo-z from its local linear fit of redshift against
@@ -38,7 +40,17 @@ import contextlib
 import numpy as np
 
 from ..partition import ID_COL
-from ._base import Algorithm, patched, release_memory
+from ._base import Algorithm, FastPath, patched, release_memory
+
+FAST = FastPath(
+    ref="pzpipe.algorithms.dnf_fast:FastDNF",
+    kind="standalone",
+    verified={"pz-rail-dnf": "2.0.4", "scikit-learn": "1.9.1", "numpy": "2.4.6",
+              "scipy": "1.17.1", "qp-prob": "1.1.4", "pz-rail-base": "2.0.11"},
+    guarantee=("bit-identical to one RAIL DNFEstimator call on the whole chunk: every PDF "
+               "value and ancil array (DNF_Z, photozerr, ...) of the DC2 validation sample "
+               "(tests/test_algo_dnf_fast.py runs RAIL itself)"),
+)
 
 
 def estimate_chunk(runner, inp):
@@ -164,5 +176,6 @@ ALGORITHM = Algorithm(
     },
     chunk_coupled=True,
     estimate_chunk=estimate_chunk,
+    fast=FAST,
     bench={"rows": 8000},
 )

@@ -25,7 +25,7 @@ sub-chunks:
 
 ``FastKNN(model, params).estimate(data)`` returns what the pipeline takes from RAIL:
 ``ens.pdf(zgrid)`` (N, nzbins) and RAIL's ancil ``zmode`` (the grid point of the PDF's
-maximum). tests/test_knnfast.py compares with RAIL bit for bit on the DC2 sample.
+maximum). tests/test_algo_knn_fast.py compares with RAIL bit for bit on the DC2 sample.
 """
 from __future__ import annotations
 
@@ -42,21 +42,7 @@ TEENY = 1.0e-15
 _NORM_PDF_C = np.sqrt(2 * np.pi)        # scipy.stats._continuous_distns._norm_pdf_C
 
 
-def _numba_cache_ok() -> bool:
-    """Cache compiled kernels next to this file when that is writable (or when
-    NUMBA_CACHE_DIR is set): numba raises at import if caching was requested and no
-    cache location works (read-only install, no $HOME on a node)."""
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return True
-    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    try:
-        os.makedirs(d, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(d, os.W_OK)
-
-
-_CACHE = _numba_cache_ok()
+from ._numba import CACHE as _CACHE  # noqa: E402  (one numba cache setting)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")

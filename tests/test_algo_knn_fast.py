@@ -1,4 +1,4 @@
-"""pzpipe.knnfast.FastKNN against RAIL's KNearNeighEstimator (pz-rail-sklearn 2.0.3).
+"""pzpipe.algorithms.knn_fast.FastKNN against RAIL's KNearNeighEstimator (pz-rail-sklearn 2.0.3).
 
 RAIL's informer is trained on the DC2 training file shipped with pz-rail-base (a
 3-point sigma grid to keep the test short) and its estimator called for real on
@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("rail.estimation.algos.k_nearneigh")
 
-from pzpipe.knnfast import FastKNN, _exp_zero_below  # noqa: E402
+from pzpipe.algorithms.knn_fast import FastKNN, _exp_zero_below  # noqa: E402
 
 BANDS = "ugrizy"
 PARAMS = dict(

@@ -1,11 +1,12 @@
-"""pzpipe.dnffast.FastDNF against RAIL's DNFEstimator (pz-rail-dnf 2.0.4), run for real.
+"""pzpipe.algorithms.dnf_fast.FastDNF against RAIL's DNFEstimator (pz-rail-dnf 2.0.4), run for real.
 
 The model is RAIL's DNFInformer trained on the DC2 training file shipped with
 pz-rail-base; RAIL's estimator is called ONCE on the whole chunk (``chunk_size`` >= its
 length), which is the pipeline's contract for DNF (RAIL cuts every object's neighbour
 list at the call's maximum inlier count). Every comparison is exact equality
-(``assert_array_equal``: NaN equals NaN) of the PDFs RAIL's ensemble gives on the grid
-(``ens.pdf(zgrid)``, what the pipeline stores) and of every ancil array.
+(``assert_array_equal``: NaN equals NaN) of the PDF values of RAIL's ensemble on the grid
+(``ens.objdata["yvals"]``, what the pipeline stores for RAIL's own DNF) and of every ancil
+array.
 
 The fast tests use shuffled subsets of the DC2 validation file with extra
 non-detections (objects with 1-5 and 0 detected bands), NaN magnitudes and errors, and
@@ -23,7 +24,7 @@ import pytest
 
 pytest.importorskip("rail.estimation.algos.dnf")
 
-from pzpipe.dnffast import FastDNF  # noqa: E402
+from pzpipe.algorithms.dnf_fast import FastDNF  # noqa: E402
 
 BANDS = "ugrizy"
 PARAMS = dict(
@@ -74,8 +75,8 @@ def rail_dnf(model_path, data, **over):
 
 
 def assert_same_as_rail(pdf, anc, ens, zgrid):
-    # what the pipeline stores (qp returns (nz,) for a one-object ensemble)
-    np.testing.assert_array_equal(pdf, np.asarray(ens.pdf(zgrid)).reshape(len(pdf), -1))
+    # what the pipeline stores (algorithms.runner: RAIL's node values on the pipeline grid)
+    np.testing.assert_array_equal(pdf, np.asarray(ens.objdata["yvals"]).reshape(len(pdf), -1))
     for k in ANCIL:
         ref = np.asarray(ens.ancil[k]).ravel()
         assert anc[k].dtype == ref.dtype, k

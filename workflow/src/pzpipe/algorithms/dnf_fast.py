@@ -37,15 +37,16 @@ Its cost (2,000 objects, cProfile) is the KD-tree query for 4,000 neighbours (~6
   chunk's maximum;
 * final errors and PDFs with RAIL's own vectorised expressions
   (``compute_pdfs_fit``), then qp's ``interp`` normalisation (twice: qp 1.1.4 builds
-  the distribution twice) and ``ens.pdf(zgrid)`` (scipy's linear ``interp1d`` at the
-  nodes; ``np.interp`` for a one-object chunk).
+  the distribution twice): the ensemble's node values ``ens.objdata["yvals"]``, which the
+  pipeline stores for RAIL's own DNF (``_qp_interp_grid`` can also give ``ens.pdf(zgrid)``,
+  scipy's linear ``interp1d`` at the nodes).
 
 Objects whose neighbour order cannot be decided from distances alone (two training
 objects at exactly the same distance, or a tie at the 4,000th place) are recomputed with
 RAIL's own ``preselection``/``metric_computation`` (sklearn's KD tree): rare, exact.
 
 ``FastDNF(model, params).estimate(data)`` equals ONE ``DNFEstimator.estimate`` call on
-``data`` with ``chunk_size >= len(data)`` (the whole chunk coupled): tests/test_dnffast.py
+``data`` with ``chunk_size >= len(data)`` (the whole chunk coupled): tests/test_algo_dnf_fast.py
 compares bit for bit with RAIL on the DC2 sample. Memory: the output (N x nzbins
 float64, 313 MB at 130k objects), ~0.4 kB/object of kept neighbours and one block's work
 arrays (~50 MB); benchmarks/dnf_knn_speed.py measures the peak.
@@ -69,21 +70,7 @@ _ANCIL = ("DNF_Z", "photozerr", "photozerr_param", "photozerr_fit", "DNF_ZN",
           "nneighbors", "de1", "d1", "id1")
 
 
-def _numba_cache_ok() -> bool:
-    """Cache compiled kernels next to this file when that is writable (or when
-    NUMBA_CACHE_DIR is set): numba raises at import if caching was requested and no
-    cache location works (read-only install, no $HOME on a node)."""
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return True
-    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    try:
-        os.makedirs(d, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(d, os.W_OK)
-
-
-_CACHE = _numba_cache_ok()
+from ._numba import CACHE as _CACHE  # noqa: E402  (one numba cache setting)
 
 
 # --------------------------------------------------------------------------------------
@@ -563,13 +550,9 @@ class FastDNF:
             e = min(n, s + self.subchunk)
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 raw = compute_pdfs_fit(photoz[s:e], photozerr[s:e], self.zgrid)
-            _qp_interp_grid(raw, self.zgrid, 2, pdf[s:e])   # qp normalises twice
-        if n == 1:
-            # a one-object ensemble: scipy's interp1d takes its 1-D path, np.interp,
-            # which returns the (normalised) values at the nodes exactly
-            y = np.empty((1, nz))
-            _qp_interp_grid(raw, self.zgrid, 2, y, True)
-            pdf[0] = np.interp(self.zgrid, self.zgrid, y[0])
+            # the ensemble's node values (qp normalises twice): what the pipeline stores
+            # for RAIL's own DNF (runner: RAIL's grid is the pipeline grid)
+            _qp_interp_grid(raw, self.zgrid, 2, pdf[s:e], True)
         anc = dict(DNF_Z=photoz, photozerr=photozerr, photozerr_param=photozerr_param,
                    photozerr_fit=photozerr_fit, DNF_ZN=z1, nneighbors=nneighbors,
                    de1=de1, d1=d1, id1=id1)
