@@ -1,4 +1,4 @@
-"""Vectorised BPZ: RAIL's ``BPZliteEstimator`` numbers, 20-30x faster.
+"""Vectorised BPZ: RAIL's ``BPZliteEstimator`` numbers, 30-40x faster.
 
 RAIL (pz-rail-bpz 2.2.0, ``rail.estimation.algos.bpz_lite``) evaluates BPZ one
 object at a time in Python (``desc_bpz.p_c_z_t`` + ``prior_from_dict``) and
@@ -14,15 +14,19 @@ for blocks of objects:
   operation order (same divisions, sequential sums over bands and z, numpy's
   pairwise sums over templates and z), and every ``exp``/``power`` is numpy's
   own, applied to whole blocks;
+* the chi^2 terms divide by the object's ef**2 in each band: those quotients
+  are computed from one reciprocal per (object, band) with two FMA correction
+  steps, which gives the IEEE quotient bit for bit (Markstein's theorem; see
+  ``_fma_div``) at a fraction of the divider's cost;
 * the priors of templates of one broad type are identical, so they are
   computed once per type; the Bayesian-likelihood branch of ``p_c_z_t``, which
   RAIL computes and then ignores, is skipped.
 
 Result: bit-identical PDFs, ``zmode``, ``tb``, ``todds`` and ``zmean`` on the
-DC2 validation sample (tests/test_algo_bpz.py checks 1e-6 relative + exact
-point estimates), ~45,000 objects/s on one core vs ~1,900 for RAIL
+DC2 validation sample (tests/test_algo_bpz.py compares with RAIL itself with
+exact equality), ~60,000 objects/s on one core vs ~1,700 for RAIL
 (benchmarks/bpz_speed.py). ``exact=False`` multiplies by 1/err**2 instead of
-dividing (~1.3x faster, PDFs within ~1e-12 of RAIL's).
+dividing (not RAIL's numbers: PDFs within ~1e-12 relative).
 
 Usage::
 
@@ -248,25 +252,26 @@ def _seq_sum_rows(a, nrows, n, out):
 # ---- correctly rounded division by a per-(object, band) constant -----------
 # RAIL divides every (template, z) term by the object's ef**2 in that band: 12 of the 13
 # divisions per (template, z) node of chi^2, and the divider's throughput (~2 cycles per
-# double, even vectorised) bounds ``_stage_a``. With y = RN(1/b) computed once per
-# (object, band), x / b is obtained with FMAs only:
-#     q0 = RN(x*y);  r0 = RN(x - b*q0);  q1 = RN(q0 + r0*y)     (step 1)
-#     r1 = RN(x - b*q1);                 q2 = RN(q1 + r1*y)     (step 2)
-# and q2 == RN(x / b), the IEEE quotient, bit for bit:
-# * y = RN(1/b) approximates 1/b with relative error < 2**-53 (p = 53);
-# * step 1 leaves q1 a faithful rounding of x/b: |q0 - x/b| < 2 ulp, r0 = RN(x - b q0) has
-#   relative error <= 2**-53, so q0 + r0*y is within ~2**-51 ulp of x/b and its rounding
-#   cannot leave the two floats around x/b;
-# * step 2 is Markstein's theorem (Markstein 1990; Cornea-Hasegan & Norin 1999;
-#   Muller et al., Handbook of Floating-Point Arithmetic, "Newton-Raphson-based division
-#   with an FMA"): if q is faithful and y is within a relative 2**-p of 1/b, then
-#   r = x - b q is exact (FMA) and RN(q + r y) = RN(x / b);
-# * both hold barring underflow/overflow: ``_fma_div_ok`` restricts them to
-#   |x| in {0} U [2**-350, 2**350] and b in [2**-200, 2**200] (x/b, y and the exact
-#   remainders then stay far inside the normal range: e_b + e_q >= -751 > e_min + p - 1 =
-#   -970); any other (object, band) - NaN, inf, zero or extreme errors or fluxes - uses
-#   the hardware division. Signed zeros: x = -0 can give +0 instead of -0, which is added
-#   to sums that start at +0.0, so the sums are identical.
+# double, even vectorised) bounds ``_stage_a``. With a two-term reciprocal of b computed
+# once per (object, band) (``_recip2``: one division, one FMA, one product),
+#     yh = RN(1/b);  e = RN(1 - b*yh);  yl = RN(e*yh),
+# x / b is obtained with one product and three FMAs (``_fma_div``):
+#     q0 = RN(x*yh + RN(x*yl));  r = RN(x - b*q0);  q = RN(q0 + r*yh)
+# and q == RN(x / b), the IEEE quotient, bit for bit (p = 53, round to nearest):
+# * e = 1 - b*yh exactly (a multiple of ulp(b) ulp(yh) smaller than 2**-53 in magnitude,
+#   relative to b*yh ~ 1), so 1/b = yh + e/b and |yh + yl - 1/b| < 2**-105 / b;
+# * then |x*yh + RN(x*yl) - x/b| < 2**-104 |x/b|, far below half an ulp: q0 is a faithful
+#   rounding of x/b (one of the two floats around it);
+# * Markstein's theorem (Markstein 1990; Cornea-Hasegan, Golliver & Markstein 1999;
+#   Muller et al., Handbook of Floating-Point Arithmetic, section "Newton-Raphson-based
+#   division with an FMA"): if q0 is faithful and yh approximates 1/b within a relative
+#   2**-p, then r = x - b*q0 is exact and RN(q0 + r*yh) = RN(x/b);
+# * all of this holds barring underflow/overflow: ``_fma_div_ok`` restricts its use to
+#   |x| in {0} U [2**-350, 2**350] and b in [2**-200, 2**200] (then yh, yl, x*yl and x/b
+#   are normal numbers, and e_b + e_q0 >= -751 > e_min + p - 1 = -970 makes the
+#   remainder exact); every other (object, band) - NaN, inf, zero or extreme errors or
+#   fluxes - uses the hardware division. Signed zeros: x = -0 can give +0 instead of -0,
+#   which is added to sums that start at +0.0, so the sums are identical.
 # tests/test_algo_bpz.py checks ``_fma_div`` against ``/`` on ~11 million random and
 # adversarial pairs (divisors with all-ones significands, quotients next to a midpoint).
 _FMA_LO = 2.0 ** -200     # |flux| and ef**2 of an object band
@@ -289,20 +294,26 @@ def _fma(typingctx, a, b, c):
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy", inline="always")
-def _fma_div(x, b, y):
-    """RN(x / b) given y = 1.0 / b (see above for the conditions)."""
-    q = x * y
+def _recip2(b):
+    """(yh, yl): yh = RN(1/b), yl = RN((1 - b*yh) * yh); yh + yl ~ 1/b to 2**-105."""
+    yh = 1.0 / b
+    return yh, _fma(-yh, b, 1.0) * yh
+
+
+@njit(cache=_CACHE, nogil=True, error_model="numpy", inline="always")
+def _fma_div(x, b, yh, yl):
+    """RN(x / b) given (yh, yl) = _recip2(b) (see above for the conditions)."""
+    q = _fma(x, yh, x * yl)
     r = _fma(-q, b, x)
-    q = _fma(r, y, q)
-    r = _fma(-q, b, x)
-    return _fma(r, y, q)
+    return _fma(r, yh, q)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def fma_divide(x, b, out):
-    """out[i] = x[i] / b[i] by ``_fma_div`` (y = 1/b[i] per element), for the tests."""
+    """out[i] = x[i] / b[i] by ``_fma_div`` (``_recip2`` per element), for the tests."""
     for i in range(x.shape[0]):
-        out[i] = _fma_div(x[i], b[i], 1.0 / b[i])
+        yh, yl = _recip2(b[i])
+        out[i] = _fma_div(x[i], b[i], yh, yl)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
@@ -364,10 +375,10 @@ def _stage_a(fT, f2T, f, ef2, nonobs, foo, chi_clip, out, mode=DIV_HW):
                 r1 = fT[j, k0:k0 + m]
                 r2 = f2T[j, k0:k0 + m]
                 if mode == DIV_FMA and _fma_div_ok(fj, e2):
-                    y = 1.0 / e2
+                    yh, yl = _recip2(e2)
                     for k in range(m):
-                        fot[k] = fot[k] + _fma_div(fj * r1[k], e2, y)
-                        ftt[k] = ftt[k] + _fma_div(r2[k], e2, y)
+                        fot[k] = fot[k] + _fma_div(fj * r1[k], e2, yh, yl)
+                        ftt[k] = ftt[k] + _fma_div(r2[k], e2, yh, yl)
                 elif mode != DIV_INEXACT:
                     for k in range(m):
                         fot[k] = fot[k] + (fj * r1[k]) / e2
