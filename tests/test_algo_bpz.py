@@ -309,9 +309,11 @@ def test_fma_division_is_ieee_division():
 
 
 def test_fma_division_mode_equals_hardware_division(env):
-    """FastBPZ with ``fma_division`` (default) vs the hardware division: identical PDFs and
+    """FastBPZ with ``fma_division`` (default: chi^2 terms and the row normalisations of
+    prior and posterior divide with FMAs) vs the hardware division: identical PDFs and
     extras bit for bit, on objects with non-detections, NaN/-99 magnitudes and fluxes and
-    errors outside the guarded range (those object bands take the hardware division)."""
+    errors outside the guarded range (those take the hardware division), and priors with
+    values far below 2**-350 (bright objects at high z)."""
     d = _with_nondetections({k: v[:1200] for k, v in env["valid"].items()}, 6)
     d["mag_r_lsst"][:20] = np.linspace(-300, 300, 20).astype(d["mag_r_lsst"].dtype)
     d["mag_err_z_lsst"][20:30] = 1e-30

@@ -213,8 +213,35 @@ _KT = 512  # tile of the (z, template) axis kept in L1 while looping over bands
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def _seq_sum_rows(a, nrows, n, out):
     """out[r] = sequential sum of a[r, :n] (numpy's order for a reduction over
-    a leading axis); up to four rows at a time to hide the add latency."""
+    a leading axis); up to eight rows at a time to hide the add latency."""
     r = 0
+    while r + 8 <= nrows:
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        s4 = 0.0
+        s5 = 0.0
+        s6 = 0.0
+        s7 = 0.0
+        for i in range(n):
+            s0 += a[r, i]
+            s1 += a[r + 1, i]
+            s2 += a[r + 2, i]
+            s3 += a[r + 3, i]
+            s4 += a[r + 4, i]
+            s5 += a[r + 5, i]
+            s6 += a[r + 6, i]
+            s7 += a[r + 7, i]
+        out[r] = s0
+        out[r + 1] = s1
+        out[r + 2] = s2
+        out[r + 3] = s3
+        out[r + 4] = s4
+        out[r + 5] = s5
+        out[r + 6] = s6
+        out[r + 7] = s7
+        r += 8
     while r < nrows:
         w = min(4, nrows - r)
         s0 = 0.0
@@ -276,6 +303,8 @@ def _seq_sum_rows(a, nrows, n, out):
 # adversarial pairs (divisors with all-ones significands, quotients next to a midpoint).
 _FMA_LO = 2.0 ** -200     # |flux| and ef**2 of an object band
 _FMA_HI = 2.0 ** 200
+_FMA_X_LO = 2.0 ** -350   # |dividend| (nonzero)
+_FMA_X_HI = 2.0 ** 350
 _FMA_T_LO = 2.0 ** -150   # nonzero template fluxes (checked once per model)
 _FMA_T_HI = 2.0 ** 150
 
@@ -314,6 +343,24 @@ def fma_divide(x, b, out):
     for i in range(x.shape[0]):
         yh, yl = _recip2(b[i])
         out[i] = _fma_div(x[i], b[i], yh, yl)
+
+
+@njit(cache=_CACHE, nogil=True, error_model="numpy", inline="always")
+def _div_row(x, s, n, fma):
+    """x[:n] /= s with IEEE quotients: with ``fma``, ``_fma_div`` when s is in
+    [2**-200, 2**200] and every nonzero |x| in [2**-350, 2**350]; else the divider."""
+    if fma and _FMA_LO <= s <= _FMA_HI:
+        ok = True
+        for z in range(n):
+            a = abs(x[z])
+            ok &= (a == 0.0) | ((a >= _FMA_X_LO) & (a <= _FMA_X_HI))
+        if ok:
+            yh, yl = _recip2(s)
+            for z in range(n):
+                x[z] = _fma_div(x[z], s, yh, yl)
+            return
+    for z in range(n):
+        x[z] = x[z] / s
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
@@ -450,7 +497,7 @@ def _prior_arg(zt_at_a, zmt_at_a, out):
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def _stage_c(L, E, zt_at_a, ttype, f_t, zgrid, hdx, p_min, thr, kernel,
-             no_prior, pdf, zmode_idx, tb, todds, zmean):
+             no_prior, pdf, zmode_idx, tb, todds, zmean, fma=True):
     """Prior, posterior, marginalisation, mode, cut, normalisation, tb, todds.
 
     L: (nb, nt, nz) likelihood; E: (nb, ntype, nz) = exp(-clip(z^a/zm^a, 0,
@@ -458,6 +505,8 @@ def _stage_c(L, E, zt_at_a, ttype, f_t, zgrid, hdx, p_min, thr, kernel,
     tb, todds, zmean and pdf[b]: BPZ's sum-to-one p(z) normalised twice with
     qp.interp's trapezoid rule, as the ensemble RAIL returns (qp 1.1.4 builds
     the interp object twice, each time dividing by the integral).
+    ``fma``: the divisions of a row by its sum use ``_fma_div`` (``_div_row``; the
+    same IEEE quotients); False: the hardware division.
     """
     nb = L.shape[0]
     nz = zgrid.shape[0]
@@ -473,6 +522,7 @@ def _stage_c(L, E, zt_at_a, ttype, f_t, zgrid, hdx, p_min, thr, kernel,
     nk = kernel.shape[0]
     conv = np.empty(nz)
     nn8 = nt - (nt % 8)
+    thr_fma = fma and thr > 2.0 ** -140
     for b in range(nb):
         Lb = L[b]
         if no_prior:
@@ -488,14 +538,21 @@ def _stage_c(L, E, zt_at_a, ttype, f_t, zgrid, hdx, p_min, thr, kernel,
             _seq_sum_rows(p, ntype, nz, n1)
             for ty in range(ntype):
                 s = n1[ty]
-                for z in range(nz):
-                    q = p[ty, z] / s
-                    p[ty, z] = 0.0 if q < thr else q
+                pr = p[ty]
+                if thr_fma and _FMA_LO <= s <= _FMA_HI:
+                    # IEEE quotients where |p| >= 2**-350 (``_fma_div``); below, the exact
+                    # quotient and this one are both < 2**-149 < thr: 0 either way
+                    yh, yl = _recip2(s)
+                    for z in range(nz):
+                        q = _fma_div(pr[z], s, yh, yl)
+                        pr[z] = 0.0 if q < thr else q
+                else:
+                    for z in range(nz):
+                        q = pr[z] / s
+                        pr[z] = 0.0 if q < thr else q
             _seq_sum_rows(p, ntype, nz, n1)
             for ty in range(ntype):
-                s = n1[ty]
-                for z in range(nz):
-                    p[ty, z] = p[ty, z] / s
+                _div_row(p[ty], n1[ty], nz, fma)
             # ---- posterior L * (prior * f_t) -------------------------------
             for t in range(nt):
                 ty = ttype[t]
@@ -551,8 +608,7 @@ def _stage_c(L, E, zt_at_a, ttype, f_t, zgrid, hdx, p_min, thr, kernel,
             postz[z] = 0.0 if v < cut else v
         s = _pairwise_sum(postz, 0, nz)
         if not (abs(s) <= 1e-8):  # RAIL: if not np.isclose(sum, 0.0)
-            for z in range(nz):
-                postz[z] = postz[z] / s
+            _div_row(postz, s, nz, fma)
         # ---- best template at the mode, todds --------------------------------
         best = 0
         bv = post[0, zpos]
@@ -578,8 +634,7 @@ def _stage_c(L, E, zt_at_a, ttype, f_t, zgrid, hdx, p_min, thr, kernel,
             s = 0.0
             for z in range(nz - 1):
                 s += hdx[z] * (postz[z + 1] + postz[z])
-            for z in range(nz):
-                postz[z] = postz[z] / s
+            _div_row(postz, s, nz, fma)
         for z in range(nz):
             pb[z] = postz[z]
 
@@ -632,6 +687,7 @@ class FastBPZ:
         # (nf, nt*nz) layouts (k = t*nz + z) for the inner loops
         self._fT = np.ascontiguousarray(ft.transpose(2, 1, 0).reshape(nf, nt * nz))
         self._f2T = np.ascontiguousarray((ft ** 2).transpose(2, 1, 0).reshape(nf, nt * nz))
+        self._fma_rows = bool(cfg.get("fma_division", True))
         if not bool(cfg.get("exact", True)):
             self._div_mode = DIV_INEXACT
         elif bool(cfg.get("fma_division", True)) and templates_fma_ok(self._fT):
@@ -807,7 +863,8 @@ class FastBPZ:
                     np.exp(E, out=E)  # numpy's exp, as prior_function
             _stage_c(L, E, self._zt_at_a, self._ttype, f_t[lo:hi], self.zgrid, self._hdx,
                      float(cfg["p_min"]), self._thr, self._kernel, no_prior,
-                     pdf[lo:hi], zidx[lo:hi], tb[lo:hi], todds[lo:hi], zmean[lo:hi])
+                     pdf[lo:hi], zidx[lo:hi], tb[lo:hi], todds[lo:hi], zmean[lo:hi],
+                     self._fma_rows)
 
     def estimate(self, data: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """BPZ PDFs for one table of objects.
