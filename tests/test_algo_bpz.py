@@ -319,13 +319,21 @@ def test_fma_division_mode_equals_hardware_division(env):
     d["mag_err_z_lsst"][20:30] = 1e-30
     d["mag_err_g_lsst"][30:40] = 0.0
     d["mag_i_lsst"][40:45] = np.nan
-    out = {}
-    for fma in (True, False):
-        fb = FastBPZ(env["model"], dict(bpz_ref_data_path=env["data_dir"], fma_division=fma))
-        assert fb._div_mode == (1 if fma else 0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out[fma] = fb.estimate(d)
-    np.testing.assert_array_equal(out[True][0].view(np.int64), out[False][0].view(np.int64))
-    for k in out[True][1]:
-        np.testing.assert_array_equal(out[True][1][k], out[False][1][k])
+    # a prior whose exp(-(z/zm)**a) reaches exp(-700) over most of the grid: prior values
+    # ~1e-304 next to O(1) ones in the same row (the thresholded first normalisation)
+    steep = {"priormodel": dict(env["model"]["priormodel"], zo_arr=np.array([0.002, 0.004, 0.001]),
+                                km_arr=np.array([0.0, 0.0, 0.0])),
+             "zp_offsets": env["model"]["zp_offsets"]}
+    for model in (env["model"], steep):
+        out = {}
+        for fma in (True, False):
+            fb = FastBPZ(model, dict(bpz_ref_data_path=env["data_dir"], fma_division=fma))
+            assert fb._div_mode == (1 if fma else 0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out[fma] = fb.estimate(d)
+        np.testing.assert_array_equal(out[True][0].view(np.int64), out[False][0].view(np.int64))
+        for k in out[True][1]:
+            np.testing.assert_array_equal(out[True][1][k], out[False][1][k])
+    zm = 0.004 ** fb._a_ty[1]
+    assert (fb._zt_at_a[1] / zm > 700).mean() > 0.5     # the steep prior is clipped at 700
