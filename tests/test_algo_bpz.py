@@ -337,3 +337,33 @@ def test_fma_division_mode_equals_hardware_division(env):
             np.testing.assert_array_equal(out[True][1][k], out[False][1][k])
     zm = 0.004 ** fb._a_ty[1]
     assert (fb._zt_at_a[1] / zm > 700).mean() > 0.5     # the steep prior is clipped at 700
+
+
+def test_flux_template_cache(env, tmp_path):
+    """The parsed AB files are cached per content: a cache hit returns the same array bit
+    for bit; changing an AB file (or the grid) gives a new key, computed from the files."""
+    import os
+
+    from pzpipe.algorithms.bpz_fast import DEFAULTS, load_flux_templates
+
+    d = tmp_path / "data"
+    shutil.copytree(env["data_dir"], d)
+    shutil.rmtree(d / "AB" / ".pzpipe-cache", ignore_errors=True)
+    z = np.linspace(0, 3, 301)
+    args = (str(d), DEFAULTS["spectra_file"], DEFAULTS["filter_list"])
+    first = load_flux_templates(*args, z)
+    assert len(os.listdir(d / "AB" / ".pzpipe-cache")) == 1
+    again = load_flux_templates(*args, z)
+    np.testing.assert_array_equal(first.view(np.int64), again.view(np.int64))
+    other = load_flux_templates(*args, np.linspace(0, 2, 201))
+    assert other.shape[0] == 201 and len(os.listdir(d / "AB" / ".pzpipe-cache")) == 2
+    # an AB file changes: its numbers are read again (no stale cache)
+    ab = d / "AB" / f"El_B2004a.{DEFAULTS['filter_list'][0]}.nomadau.AB"
+    lines = ab.read_text().splitlines()
+    x, y = lines[100].split()
+    lines[100] = f"{x}  {float(y) * 2!r}"
+    ab.write_text("\n".join(lines) + "\n")
+    changed = load_flux_templates(*args, z)
+    assert not np.array_equal(changed, first)
+    shutil.rmtree(d / "AB" / ".pzpipe-cache")
+    np.testing.assert_array_equal(changed, load_flux_templates(*args, z))

@@ -144,7 +144,16 @@ def load_flux_templates(data_path: str, spectra_file: str, filters, zgrid,
     one with ``os.replace``, so concurrent readers never see a partial file.
     ``data_path`` must be writable then (RAIL's own copy inside site-packages
     should not be used). desc_bpz's global paths are restored afterwards.
+
+    Parsing the 48 AB text files (~115,000 numbers) takes ~30 ms, paid by every worker
+    that loads the model: the result is kept in ``AB/.pzpipe-cache/<key>.npy``, where
+    the key is the sha256 of the spectra and filter names, the Madau flag, the grid and
+    the bytes of every AB file used, so any change to them is a different key. The
+    cache holds the array computed here (``np.save``/``np.load`` round-trip float64
+    exactly); it is written atomically when the directory is writable, else skipped.
     """
+    import hashlib
+
     from desc_bpz.useful_py3 import get_data, get_str, match_resol
 
     spectra = [s[:-4] for s in get_str(os.path.join(data_path, "SED", spectra_file))]
@@ -155,12 +164,49 @@ def load_flux_templates(data_path: str, spectra_file: str, filters, zgrid,
                if not os.path.exists(os.path.join(ab_dir, n))]
     if missing:
         _make_ab_files(data_path, missing, madau_flag)
-    out = np.zeros((len(zgrid), len(spectra), len(filters)))
+    zgrid = np.ascontiguousarray(zgrid, dtype=np.float64)
+    h = hashlib.sha256(repr((spectra, list(filters), mflag, zgrid.shape)).encode())
+    h.update(zgrid.tobytes())
+    for row in names:
+        for name in row:
+            with open(os.path.join(ab_dir, name), "rb") as fh:
+                h.update(fh.read())
+    cache = os.path.join(ab_dir, ".pzpipe-cache", h.hexdigest() + ".npy")
+    shape = (len(zgrid), len(spectra), len(filters))
+    if os.path.exists(cache):
+        try:
+            out = np.load(cache, allow_pickle=False)
+            if out.shape == shape and out.dtype == np.float64:
+                return out
+        except (OSError, ValueError):
+            pass                                     # unreadable: recompute, rewrite
+    out = np.zeros(shape)
     for i, row in enumerate(names):
         for j, name in enumerate(row):
             zo, f_mod_0 = get_data(os.path.join(ab_dir, name), (0, 1))
             out[:, i, j] = match_resol(zo, f_mod_0, zgrid)
+    _write_cache(cache, out)
     return out
+
+
+def _write_cache(path: str, arr: np.ndarray) -> None:
+    """np.save ``arr`` to ``path`` atomically; nothing if the directory is not writable."""
+    import tempfile
+
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, arr, allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
 
 
 def _make_ab_files(data_path: str, missing, madau_flag: str) -> None:
