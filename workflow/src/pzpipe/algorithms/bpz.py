@@ -63,6 +63,16 @@ def prepare_data(cfg: dict, out_dir: str) -> None:
     stage._load_templates()      # generates the missing AB files
     n_ab = len([f for f in os.listdir(os.path.join(out_dir, "AB")) if f.endswith(".AB")])
     log.info("BPZ data in %s: %d AB files", out_dir, n_ab)
+    try:   # FastBPZ's parsed flux tables for this grid (AB/.pzpipe-cache): estimate jobs read them
+        import numpy as np
+
+        from .bpz_fast import _rail_defaults, load_flux_templates
+
+        p = {**_rail_defaults(), **params}
+        load_flux_templates(params["bpz_ref_data_path"], p["spectra_file"], p["filter_list"],
+                            np.linspace(p["zmin"], p["zmax"], p["nzbins"]), p["madau_flag"])
+    except ImportError:     # no numba: RAIL's own estimator runs, nothing to cache
+        pass
 
 
 ALGORITHM = Algorithm(
