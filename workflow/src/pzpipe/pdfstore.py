@@ -264,19 +264,20 @@ def _encode_block(pdfs, w, bits, T, buf, ends, valid):
         # the last node is M exactly
         lo_a[nz - 1] = int(np.ceil(M - T))
         hi_a[nz - 1] = int(np.floor(M + T))
-        # greedy: increments on a straight line while the band allows
+        for j in range(nz):
+            hi_a[j] = M if hi_a[j] > M else hi_a[j]
+        # greedy: increments on a straight line while the band allows. The predicted
+        # increment max(2 i1 - i2, 0) is clamped to [max(lo, prev), hi]; since that lower
+        # limit is >= prev, clamping prev + (2 i1 - i2) gives the same q without the max
         prev = 0
         i1 = 0  # previous increment
         i2 = 0  # the one before
         for j in range(nz):
             lo = lo_a[j]
-            hi = hi_a[j]
             lo = prev if lo < prev else lo
-            hi = M if hi > M else hi
-            pred = 2 * i1 - i2
-            pred = 0 if pred < 0 else pred
-            q = prev + pred
+            q = prev + (2 * i1 - i2)
             q = lo if q < lo else q
+            hi = hi_a[j]
             q = hi if q > hi else q
             d = q - prev
             inc[j] = d

@@ -55,44 +55,43 @@ def _kernel():
     def kern(pdf, z, out, bad):
         """Rows of ``out``: KEYS for each row of ``pdf``; ``bad``: no positive mass.
 
-        Per row: one pass sanitising values (NaN, inf, <= 0 -> 0) and keeping the
-        argmax, the trapezoid increments t_j = 0.5 (p_j + p_{j-1}) dz_j with their
-        sequential sum (the norm) and the sequential sum of the mean's terms, both chains
-        in one loop; then the CDF increments t_j / norm (a loop of independent divisions)
-        and one pass over the running CDF that interpolates the five quantiles where it
-        crosses them. Every value is computed with the same operations in the same order
-        as the straightforward two-pass loop (tests/test_pointest.py keeps it as the
-        reference and checks equality bit for bit)."""
+        Per row: the sanitised values (NaN, inf, <= 0 -> 0), the trapezoid increments
+        t_j = 0.5 (p_j + p_{j-1}) dz_j and the mean's terms (loops of independent
+        elements, which vectorise); then one loop with the argmax and the two sequential
+        sums (norm and mean); the CDF increments t_j / norm; one pass over the running
+        CDF that interpolates the five quantiles where it crosses them. Every value is
+        computed with the same operations in the same order as the straightforward
+        two-pass loop (tests/test_pointest.py keeps it as the reference and checks
+        equality bit for bit)."""
         n, m = pdf.shape
         dz = np.empty(m)
         dz[0] = 0.0
         for j in range(1, m):
             dz[j] = z[j] - z[j - 1]
+        c = np.empty(m)
         t = np.empty(m)
+        mt = np.empty(m)
         inc = np.empty(m)
         for i in range(n):
             row = pdf[i]
-            v = row[0]
-            if not (v > 0.0 and v < np.inf):
-                v = 0.0
-            best = v
+            for j in range(m):
+                v = row[j]
+                c[j] = v if (v > 0.0) & (v < np.inf) else 0.0
+            for j in range(1, m):
+                d = dz[j]
+                t[j] = 0.5 * (c[j] + c[j - 1]) * d
+                mt[j] = 0.5 * (c[j] * z[j] + c[j - 1] * z[j - 1]) * d
+            best = c[0]
             ib = 0
-            pv = v
             norm = 0.0
             mean = 0.0
             for j in range(1, m):
-                v = row[j]
-                if not (v > 0.0 and v < np.inf):
-                    v = 0.0
-                if v > best:
-                    best = v
-                    ib = j
-                d = dz[j]
-                tj = 0.5 * (v + pv) * d
-                t[j] = tj
-                norm += tj
-                mean += 0.5 * (v * z[j] + pv * z[j - 1]) * d
-                pv = v
+                v = c[j]
+                up = v > best                  # first maximum, as np.argmax
+                ib = j if up else ib
+                best = v if up else best
+                norm += t[j]
+                mean += mt[j]
             if not norm > 0.0:
                 bad[i] = True
                 for k in range(7):
@@ -102,18 +101,18 @@ def _kernel():
             for j in range(1, m):
                 inc[j] = t[j] / norm
             # quantiles Q025, Q16, 0.5, Q84, Q975 go to columns 5, 3, 2, 4, 6
-            c = 0.0
+            cc = 0.0
             k = 0
-            qk = Q025
+            qk = _QS[0]
             for j in range(1, m):
                 ij = inc[j]
-                while c + ij >= qk:
-                    tt = (qk - c) / ij if ij > 0 else 0.0
+                while cc + ij >= qk:
+                    tt = (qk - cc) / ij if ij > 0 else 0.0
                     tt = min(max(tt, 0.0), 1.0)
                     out[i, _COL[k]] = z[j - 1] + tt * dz[j]
                     k += 1
                     qk = _QS[k]
-                c += ij
+                cc += ij
             while k < 5:
                 out[i, _COL[k]] = z[m - 1]
                 k += 1
