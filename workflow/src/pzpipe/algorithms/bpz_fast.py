@@ -1,4 +1,4 @@
-"""Vectorised BPZ: RAIL's ``BPZliteEstimator`` numbers, 30-40x faster.
+"""Vectorised BPZ: RAIL's ``BPZliteEstimator`` numbers, ~30x faster.
 
 RAIL (pz-rail-bpz 2.2.0, ``rail.estimation.algos.bpz_lite``) evaluates BPZ one
 object at a time in Python (``desc_bpz.p_c_z_t`` + ``prior_from_dict``) and
@@ -24,7 +24,7 @@ for blocks of objects:
 
 Result: bit-identical PDFs, ``zmode``, ``tb``, ``todds`` and ``zmean`` on the
 DC2 validation sample (tests/test_algo_bpz.py compares with RAIL itself with
-exact equality), ~60,000 objects/s on one core vs ~1,700 for RAIL
+exact equality), ~64,000 objects/s on one core vs ~2,200 for RAIL
 (benchmarks/bpz_speed.py). ``exact=False`` multiplies by 1/err**2 instead of
 dividing (not RAIL's numbers: PDFs within ~1e-12 relative).
 
