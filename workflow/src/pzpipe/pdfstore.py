@@ -199,67 +199,92 @@ def _put_varint(buf, pos, v):
 
 @njit(cache=_CACHE, error_model="numpy")
 def _encode_block(pdfs, w, bits, T, buf, ends, valid):
-    """Encode rows of ``pdfs`` into ``buf``; ends[i] = end offset of row i."""
+    """Encode rows of ``pdfs`` into ``buf``; ends[i] = end offset of row i.
+
+    Per row: validity and maximum (four interleaved maxima: the maximum of finite values
+    does not depend on the order), the node masses ``(p_j / pmax) w_j`` (independent
+    divisions), their sequential cumulative sum, the band limits ``ceil(x - T)`` /
+    ``floor(x + T)`` of every node (independent), then the greedy pass and the varints.
+    Same operations in the same order as the single-loop version it replaced
+    (tests/test_pdfstore.py keeps that one and checks equal bytes)."""
     n_rows, nz = pdfs.shape
     M = 1 << bits
     MA = np.empty(nz)
+    u = np.empty(nz)
+    lo_a = np.empty(nz, np.int64)
+    hi_a = np.empty(nz, np.int64)
     inc = np.empty(nz, np.int64)
     pos = 0
     for i in range(n_rows):
         row = pdfs[i]
         ok = True
-        pmax = 0.0
-        for j in range(nz):
-            v = row[j]
-            if not np.isfinite(v):
-                ok = False
-                break
-            if v > pmax:
-                pmax = v
+        m0 = 0.0
+        m1 = 0.0
+        m2 = 0.0
+        m3 = 0.0
+        j = 0
+        while j + 4 <= nz:
+            v0 = row[j]
+            v1 = row[j + 1]
+            v2 = row[j + 2]
+            v3 = row[j + 3]
+            ok &= np.isfinite(v0) & np.isfinite(v1) & np.isfinite(v2) & np.isfinite(v3)
+            m0 = v0 if v0 > m0 else m0
+            m1 = v1 if v1 > m1 else m1
+            m2 = v2 if v2 > m2 else m2
+            m3 = v3 if v3 > m3 else m3
+            j += 4
+        while j < nz:
+            v0 = row[j]
+            ok &= np.isfinite(v0)
+            m0 = v0 if v0 > m0 else m0
+            j += 1
+        m0 = m1 if m1 > m0 else m0
+        m2 = m3 if m3 > m2 else m2
+        pmax = m2 if m2 > m0 else m0
         if not ok or pmax <= 0.0:
             valid[i] = False
             ends[i] = pos
             continue
         valid[i] = True
         # cumulative node masses, scaled by the row maximum (no overflow)
-        s = 0.0
         for j in range(nz):
             v = row[j]
-            if v < 0.0:
-                v = 0.0
-            s += (v / pmax) * w[j]
+            v = 0.0 if v < 0.0 else v
+            u[j] = (v / pmax) * w[j]
+        s = 0.0
+        for j in range(nz):
+            s += u[j]
             MA[j] = s
         scale = M / s
         for j in range(nz):
-            MA[j] = MA[j] * scale
-        MA[nz - 1] = M
-        # greedy: increments on a straight line while the band allows
+            x = MA[j] * scale
+            lo_a[j] = int(np.ceil(x - T))
+            hi_a[j] = int(np.floor(x + T))
+        # the last node is M exactly
+        lo_a[nz - 1] = int(np.ceil(M - T))
+        hi_a[nz - 1] = int(np.floor(M + T))
+        for j in range(nz):
+            hi_a[j] = M if hi_a[j] > M else hi_a[j]
+        # greedy: increments on a straight line while the band allows. The predicted
+        # increment max(2 i1 - i2, 0) is clamped to [max(lo, prev), hi]; since that lower
+        # limit is >= prev, clamping prev + (2 i1 - i2) gives the same q without the max
         prev = 0
         i1 = 0  # previous increment
         i2 = 0  # the one before
         for j in range(nz):
-            x = MA[j]
-            lo = int(np.ceil(x - T))
-            hi = int(np.floor(x + T))
-            if lo < prev:
-                lo = prev
-            if hi > M:
-                hi = M
-            pred = 2 * i1 - i2
-            if pred < 0:
-                pred = 0
-            q = prev + pred
-            if q < lo:
-                q = lo
-            if q > hi:
-                q = hi
-            if j == nz - 1:
-                q = M
+            lo = lo_a[j]
+            lo = prev if lo < prev else lo
+            q = prev + (2 * i1 - i2)
+            q = lo if q < lo else q
+            hi = hi_a[j]
+            q = hi if q > hi else q
             d = q - prev
             inc[j] = d
             i2 = i1
             i1 = d
             prev = q
+        inc[nz - 1] = M - (prev - inc[nz - 1])     # the last node: q = M
         first = 0
         while inc[first] == 0:
             first += 1
@@ -274,7 +299,11 @@ def _encode_block(pdfs, w, bits, T, buf, ends, valid):
         for j in range(first, last + 1):
             d2 = inc[j] - 2 * n1 + n2
             zz = (d2 << 1) if d2 >= 0 else ((-d2) << 1) - 1
-            pos = _put_varint(buf, pos, zz)
+            if zz < 0x80:
+                buf[pos] = zz
+                pos += 1
+            else:
+                pos = _put_varint(buf, pos, zz)
             n2 = n1
             n1 = inc[j]
         ends[i] = pos
