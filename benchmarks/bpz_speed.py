@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Objects per second of RAIL's BPZliteEstimator vs pzpipe.bpzfast.FastBPZ.
+"""Objects per second of RAIL's BPZliteEstimator vs pzpipe.algorithms.bpz_fast.FastBPZ.
 
 Both run in this process, one after the other, on the same objects (default:
 all 20,449 rows of the DC2 validation file shipped with pz-rail-base), with the
@@ -39,7 +39,7 @@ def main(argv=None):
     from rail.estimation.algos.bpz_lite import BPZliteEstimator, BPZliteInformer
     from rail.utils.path_utils import find_rail_file
 
-    from pzpipe.bpzfast import FastBPZ
+    from pzpipe.algorithms.bpz_fast import FastBPZ
 
     DataStore.allow_overwrite = True
     tmp = tempfile.mkdtemp(prefix="bpz_speed_")

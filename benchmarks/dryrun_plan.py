@@ -48,10 +48,11 @@ def enabled_algorithms(cfg_path: Path) -> list[str]:
 
 
 def run_dry(n_objects: float, rows_per_file: int, cpb: int, workdir: Path,
-            snakemake: str, extra: list[str]) -> dict:
+            snakemake: str, extra: list[str], hats: bool = False) -> dict:
     overlay = workdir / "plan.yaml"
+    key = "rows_per_pixel" if hats else "rows_per_file"
     overlay.write_text(yaml.safe_dump({
-        "inputs": {"descriptor": {"n_objects": int(n_objects), "rows_per_file": rows_per_file}},
+        "inputs": {"descriptor": {"n_objects": int(n_objects), key: rows_per_file}},
         "batch": {"chunks_per_batch": cpb},
     }))
     cmd = [snakemake, "-n", "--quiet", "rules", "-s", str(REPO / "workflow" / "Snakefile"),
@@ -88,6 +89,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-gb", type=float, default=2.0)
     ap.add_argument("--snakemake", default=shutil.which("snakemake")
                     or str(Path(sys.executable).parent / "snakemake"))
+    ap.add_argument("--hats", action="store_true",
+                    help="the input is a HATS catalog: --rows-per-file is rows per pixel and a "
+                         "batch holds whole pixels")
     ap.add_argument("--out", default=None, help="also write the report to this file")
     ap.add_argument("--keep", action="store_true", help="keep the temporary working dirs")
     ap.add_argument("extra", nargs="*", help="extra snakemake arguments (after --)")
@@ -102,25 +106,27 @@ def main(argv=None) -> int:
     say(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} host {platform.node()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, snakemake "
         f"{subprocess.run([a.snakemake, '--version'], capture_output=True, text=True).stdout.strip()}")
-    say(f"# algorithms (config/config.yaml): {', '.join(algos)}; rows per input file {rpf:,}; "
-        f"chunk_rows {a.chunk_rows:,}")
+    say(f"# algorithms (config/config.yaml): {', '.join(algos)}; rows per input "
+        f"{'HATS pixel' if a.hats else 'file'} {rpf:,}; chunk_rows {a.chunk_rows:,}")
     ok = True
     plans = []
     for n in a.objects:
         p = P.plan(n, rows_per_file=rpf, chunk_rows=a.chunk_rows,
-                   chunks_per_batch=a.chunks_per_batch, algorithms=algos, max_jobs=a.max_jobs)
+                   chunks_per_batch=a.chunks_per_batch, algorithms=algos, max_jobs=a.max_jobs,
+                   hats=a.hats)
         plans.append(p)
         wd = Path(tempfile.mkdtemp(prefix="pz-dryrun-"))
         (wd / "config").symlink_to(REPO / "config")
         try:
-            r = run_dry(n, rpf, p["chunks_per_batch"], wd, a.snakemake, a.extra)
+            r = run_dry(n, rpf, p["chunks_per_batch"], wd, a.snakemake, a.extra, a.hats)
         finally:
             if not a.keep:
                 shutil.rmtree(wd, ignore_errors=True)
         within = r["rc"] == 0 and r["wall_s"] < a.max_seconds and r["max_rss_mb"] < a.max_gb * 1024
         ok &= within
         say("")
-        say(f"== {n:.3g} objects: {p['files']:,} files, {p['chunks']:,} chunks, "
+        say(f"== {n:.3g} objects: {p['files']:,} {'pixels' if a.hats else 'files'}, "
+            f"{p['chunks']:,} chunks, "
             f"{p['chunks_per_batch']} chunks/batch -> {p['batches']:,} batches")
         say(f"   snakemake -n: exit {r['rc']}, wall {r['wall_s']:.1f} s, peak RSS "
             f"{r['max_rss_mb']:.0f} MB  [{'OK' if within else 'OVER LIMIT'}: "

@@ -8,7 +8,10 @@ from pzpipe.config import config_hash, load_config, validate_config
 def test_default_config_validates_and_fills_defaults(cfg):
     assert cfg["partition"]["chunk_rows"] == 130000
     assert cfg["zgrid"] == {"zmin": 0.0, "zmax": 3.0, "nz": 301}
-    assert set(cfg["algorithms"]) == {"bpz", "fzboost", "knn", "tpz", "dnf"}
+    assert set(cfg["algorithms"]) == {"bpz", "fzboost", "knn", "tpz", "dnf", "gpz", "cmnn",
+                                      "lephare"}
+    assert [a for a, b in cfg["algorithms"].items() if b["enabled"]] == [
+        "bpz", "fzboost", "knn", "tpz", "dnf", "gpz", "cmnn"]
     assert cfg["partition"]["cuts"]["min_detected_bands"] == 1
 
 
@@ -40,8 +43,8 @@ def test_wrong_type_is_named(repo):
 
 def test_unknown_algorithm_rejected(repo):
     raw = _raw(repo)
-    raw["algorithms"]["lephare"] = {"enabled": True}
-    with pytest.raises(PipelineError, match="lephare"):
+    raw["algorithms"]["annz2"] = {"enabled": True}
+    with pytest.raises(PipelineError, match="annz2"):
         validate_config(raw)
 
 

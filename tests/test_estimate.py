@@ -61,7 +61,7 @@ def test_dnf_internal_chunk_size_does_not_change_results(small):
 
 def test_dnf_subchunks_equal_one_bare_rail_call(small):
     """pzpipe's two-pass DNF (kept neighbours, forced truncation) gives bit-identical
-    PDFs and DNF_Z/photozerr to one unpatched RAIL DNFEstimator call on the whole chunk."""
+    PDFs and DNF_Z/photozerr (z_fit/z_fit_err) to one unpatched RAIL DNFEstimator call on the whole chunk."""
     cfg, models, data, flags = small
     algo = algorithms.get("dnf")
     _, est = algo.classes()
@@ -72,9 +72,9 @@ def test_dnf_subchunks_equal_one_bare_rail_call(small):
     c = deep_update(cfg, {"estimate": {"dnf_subchunk": 70}})
     r = algorithms.Runner(algo, models["dnf"], c, name="two_pass_dnf")
     pdf, extras = r.estimate(data)
-    np.testing.assert_array_equal(pdf, ens.pdf(r.zgrid))
-    np.testing.assert_array_equal(extras["dnf_z"], np.asarray(ens.ancil["DNF_Z"]).ravel())
-    np.testing.assert_array_equal(extras["dnf_zerr"], np.asarray(ens.ancil["photozerr"]).ravel())
+    np.testing.assert_array_equal(pdf, ens.objdata["yvals"])    # RAIL's PDF values on the grid
+    np.testing.assert_array_equal(extras["z_fit"], np.asarray(ens.ancil["DNF_Z"]).ravel())
+    np.testing.assert_array_equal(extras["z_fit_err"], np.asarray(ens.ancil["photozerr"]).ravel())
 
 
 def test_empty_chunk(small):

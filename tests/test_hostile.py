@@ -534,3 +534,98 @@ def test_cli_unwritable_results_dir(tmp_path, unwritable_dir):
                      r"'results/objects_hats'", r.stderr), r.stderr[-3000:]
     assert _leftovers(unwritable_dir) == []
 
+
+
+# ----------------------------------------------------------------------------- HATS inputs
+@pytest.fixture(scope="module")
+def small_hats(tmp_path_factory):
+    from pzpipe import synth
+
+    d = tmp_path_factory.mktemp("hats") / "objects"
+    synth.write_catalog(d, 300, seed=5, rows_per_pixel=100)
+    return d
+
+
+def _hats_cfg(path, **over):
+    from pzpipe.config import deep_update
+
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw = deep_update(raw, {"inputs": {"hats": str(path)}, "partition": {"chunk_rows": 40}})
+    return validate_config(deep_update(raw, over))
+
+
+def test_hats_path_that_is_not_a_catalog(tmp_path):
+    d = tmp_path / "objects"
+    d.mkdir()
+    write_parquet(d / "part0.parquet", make_flux_table(20))
+    with pytest.raises(PipelineError, match=r"inputs\.hats: '.*objects' is not a HATS catalog.*"
+                                            r"list them .* under inputs\.files"):
+        make_layout(_hats_cfg(d))
+    with pytest.raises(PipelineError, match=r"inputs\.hats: '.*nowhere' does not exist"):
+        make_layout(_hats_cfg(tmp_path / "nowhere"))
+
+
+def test_hats_catalog_without_the_configured_columns(small_hats):
+    from pzpipe.layout import catalog_columns
+    from pzpipe.partition import check_catalog_columns
+
+    cfg = _hats_cfg(small_hats, columns={"flux": "{band}_psfFlux", "flux_err": "{band}_psfFluxErr"})
+    lay = make_layout(cfg)
+    cfg = catalog_columns(cfg, lay)
+    assert cfg["columns"]["ra"] == "coord_ra"          # from the catalog's properties
+    with pytest.raises(PipelineError, match=r"HATS catalog '.*objects': column 'u_psfFlux' not "
+                                            r"found \(12 missing.*Did you mean.*gaap1p0Flux"):
+        check_catalog_columns(lay, cfg)
+
+
+def test_hats_pixel_counts_that_disagree_with_the_files(small_hats, tmp_path):
+    """The layout comes from per_partition_statistics.parquet; a pixel file rewritten since
+    (here: 10 rows dropped) stops its partition job, naming the file; nothing is written."""
+    import shutil
+
+    from pzpipe.layout import catalog_columns
+
+    cat = tmp_path / "cat"
+    shutil.copytree(small_hats, cat)
+    cfg = _hats_cfg(cat)
+    lay = make_layout(cfg)
+    cfg = catalog_columns(cfg, lay)
+    victim = lay.files[1][0]
+    pq.write_table(pq.read_table(victim).slice(10), victim)
+    b = lay.batch_of_chunk(next(c.index for c in lay.chunks() if c.file == victim))
+    out = tmp_path / "out" / "b.parquet"
+    with pytest.raises(PipelineError, match=rf"file '{re.escape(victim)}' holds 90 rows but the "
+                                            r"layout \(per_partition_statistics\.parquet\) says 100"):
+        run_batch(lay, f"b{b:06d}", cfg, str(out))
+    assert _leftovers(tmp_path / "out") == []
+
+
+def test_photometry_directory_with_different_schemas(tmp_path):
+    """trainset.photometry.path = a data folder whose files differ: one error naming the
+    odd file, before hats-import starts (it would raise a bare KeyError)."""
+    from pzpipe.trainset import import_photometry_hats
+
+    d = tmp_path / "phot"
+    d.mkdir()
+    write_parquet(d / "a.parquet", make_flux_table(20))
+    odd = make_flux_table(20, start_id=100)
+    odd["coord_ra"] = odd.pop("ra")
+    write_parquet(d / "b.parquet", odd)
+    with pytest.raises(PipelineError, match=r"trainset\.photometry\.path: file '.*b\.parquet' has "
+                                            r"no column\(s\) \['ra'\]"):
+        import_photometry_hats(str(d), tmp_path / "out", ra_column="ra", dec_column="dec")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_hats_path_not_a_catalog_one_line_and_no_release(tmp_path):
+    d = tmp_path / "objects"
+    d.mkdir()
+    write_parquet(d / "part0.parquet", make_flux_table(20))
+    cf = tmp_path / "c.yaml"
+    cf.write_text(yaml.safe_dump({"inputs": {"hats": str(d)}}))
+    wd = tmp_path / "wd"
+    r = smk(wd, cf, "-n")              # a dry run logs to stdout
+    assert r.returncode != 0
+    lines = _pzpipe_lines(r.stdout + r.stderr)
+    assert len(lines) == 1 and "is not a HATS catalog" in lines[0], (r.stdout + r.stderr)[-2000:]
+    assert not (wd / "results").exists()

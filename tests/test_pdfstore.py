@@ -1,7 +1,7 @@
 """pzpipe.pdfstore: round trips, the CDF bound on every object, bytes/object.
 
 Realistic PDFs come from RAIL kNN (trained on 2,000 DC2 objects) and BPZ
-(pzpipe.bpzfast, HDFN prior) on random DC2 validation objects; synthetic ones
+(pzpipe.algorithms.bpz_fast, HDFN prior) on random DC2 validation objects; synthetic ones
 cover narrow, bimodal, flat, delta, edge, noisy, tiny/huge-scale, zero and
 NaN PDFs.
 """
@@ -260,9 +260,9 @@ def bpz_pdfs(dc2, tmp_path_factory):
     pytest.importorskip("numba")
     from rail.utils.path_utils import find_rail_file
 
-    from pzpipe.bpzfast import FastBPZ
+    from pzpipe.algorithms.bpz_fast import FastBPZ
 
-    d = tmp_path_factory.getbasetemp() / "bpz_data"   # shared with test_bpzfast
+    d = tmp_path_factory.getbasetemp() / "bpz_data"   # shared with test_algo_bpz
     if not (d / "AB").exists() or len(list((d / "AB").glob("*.AB"))) < 48:
         if d.exists():
             shutil.rmtree(d)
@@ -290,3 +290,140 @@ def test_realistic_bytes_and_bound(algo, request):
     assert b_tuned <= b_default + 0.5
     # at least as small as plain rounding to 10 bits (the baseline)
     assert b_tuned <= col_bytes(ps.encode(p, Z, bits=10, cdf_tol=None), use_dictionary=False) + 0.5
+
+
+def _previous_encode_block():
+    """The single-loop encoder pzpipe used before (verbatim): the current one must write
+    the same bytes."""
+    from numba import njit
+
+    @njit(cache=False, error_model="numpy")
+    def enc(pdfs, w, bits, T, buf, ends, valid):
+        n_rows, nz = pdfs.shape
+        M = 1 << bits
+        MA = np.empty(nz)
+        inc = np.empty(nz, np.int64)
+        pos = 0
+        for i in range(n_rows):
+            row = pdfs[i]
+            ok = True
+            pmax = 0.0
+            for j in range(nz):
+                v = row[j]
+                if not np.isfinite(v):
+                    ok = False
+                    break
+                if v > pmax:
+                    pmax = v
+            if not ok or pmax <= 0.0:
+                valid[i] = False
+                ends[i] = pos
+                continue
+            valid[i] = True
+            s = 0.0
+            for j in range(nz):
+                v = row[j]
+                if v < 0.0:
+                    v = 0.0
+                s += (v / pmax) * w[j]
+                MA[j] = s
+            scale = M / s
+            for j in range(nz):
+                MA[j] = MA[j] * scale
+            MA[nz - 1] = M
+            prev = 0
+            i1 = 0
+            i2 = 0
+            for j in range(nz):
+                x = MA[j]
+                lo = int(np.ceil(x - T))
+                hi = int(np.floor(x + T))
+                if lo < prev:
+                    lo = prev
+                if hi > M:
+                    hi = M
+                pred = 2 * i1 - i2
+                if pred < 0:
+                    pred = 0
+                q = prev + pred
+                if q < lo:
+                    q = lo
+                if q > hi:
+                    q = hi
+                if j == nz - 1:
+                    q = M
+                d = q - prev
+                inc[j] = d
+                i2 = i1
+                i1 = d
+                prev = q
+            first = 0
+            while inc[first] == 0:
+                first += 1
+            last = nz - 1
+            while inc[last] == 0:
+                last -= 1
+            buf[pos] = bits
+            pos += 1
+            pos = ps._put_varint(buf, pos, first)
+            n1 = 0
+            n2 = 0
+            for j in range(first, last + 1):
+                d2 = inc[j] - 2 * n1 + n2
+                zz = (d2 << 1) if d2 >= 0 else ((-d2) << 1) - 1
+                pos = ps._put_varint(buf, pos, zz)
+                n2 = n1
+                n1 = inc[j]
+            ends[i] = pos
+        return pos
+
+    return enc
+
+
+def _hostile(z, n=3000, seed=4):
+    rng = np.random.default_rng(seed)
+    m = len(z)
+    mu = rng.uniform(-0.2, z[-1] + 0.2, (n, 1))
+    s = 10 ** rng.uniform(-3.5, 0, (n, 1))
+    p = np.exp(-0.5 * ((z[None] - mu) / s) ** 2) * 10 ** rng.uniform(-5, 5, (n, 1))
+    k = n // 8
+    p[:k] += np.exp(-0.5 * ((z[None] - rng.uniform(0, z[-1], (k, 1))) / 0.05) ** 2)
+    p[k:2 * k] = rng.random((k, m)) ** 8
+    p[2 * k:2 * k + 50] = 0.0
+    p[2 * k:2 * k + 50, rng.integers(0, m, 50)] = 1.0
+    p[2 * k + 50:2 * k + 100] *= rng.choice([-1.0, 1.0], (50, m))
+    p[2 * k + 100:2 * k + 110] = 0.0
+    p[2 * k + 110:2 * k + 120] = -1.0
+    p[2 * k + 120, 7] = np.nan
+    p[2 * k + 121, 9] = np.inf
+    p[2 * k + 122, :] = -np.inf
+    p[2 * k + 123:2 * k + 133] *= 1e-318
+    p[2 * k + 133:2 * k + 143] = rng.random((10, m)) * 1e307
+    p[2 * k + 143:2 * k + 153, -1] = 1e3
+    p[2 * k + 153:2 * k + 163, 0] = 1e3
+    p[2 * k + 163:2 * k + 173, :] = 1.0
+    return p
+
+
+@pytest.mark.parametrize("bits,tol", [(10, 1e-3), (10, None), (4, 1e-3), (16, 1e-3),
+                                      (20, 1e-4), (1, None), (8, 1e-1)])
+def test_encoder_bytes_equal_previous_encoder(bits, tol):
+    """The restructured encoder writes exactly the bytes (and offsets, validity) of the
+    single-loop encoder it replaced, on regular and irregular grids."""
+    prev = _previous_encode_block()
+    zi = np.sort(np.concatenate([[0.0, 3.0], np.random.default_rng(1).uniform(0, 3, 98)]))
+    for z in (Z, zi):
+        p = _hostile(z)
+        T = ps._band(z, bits, tol)
+        w = ps.node_weights(z)
+        n, nz = p.shape
+        out = []
+        for kern in (ps._encode_block, prev):
+            buf = np.empty(n * (6 + 4 * nz), np.uint8)
+            ends = np.empty(n, np.int64)
+            valid = np.empty(n, np.bool_)
+            used = kern(p, w, bits, T, buf, ends, valid)
+            out.append((buf[:used].tobytes(), ends, valid))
+        assert out[0][0] == out[1][0]
+        np.testing.assert_array_equal(out[0][1], out[1][1])
+        np.testing.assert_array_equal(out[0][2], out[1][2])

@@ -12,6 +12,7 @@ from helpers.runs import SNAKEMAKE, smk
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
+ALGOS = ("bpz", "fzboost", "knn", "tpz", "dnf", "gpz", "cmnn")      # the default run
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +60,7 @@ def test_release_is_complete_and_conserved(run_dir):
         assert pq.ParquetFile(rel / path).metadata.num_rows == int(rows)
     assert sum(int(f[1]) for f in files) == cons["objects_out"]
     t = pq.read_table(rel / files[0][0])
-    for a in ("bpz", "fzboost", "knn", "tpz", "dnf"):
+    for a in ALGOS:
         for c in ("z_mode", "z_mean", "z_median", "z_err68_low", "z_err68_high", "z_err95_low",
                   "z_err95_high", "pdf", "flags"):
             assert f"{a}_{c}" in t.column_names
@@ -96,7 +97,7 @@ def test_validation_outputs(run_dir):
     import pandas as pd
 
     m = pd.read_csv(v / "metrics.csv").set_index("algorithm")
-    assert set(m.index) == {"bpz", "fzboost", "knn", "tpz", "dnf"}
+    assert set(m.index) == set(ALGOS)
     assert (m["sigma_iqr"] < 0.1).all() and (m["outlier_frac_015"] < 0.2).all()
     for name in ("scatter", "pit", "nz"):
         png = (v / f"{name}.png").read_bytes()
@@ -113,7 +114,7 @@ def test_validation_outputs(run_dir):
 
 
 def test_models_have_sidecars(run_dir):
-    for a in ("bpz", "fzboost", "knn", "tpz", "dnf"):
+    for a in ALGOS:
         side = json.loads((run_dir / "results" / "models" / a / "model.json").read_text())
         assert side["algorithm"] == a and side["model_sha256"] and side["packages"]["pz-rail-base"]
 

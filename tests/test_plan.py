@@ -60,7 +60,7 @@ def test_plan_job_counts_and_submissions():
     assert p["jobs"]["partition_batch"] == 10
     assert p["jobs"]["estimate_batch"] == 20
     assert p["jobs"]["train"] == 2
-    assert p["jobs"]["bpz_prepare"] == 0
+    assert p["jobs"]["prepare_data"] == 0
     assert p["total_jobs"] == sum(p["jobs"].values())
     s = p["slurm_submissions"]
     assert s["no_array"] == p["total_jobs"] - 1

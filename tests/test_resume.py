@@ -2,13 +2,13 @@
 group) at seeded random moments while it builds the release, resume with
 `snakemake --unlock` + `--rerun-incomplete`, and compare with an uninterrupted run.
 
-Bounded: the models, BPZ data and Snakemake metadata of one finished small run
+Bounded: the models, data directories (BPZ) and Snakemake records of one finished small run
 (config/test.yaml, tests/helpers/runs.py) are copied into each trial directory, and the
-trials run with an overlay that keeps three algorithms (BPZ: its data directory; TPZ:
+trials run with an overlay that keeps three estimators (BPZ: its data directory; TPZ:
 per-chunk seeding; kNN) with 2 estimate workers (a process pool to kill), so a trial runs
 import_objects (hats-import, a checkpoint) -> partition (3 batches) -> estimate
 (3 algorithms x 3 batches) -> export_batch (3) -> export_dedup (1) -> export.
-PZPIPE_RESUME_ALL_ALGOS=1 keeps all five.
+PZPIPE_RESUME_ALL_ALGOS=1 keeps all of the test config's.
 
 Where the kills land: trials 0, 3, 6, 9 start from nothing and are killed within the
 first 1.2 x the time the uninterrupted run needed to finish the import (start-up, the
@@ -49,14 +49,27 @@ from pathlib import Path
 
 import pytest
 
-from helpers.runs import small_run, smk, smk_cmd
+from helpers.runs import REPO, small_run, smk, smk_cmd
 from helpers.trees import compare_trees, files, format_diffs, listing
 
 pytestmark = pytest.mark.slow
 
 TARGET = "results/release"
-OVERLAY = ("" if os.environ.get("PZPIPE_RESUME_ALL_ALGOS") else
-           "algorithms: {fzboost: {enabled: false}, dnf: {enabled: false}}\n")
+KEEP = ("bpz", "tpz", "knn")      # BPZ: its data directory; TPZ: per-chunk seeding; kNN
+
+
+def _overlay() -> str:
+    """Disable every estimator of config/config.yaml but KEEP (PZPIPE_RESUME_ALL_ALGOS=1:
+    keep the test config's)."""
+    if os.environ.get("PZPIPE_RESUME_ALL_ALGOS"):
+        return "{}\n"
+    from pzpipe.config import load_config
+
+    names = load_config(REPO / "config" / "config.yaml")["algorithms"]
+    return "algorithms: {" + ", ".join(f"{a}: {{enabled: false}}" for a in names
+                                       if a not in KEEP) + "}\n"
+
+
 SEED = int(os.environ.get("PZPIPE_RESUME_SEED", 20261123))
 N_TRIALS = int(os.environ.get("PZPIPE_RESUME_TRIALS", 10))
 STARTUP = 3.0            # s: Snakemake parses the workflow before any job starts
@@ -73,14 +86,15 @@ def _record_name(p: Path, root: Path) -> str | None:
 
 
 def prepare(base: Path, dst: Path, imported: bool) -> Path:
-    """A trial directory with the trained models and BPZ data of ``base`` and their
+    """A trial directory with the trained models and data directories of ``base`` and their
     Snakemake records; ``imported``: also its imported HATS catalog and its record. Only
     the records of the copied outputs: the others were made with the full config, and a
     job finished but not yet recorded when killed (Snakemake's job subprocess unmarks its
     outputs as incomplete before the main process records them) would be rerun because of
     such a stale record, which a real run does not have."""
     (dst / "results").mkdir(parents=True)
-    subs = ("models", "bpz_data") + (("objects_hats",) if imported else ())
+    data = tuple(p.name for p in (base / "results").glob("*_data"))   # rule prepare_data
+    subs = ("models",) + data + (("objects_hats",) if imported else ())
     for sub in subs:
         if (base / "results" / sub).exists():
             shutil.copytree(base / "results" / sub, dst / "results" / sub)
@@ -231,7 +245,7 @@ def reference(tmp_path_factory):
     wall time and the time at which its import had finished."""
     base = small_run(tmp_path_factory)
     overlay = tmp_path_factory.mktemp("resume-overlay") / "overlay.yaml"
-    overlay.write_text(OVERLAY or "{}\n")
+    overlay.write_text(_overlay())
     wd = prepare(base, tmp_path_factory.mktemp("resume-ref"), imported=False)
     t0 = time.time()
     t_import = None
@@ -246,7 +260,7 @@ def reference(tmp_path_factory):
     secs = time.time() - t0
     text = "".join(out)
     assert proc.returncode == 0, text[-4000:]
-    assert "rule train:" not in text and "rule bpz_prepare:" not in text, "models were retrained"
+    assert "rule train:" not in text and "rule prepare_data:" not in text, "models were retrained"
     assert t_import is not None, text[-3000:]
     return base, wd, secs, t_import, [overlay]
 

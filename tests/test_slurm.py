@@ -149,7 +149,8 @@ def test_progress_reports_everything_done(runs):
     for f in [CONFIG, *EXTRA]:
         cfg = deep_update(cfg, yaml.safe_load(Path(f).read_text()))
     cfg = validate_config(cfg)
-    rows = progress.summary(on_slurm / "results", make_layout(cfg), enabled_algorithms(cfg),
+    lay = make_layout(cfg, imported=str(on_slurm / "results" / "objects_hats"))   # inputs.files -> HATS
+    rows = progress.summary(on_slurm / "results", lay, enabled_algorithms(cfg),
                             logs_dir=on_slurm / "logs")
     for r in rows:
         assert r["chunks_done"] == r["chunks"] and r["chunks_failed"] == 0, r

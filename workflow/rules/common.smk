@@ -9,10 +9,11 @@ from snakemake.exceptions import WorkflowError
 
 import pzpipe
 from pzpipe import PipelineError
-from pzpipe import audit, estimate, export, partition, progress, train, trainset, validate
+from pzpipe import algorithms, audit, estimate, export, partition, progress, train, trainset, validate
 from pzpipe.jobs import logged
 from pzpipe.config import config_hash, enabled_algorithms, resolve_path, validate_config
 from pzpipe.layout import catalog_columns, import_enabled, make_layout
+from pzpipe.partition import check_catalog_columns
 
 try:
     CFG = validate_config(config)
@@ -51,9 +52,10 @@ def current_layout():
     if not _LAYOUT:
         try:
             lay = make_layout(CFG, imported=PATHS["objects_hats"] if TO_HATS else None)
+            CFG = catalog_columns(CFG, lay)   # HATS inputs: coordinate names from the catalog
+            check_catalog_columns(lay, CFG)
         except PipelineError as exc:
             raise WorkflowError(f"pzpipe: {exc}")
-        CFG = catalog_columns(CFG, lay)   # HATS inputs: coordinate names from the catalog
         _LAYOUT.append(lay)
     return _LAYOUT[0]
 
@@ -113,18 +115,20 @@ def validation_file(wildcards=None):
     return resolve_path(CFG["validation"]["file"])
 
 
+def data_dir_inputs(algo):
+    """The prepared data directory of ``algo``, if it declares one (rule prepare_data)."""
+    if algorithms.get(algo).data_dir is None:
+        return {}
+    return {"algo_data": f"{RESULTS}/{algo}_data"}
+
+
 def model_inputs(wildcards):
-    out = {"model": PATHS["model"].format(algo=wildcards.algo)}
-    if wildcards.algo == "bpz":
-        out["bpz_data"] = f"{RESULTS}/bpz_data"
-    return out
+    return {"model": PATHS["model"].format(algo=wildcards.algo),
+            **data_dir_inputs(wildcards.algo)}
 
 
 def train_inputs(wildcards):
-    out = {"training": training_file()}
-    if wildcards.algo == "bpz":
-        out["bpz_data"] = f"{RESULTS}/bpz_data"
-    return out
+    return {"training": training_file(), **data_dir_inputs(wildcards.algo)}
 
 
 def export_batch_inputs(wildcards):
@@ -166,7 +170,6 @@ def config_params(*sections, algo=False):
 
 
 PARTITION_KEYS = ("inputs", "columns", "bands", "ref_band", "partition")
-BPZ_DATA_PARAMS = config_hash({"zgrid": CFG["zgrid"], "bpz": CFG["algorithms"].get("bpz")})[:16]
 
 
 def audit_inputs(wildcards):
@@ -180,6 +183,7 @@ def audit_inputs(wildcards):
     }
     if TO_HATS:
         out["objects_hats"] = PATHS["objects_hats"]  # the layout's source
-    if "bpz" in ALGOS:
-        out["bpz_data"] = f"{RESULTS}/bpz_data"     # BPZ re-estimation reads its AB files
+    data_algos = algorithms.with_data_dir(ALGOS)
+    if data_algos:     # re-estimation reads them
+        out["algo_data"] = expand(f"{RESULTS}/{{algo}}_data", algo=data_algos)
     return out

@@ -7,6 +7,8 @@ rule estimate_batch:
         PATHS["estimate"],
     log:
         "logs/estimate_batch/{algo}/{batch}.log",
+    benchmark:
+        "logs/benchmarks/estimate_batch/{algo}/{batch}.tsv"
     params:
         config=config_params("zgrid", "estimate", algo=True),
     threads: CFG["estimate"]["workers"]

@@ -7,6 +7,8 @@ rule export_batch:
         ids=temp(PATHS["export_ids"]),
     log:
         "logs/export_batch/{batch}.log",
+    benchmark:
+        "logs/benchmarks/export_batch/{batch}.tsv"
     params:
         config=config_params("release", "export", "zgrid", "columns"),
     resources:
@@ -26,6 +28,8 @@ rule export_dedup:
         PATHS["export_dedup"],
     log:
         "logs/export_dedup/{bucket}.log",
+    benchmark:
+        "logs/benchmarks/export_dedup/{bucket}.tsv"
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
@@ -41,6 +45,8 @@ rule export:
         directory(RELEASE_DIR),
     log:
         "logs/export.log",
+    benchmark:
+        "logs/benchmarks/export.tsv"
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,

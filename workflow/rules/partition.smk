@@ -8,6 +8,8 @@ if TO_HATS:
             directory(PATHS["objects_hats"]),
         log:
             "logs/import_objects.log",
+        benchmark:
+            "logs/benchmarks/import_objects.tsv"
         params:
             config=config_params("inputs", "columns"),
         threads: CFG["inputs"]["to_hats"]["dask"]["threads"]
@@ -26,6 +28,8 @@ rule partition_batch:
         PATHS["partition"],
     log:
         "logs/partition_batch/{batch}.log",
+    benchmark:
+        "logs/benchmarks/partition_batch/{batch}.tsv"
     params:
         config=config_params(*PARTITION_KEYS),
     resources:

@@ -1,13 +1,14 @@
-rule bpz_prepare:
-    """Writable copy of BPZ's template data with its AB files generated once."""
+rule prepare_data:
+    """Data directory an estimator declares (pzpipe.algorithms: Algorithm.data_dir), built
+    once before its training and estimate jobs (e.g. template files and flux tables)."""
     output:
-        directory(f"{RESULTS}/bpz_data"),
+        directory(f"{RESULTS}/{{algo}}_data"),
     log:
-        "logs/bpz_prepare.log",
+        "logs/prepare_data/{algo}.log",
     params:
-        config=BPZ_DATA_PARAMS,
+        config=config_params("zgrid", algo=True),
     run:
-        logged(log[0], train.prepare_bpz_data, CFG, output[0])
+        logged(log[0], train.prepare_data, wildcards.algo, CFG, output[0])
 
 
 rule train:

@@ -39,9 +39,9 @@ one line per check with PASS / FAIL / WARN and the reason:
                      column by column (``{algo}_*`` vs the recomputed columns, the id
                      column vs ``object_id``), and the coordinates and spatial index with
                      the partition's. The comparison is bit for bit (NaN == NaN, PDF
-                     bytes equal): every estimator is deterministic given its model (TPZ:
-                     its global RNGs are seeded per chunk in ``algorithms.Runner``), so
-                     no tolerance is accepted.
+                     bytes equal): every estimator is deterministic given its model
+                     (``algorithms.Runner`` seeds per chunk the random generators RAIL
+                     leaves unseeded), so no tolerance is accepted.
 7. ``packages``      package versions now vs recorded in the manifest and the model
                      sidecars, and the code version (git commit, dirty flag). Differences
                      are WARN, not FAIL: a newer library may still reproduce the release,

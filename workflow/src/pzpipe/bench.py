@@ -1,6 +1,7 @@
 """Benchmarks: pipeline vs bare RAIL on the same data, in the same run.
 
-    python -m pzpipe.bench [--algos bpz,fzboost,...] [--rows N] [--repeats 3] [--out benchmarks/results]
+    python -m pzpipe.bench [--algos a,b,...] [--rows N] [--repeats 3] [--out benchmarks/results]
+                           [--merge] [--note TEXT]
 
 Prints and writes (markdown + JSON):
 1. throughput (objects/s per core) of the pipeline's estimate step (read partition ->
@@ -9,10 +10,13 @@ Prints and writes (markdown + JSON):
    ``--repeats`` interleaved timings of each, medians (this VM varies by +-10-25%);
 2. peak RSS of one worker estimating a chunk of ``--mem-rows`` objects (default 130,000);
 3. stored PDF bytes/object and worst CDF error per algorithm;
-4. FlexZBoost runtime with magnitudes rounded to 4 decimals vs not (interleaved
-   repeats), and how far the point estimates move;
+4. for estimators whose module asks for it (``Algorithm.bench``): the pipeline with RAIL's
+   own estimator (fast path off), and bare RAIL's runtime with magnitudes rounded to 4
+   decimals vs not (interleaved repeats) with how far the point estimates move;
 5. forecast wall time for a 40e9-object release on Apollo (2,032 slots).
-Models come from ``results/models`` (run the pipeline first) or are trained here.
+Models come from ``results/models`` (run the pipeline first).
+``--merge`` keeps the rows of the other estimators already in ``bench.json`` (to re-run
+some estimators only); ``--note`` is stored with each row written (e.g. "shared machine").
 """
 
 from __future__ import annotations
@@ -33,11 +37,7 @@ import numpy as np  # noqa: E402
 
 from .config import REPO_ROOT, deep_update, load_config  # noqa: E402
 
-REFERENCE = {  # LIneA pz-compute reference forecast, 40e9 objects on all of Apollo (hours)
-    "fzboost": 7.0, "bpz": 9.0, "tpz": 9.0}
 APOLLO_SLOTS = 2032
-DEFAULT_ROWS = {"bpz": 40000, "fzboost": 20000, "knn": 40000, "tpz": 10000, "dnf": 8000}
-REFERENCE_FZB_OBJ_S_SLOT = 274          # LIneA pz-compute, measured
 REFERENCE_MEM_MB_SLOT = 2140 * 1.048576  # 2,140 MiB per slot
 REFERENCE_PDF_BYTES = (2400, 2800)      # 301 float64 values + overhead, per object
 RELEASE_OBJECTS = 40e9
@@ -82,7 +82,7 @@ def bare_rail(algo_name, model, cfg, d):
     algo = algorithms.get(algo_name)
     _, est = algo.classes()
     params = algorithms.stage_params(algo, cfg, "estimate")
-    params.pop("chunk_size", None) if algo_name != "dnf" else None
+    params.pop("chunk_size", None)     # RAIL's default (in memory RAIL makes one call anyway)
     stage = est.make_stage(name=f"bare_{algo_name}_{time.time_ns()}", model=model,
                            output_mode="return", **params)
     # warm-up call (model loading, imports, caches) outside the timing: conservative
@@ -96,13 +96,13 @@ def bare_rail(algo_name, model, cfg, d):
     return time.perf_counter() - t0
 
 
-def pipeline(algo_name, model, cfg, part, out, workers):
+def pipeline(algo_name, model, cfg, part, out, workers, fast=True):
+    """Time of the pipeline's estimate step; ``fast=False``: with RAIL's own estimator."""
     from . import estimate
 
-    c = deep_update(cfg, {"algorithms": {"bpz": {"fast": False}}}) if algo_name == "bpz-rail" else cfg
-    name = "bpz" if algo_name == "bpz-rail" else algo_name
+    c = cfg if fast else deep_update(cfg, {"algorithms": {algo_name: {"fast": False}}})
     t0 = time.perf_counter()
-    estimate.run_batch(name, part, model, c, out, workers=workers)
+    estimate.run_batch(algo_name, part, model, c, out, workers=workers)
     return time.perf_counter() - t0
 
 
@@ -158,7 +158,7 @@ def _pdf_stats(algo_name, model, cfg, d):
 
 
 def rounding_ab(algo_name, model, cfg, d, repeats=3):
-    """FlexZBoost (bare RAIL) on magnitudes rounded to 4 decimals vs raw: interleaved
+    """Bare RAIL on magnitudes rounded to 4 decimals vs raw: interleaved
     repeats (ABBA...), median times; and how much the point estimates move."""
     from . import algorithms
     from .pointest import point_estimates
@@ -185,7 +185,8 @@ def rounding_ab(algo_name, model, cfg, d, repeats=3):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--algos", default="bpz,knn,fzboost,dnf,tpz")
+    ap.add_argument("--algos", default=None,
+                    help="comma-separated estimators (default: those of the default run)")
     ap.add_argument("--rows", type=int, default=None, help="objects per algorithm (default per algo)")
     ap.add_argument("--chunk-rows", type=int, default=None)
     ap.add_argument("--mem-rows", type=int, default=130000)
@@ -193,7 +194,10 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3,
                     help="timings per algorithm (bare RAIL, 1 and 2 workers, interleaved); medians")
     ap.add_argument("--rounding-repeats", type=int, default=3,
-                    help="interleaved timings of FlexZBoost on rounded vs raw magnitudes")
+                    help="interleaved timings of bare RAIL on rounded vs raw magnitudes")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other estimators' rows of an existing bench.json")
+    ap.add_argument("--note", default=None, help="stored with each row (e.g. 'shared machine')")
     ap.add_argument("--models", default="results/models")
     ap.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results"))
     ap.add_argument("--no-update-throughput", dest="update_throughput", action="store_false",
@@ -201,23 +205,35 @@ def main(argv=None):
     args = ap.parse_args(argv)
     cfg_path = REPO_ROOT / "config" / "config.yaml"
     cfg = load_config(cfg_path)
-    algos = args.algos.split(",")
+    from . import algorithms
+
+    algos = args.algos.split(",") if args.algos else list(algorithms.default_names())
+    command = " ".join(["python -m pzpipe.bench", *(argv or sys.argv[1:])])
     results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-               "command": " ".join(["python -m pzpipe.bench", *(argv or sys.argv[1:])]) + "   (make bench)",
-               "algos": {}}
+               "command": command + "   (make bench)", "algos": {}}
     os.makedirs(args.out, exist_ok=True)
+    kept = {}
+    if args.merge and os.path.exists(os.path.join(args.out, "bench.json")):
+        with open(os.path.join(args.out, "bench.json")) as f:
+            old = json.load(f)
+        kept = {a: _migrate(r, old.get("command")) for a, r in old.get("algos", {}).items()
+                if a not in algos}
+        results["algos"].update(kept)
     with tempfile.TemporaryDirectory() as td:
         for a in algos:
             model = os.path.join(args.models, a, "model.pkl")
             if not os.path.exists(model):
                 print(f"[{a}] no model at {model}: run the pipeline first (make run)", file=sys.stderr)
                 continue
-            n = args.rows or DEFAULT_ROWS[a]
+            spec = algorithms.get(a).bench
+            n = args.rows or spec.get("rows", 20000)
             d = _sample(cfg, n)
             chunk = args.chunk_rows or max(1, n // 4)
             part = os.path.join(td, f"{a}.parquet")
             _write_partition(d, part, chunk)
-            res = {"objects": n, "chunk_rows": chunk}
+            res = {"objects": n, "chunk_rows": chunk, "command": command}
+            if args.note:
+                res["note"] = args.note
             # repeats interleaved (bare, 1 worker, 2 workers, bare, ...): medians, so
             # that a slow moment of a shared machine does not decide a ratio
             times = {"bare": [], "1w": [], "2w": []}
@@ -235,12 +251,13 @@ def main(argv=None):
             res["ratio_1w"] = res["pipeline_1w_obj_s"] / res["bare_rail_obj_s"]
             res["ratio_2w_per_core"] = res["pipeline_2w_obj_s_per_core"] / res["bare_rail_obj_s"]
             res["scaling_1_to_2"] = res["pipeline_2w_obj_s"] / res["pipeline_1w_obj_s"]
-            if a == "bpz":
-                t = pipeline("bpz-rail", model, cfg, part, os.path.join(td, "bpz_rail.parquet"), 1)
-                res["pipeline_rail_bpz_1w_obj_s"] = n / t
-                res["fast_bpz_speedup_vs_bare_rail"] = res["pipeline_1w_obj_s"] / res["bare_rail_obj_s"]
+            if spec.get("rail_pipeline"):
+                t = pipeline(a, model, cfg, part, os.path.join(td, f"{a}_rail.parquet"), 1,
+                             fast=False)
+                res["pipeline_rail_1w_obj_s"] = n / t
+                res["fast_speedup_vs_bare_rail"] = res["pipeline_1w_obj_s"] / res["bare_rail_obj_s"]
             res.update(_pdf_stats(a, model, cfg, {k: v[:min(n, 5000)] for k, v in d.items()}))
-            if a == "fzboost":
+            if spec.get("rounding"):
                 res.update(rounding_ab(a, model, cfg, d, repeats=args.rounding_repeats))
             if not args.skip_memory:
                 res["memory"] = _mem_child(a, model, cfg_path, args.mem_rows)
@@ -286,11 +303,29 @@ def update_throughput(results: dict, path) -> None:
     Path(path).write_text(text)
 
 
+def _migrate(row: dict, command: str | None) -> dict:
+    """A row kept from an earlier bench.json: key names of older versions, its command."""
+    import re
+
+    out = {}
+    for k, v in row.items():
+        k = re.sub(r"^pipeline_rail_\w+_1w_obj_s$", "pipeline_rail_1w_obj_s", k)
+        k = re.sub(r"^fast_\w+_speedup_vs_bare_rail$", "fast_speedup_vs_bare_rail", k)
+        out[k] = v
+    out.setdefault("command", command)
+    return out
+
+
 def to_markdown(results) -> str:
+    from . import algorithms
+
     reps = max((len(r.get("times_s", {}).get("bare", [])) for r in results["algos"].values()),
                default=1)
+    commands = list(dict.fromkeys(r.get("command") or results["command"]
+                                  for r in results["algos"].values())) or [results["command"]]
     lines = [f"# Benchmark ({results['machine']['cpus']} cores, Python {results['machine']['python']})",
-             "", f"Command: `{results['command']}`", "",
+             "", "Command" + ("s" if len(commands) > 1 else "") + ": "
+             + "; ".join(f"`{c}`" for c in commands), "",
              f"Throughputs are medians of {reps} interleaved timings (bare RAIL, pipeline with 1 "
              "and 2 workers) on the same objects; one BLAS/OpenMP thread per worker; ratios "
              "are pipeline / bare RAIL per core.", "",
@@ -298,7 +333,9 @@ def to_markdown(results) -> str:
              "ratio 2w/core | 1->2 scaling | peak RSS MB (rows) | PDF B/obj | max CDF err | "
              "40e9 on Apollo (h) | reference (h) |",
              "|" + "---|" * 13]
+    extra = []
     for a, r in results["algos"].items():
+        spec = algorithms.REGISTRY[a].bench if a in algorithms.REGISTRY else {}
         mem = r.get("memory", {})
         mem_s = f"{mem.get('peak_mb', float('nan')):.0f} ({mem.get('rows', '-')})" if mem else "-"
         lines.append(
@@ -306,23 +343,24 @@ def to_markdown(results) -> str:
             f"{r['ratio_1w']:.2f} | {r['pipeline_2w_obj_s_per_core']:.0f} | {r['ratio_2w_per_core']:.2f} | "
             f"{r['scaling_1_to_2']:.2f} | {mem_s} | {r['bytes_per_object']:.1f} | "
             f"{r['max_cdf_error']:.2e} | {r['forecast_40e9_apollo_hours']:.1f} | "
-            f"{REFERENCE.get(a, '-')} |")
-    extra = []
-    if "bpz" in results["algos"]:
-        b = results["algos"]["bpz"]
-        extra.append(f"- BPZ: pzpipe's vectorised BPZ at {b['pipeline_1w_obj_s']:.0f} obj/s vs bare RAIL "
-                     f"{b['bare_rail_obj_s']:.0f} obj/s: x{b['fast_bpz_speedup_vs_bare_rail']:.1f}; the "
-                     f"pipeline with RAIL's own BPZ: {b['pipeline_rail_bpz_1w_obj_s']:.0f} obj/s.")
-    if "fzboost" in results["algos"] and "rounding4_speedup" in results["algos"]["fzboost"]:
-        f = results["algos"]["fzboost"]
-        extra.append(f"- FlexZBoost (bare RAIL) with magnitudes rounded to 4 decimals: x"
-                     f"{f['rounding4_speedup']:.2f} speed vs unrounded (median of "
-                     f"{len(f['rounding4_times_raw_s'])} interleaved runs each); z_median moves by at "
-                     f"most {f['rounding4_max_abs_dz_median']:.2g}, z_mode changes for "
-                     f"{100 * f['rounding4_frac_mode_changed']:.2f}% of objects.")
-        extra.append(f"- FlexZBoost per core: {f['pipeline_1w_obj_s']:.0f} obj/s (1 worker), "
-                     f"{f['pipeline_2w_obj_s_per_core']:.0f} obj/s/core (2 workers) vs the reference "
-                     f"production's {REFERENCE_FZB_OBJ_S_SLOT} obj/s per slot.")
+            f"{spec.get('reference_hours', '-')} |")
+        if r.get("note"):
+            extra.append(f"- {a}: {r['note']} (`{r.get('command')}`).")
+        if "fast_speedup_vs_bare_rail" in r:
+            extra.append(f"- {a}: pzpipe's fast path at {r['pipeline_1w_obj_s']:.0f} obj/s vs bare "
+                         f"RAIL {r['bare_rail_obj_s']:.0f} obj/s: x{r['fast_speedup_vs_bare_rail']:.1f}; "
+                         f"the pipeline with RAIL's own estimator: "
+                         f"{r['pipeline_rail_1w_obj_s']:.0f} obj/s.")
+        if "rounding4_speedup" in r:
+            extra.append(f"- {a} (bare RAIL) with magnitudes rounded to 4 decimals: x"
+                         f"{r['rounding4_speedup']:.2f} speed vs unrounded (median of "
+                         f"{len(r['rounding4_times_raw_s'])} interleaved runs each); z_median moves "
+                         f"by at most {r['rounding4_max_abs_dz_median']:.2g}, z_mode changes for "
+                         f"{100 * r['rounding4_frac_mode_changed']:.2f}% of objects.")
+        if spec.get("reference_obj_s_slot"):
+            extra.append(f"- {a} per core: {r['pipeline_1w_obj_s']:.0f} obj/s (1 worker), "
+                         f"{r['pipeline_2w_obj_s_per_core']:.0f} obj/s/core (2 workers) vs the "
+                         f"reference production's {spec['reference_obj_s_slot']} obj/s per slot.")
     mems = {a: r["memory"]["peak_mb"] for a, r in results["algos"].items()
             if "peak_mb" in r.get("memory", {})}
     if mems:

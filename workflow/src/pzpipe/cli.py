@@ -4,6 +4,9 @@
         Input descriptor (path,nrows) from parquet footers / HDF5 shapes, read once, so
         that Snakemake (and every cluster job, which re-parses the workflow) gets the
         layout from one small CSV instead of opening 100k+ footers.
+    pzpipe describe --hats /data/dp1/object_collection -o config/dp1_pixels.csv
+        A HATS catalog's pixels and row counts (Norder,Npix,nrows) from its metadata;
+        with inputs.hats and inputs.descriptor set, every parse reads this CSV only.
     pzpipe plan ...      see ``python -m pzpipe.plan --help``
     pzpipe summary ...   see ``python -m pzpipe.progress --help``
 """
@@ -42,7 +45,15 @@ def main(argv=None) -> int:
         ap.add_argument("paths", nargs="+")
         ap.add_argument("-o", "--out", required=True)
         ap.add_argument("--hdf5-group", default="photometry")
+        ap.add_argument("--hats", action="store_true",
+                        help="the path is a HATS catalog: write Norder,Npix,nrows")
         a = ap.parse_args(rest)
+        if a.hats:
+            from .layout import write_hats_descriptor
+
+            n = write_hats_descriptor(a.paths[0], a.out)
+            print(f"{n} pixels -> {a.out}")
+            return 0
         return describe(a.paths, a.out, a.hdf5_group)
     if cmd == "plan":
         from . import plan

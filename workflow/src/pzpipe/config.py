@@ -17,8 +17,10 @@ import yaml
 
 from . import PipelineError
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+REPO_ROOT = Path(__file__).resolve().parents[3]   # the clone (meaningless when installed)
+# Package data, so that a non-editable install finds it; in a clone it is a symlink to
+# the canonical workflow/schemas/config.schema.yaml (Snakemake's place for it).
+SCHEMA_PATH = Path(__file__).resolve().parent / "data" / "config.schema.yaml"
 
 
 def _load_schema() -> dict:

@@ -57,10 +57,12 @@ M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 # ---------------------------------------------------------------------------- id hashing
-def mix64(x: np.ndarray) -> np.ndarray:
+def mix64(x: np.ndarray, inplace: bool = False) -> np.ndarray:
     """splitmix64's finaliser: a bijection of uint64 (distinct ids <-> distinct hashes)
-    that spreads any id structure evenly over the hash range."""
-    x = np.asarray(x).astype(np.uint64, copy=True)
+    that spreads any id structure evenly over the hash range. ``inplace``: overwrite ``x``
+    (an int64/uint64 array) to spare a copy."""
+    x = np.asarray(x)
+    x = x.view(np.uint64) if inplace else x.astype(np.uint64, copy=True)
     with np.errstate(over="ignore"):
         x ^= x >> np.uint64(30)
         x *= np.uint64(0xBF58476D1CE4E5B9)
@@ -86,19 +88,26 @@ def n_buckets(n_objects: int, ids_per_job: float) -> int:
     return max(1, math.ceil(n_objects / float(ids_per_job)))
 
 
+def bucket_thresholds(k: int) -> np.ndarray:
+    """The k-1 hash values where buckets 1..k-1 start (equal ranges of the hash space);
+    every batch file uses the same, so an id is in the same bucket everywhere."""
+    return np.array([(j * 2**64 + k - 1) // k for j in range(1, k)], dtype=np.uint64)
+
+
 def bucket_of(h: np.ndarray, k: int) -> np.ndarray:
-    """Bucket (0..k-1) of each hash: equal ranges of the hash space, so a sorted hash array
-    is sorted by bucket."""
-    with np.errstate(over="ignore"):
-        return ((h >> np.uint64(32)) * np.uint64(k)) >> np.uint64(32)
+    """Bucket (0..k-1) of each hash; a sorted hash array is sorted by bucket."""
+    return np.searchsorted(bucket_thresholds(k), h, side="right")
 
 
 def write_id_buckets(ids: np.ndarray, k: int, path: str) -> None:
     """The batch's ids as sorted hashes, one row group per non-empty bucket; the metadata
-    maps bucket -> row group."""
-    h = np.sort(mix64(ids))
-    b = bucket_of(h, k)
-    bounds = np.searchsorted(b, np.arange(k + 1, dtype=np.uint64))
+    maps bucket -> row group. ``ids`` (int64) is overwritten with the hashes."""
+    ids = np.asarray(ids, dtype=np.int64)
+    # the caller's array becomes the hashes (no copy) unless it is read-only
+    h = mix64(ids, inplace=ids.flags.writeable)
+    h.sort()
+    bounds = np.concatenate([[0], np.searchsorted(h, bucket_thresholds(k), side="left"),
+                             [len(h)]])
     schema = pa.schema([pa.field("h", pa.uint64())])
     groups = {}
     with atomic_path(path) as tmp:
@@ -190,7 +199,8 @@ def run_batch(layout: Layout, batch: str, algos: list[str], cfg: dict, partition
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     tiles: dict[str, dict] = {}
-    ids_all = []
+    ids_all = np.empty(prow, dtype=np.int64)       # the batch's ids, for the duplicate check
+    n_ids = 0
     try:
         writer, wpath = None, None
         for ch in chunks:
@@ -221,7 +231,8 @@ def run_batch(layout: Layout, batch: str, algos: list[str], cfg: dict, partition
             writer.write_table(table, row_group_size=table.num_rows)
             tile["rows"] += table.num_rows
             tile["row_groups"] += 1
-            ids_all.append(ids)
+            ids_all[n_ids:n_ids + len(ids)] = ids
+            n_ids += len(ids)
             del table, ests, part
         if writer is not None:
             writer.close()
@@ -243,9 +254,8 @@ def run_batch(layout: Layout, batch: str, algos: list[str], cfg: dict, partition
                   "files": written, "empty_pixels": [t["pixel"] for t in tiles.values()
                                                      if t["rows"] == 0 and t["pixel"]]}
         write_json_atomic(tmp / REPORT, report)
-        ids = np.concatenate(ids_all) if ids_all else np.zeros(0, np.int64)
+        write_id_buckets(ids_all[:n_ids], int(buckets), ids_out)
         del ids_all
-        write_id_buckets(ids, int(buckets), ids_out)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -259,15 +269,20 @@ def run_batch(layout: Layout, batch: str, algos: list[str], cfg: dict, partition
 # ---------------------------------------------------------------------------- duplicates
 def run_dedup(ids_files: list[str], bucket: int, out: str) -> dict:
     """Object ids seen in more than one batch, for one hash bucket."""
-    parts = []
+    # one array of the bucket's hashes, filled file by file (the footers give the sizes):
+    # the job's memory is 8 bytes per id of the bucket, once
+    groups = []
     for f in ids_files:
         pf = pq.ParquetFile(f)
         md = json.loads(pf.metadata.metadata[b"pzpipe"])
         rg = md["row_groups"].get(str(bucket))
         if rg is not None:
-            parts.append(pf.read_row_group(rg).column("h").to_numpy())
-    h = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
-    del parts
+            groups.append((f, rg, pf.metadata.row_group(rg).num_rows))
+    h = np.empty(sum(n for *_, n in groups), dtype=np.uint64)
+    pos = 0
+    for f, rg, n in groups:
+        h[pos:pos + n] = pq.ParquetFile(f).read_row_group(rg).column("h").to_numpy()
+        pos += n
     h.sort()
     dup = h[1:][h[1:] == h[:-1]]
     ids = np.unique(unmix64(dup).view(np.int64))
@@ -288,18 +303,6 @@ def _link_or_copy(src: str, dst: str) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
-
-
-def _readme(info: dict) -> str:
-    try:
-        from .release_readme import render
-    except ImportError:           # written by the reader/packaging work (issue #12)
-        render = None
-    if render is not None:
-        return render(info)
-    lines = [f"# {info['release']}: photo-z release", "",
-             f"{info['n_rows']} objects; estimators: {', '.join(info['algorithms'])}."]
-    return "\n".join(lines) + "\n"
 
 
 def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[str],
@@ -411,7 +414,8 @@ def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[st
             "code": code, "config_hash": chash, "config": cfg,
             "packages": provenance.package_versions(), "inputs": layout.describe(),
             "models": models, "zgrid": zg, "pdf_encoding": pdfstore.ENCODING,
-            "pdf_reader": "pzpipe.read.to_ensemble(table, algo) -> qp.Ensemble",
+            "pdf_reader": "pzpipe.read.to_ensemble(table, algo) -> qp.Ensemble "
+                          "(pip install '<repository>[read]'; docs/pdf_format.md)",
             "rows": totals["rows_out"], "files": {"count": n_files, "bytes": bytes_total,
                                                   "list": "manifest_files.csv"},
             "pixels": len(pixels), "conservation": report,
@@ -429,7 +433,9 @@ def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[st
                 "n_pixels": len(pixels),
                 "provenance_files": ["manifest.json", "manifest_files.csv", "conservation.json"]
                 + (["properties"] if layout.is_hats else [])}
-        (tmp / "README.md").write_text(_readme(info))
+        from .release_readme import render
+
+        (tmp / "README.md").write_text(render(info))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

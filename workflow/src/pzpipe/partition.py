@@ -84,6 +84,28 @@ def check_columns(path: str, cfg: dict, extra: list[str] = (),
     return need
 
 
+def check_catalog_columns(layout: Layout, cfg: dict) -> None:
+    """A HATS input has the columns the run needs, from its schema (``_common_metadata``):
+    checked when the workflow starts, before any job, naming the catalog and the column."""
+    import difflib
+    import os
+
+    from . import hatsio
+
+    if not layout.is_hats or not layout.catalog or not os.path.isdir(layout.catalog):
+        return
+    have = hatsio.catalog_schema(layout.catalog).names
+    missing = [c for c in input_columns(cfg) if c not in have]
+    if missing:
+        close = difflib.get_close_matches(missing[0], have, n=3)
+        raise PipelineError(
+            f"HATS catalog '{layout.catalog}': column '{missing[0]}' not found "
+            f"({len(missing)} missing: {missing[:6]})."
+            + (f" Did you mean {close}?" if close else "")
+            + " Fix the 'columns' section of the config (templates use '{band}'), "
+              "inputs.photometry (mag/flux) or partition.cuts.require_true.")
+
+
 def _numeric(path, name, arr, rows):
     if arr.dtype.kind == "b":
         raise PipelineError(

@@ -1,5 +1,8 @@
 """Compact storage of photo-z PDFs on a fixed redshift grid.
 
+The byte format is specified in docs/pdf_format.md; ``pzpipe.read`` reads it without
+numba (pure-numpy reference decoder, bit-identical to ``decode`` here).
+
 A PDF column holds one variable-length binary value per object (an Arrow
 ``binary`` array, stored as the parquet column ``pdf``). Each value encodes the
 object's *CDF quantised to 2**bits levels*, so the decoded CDF is within a
@@ -28,8 +31,8 @@ the decoded PDF is ``p'_j = (Q_j - Q_{j-1}) / (M w_j)``.
 * Stored bytes, per object: ``bits`` (1 byte), ``first`` (LEB128 varint: first
   node with ``n_j > 0``), then for nodes ``first..last`` (last node with
   ``n_j > 0``) the second differences ``d2_j = n_j - 2 n_{j-1} + n_{j-2}``
-  (``n_{first-1} = n_{first-2} = 0``), zigzag-mapped and LEB128 varints. The
-  decoder checks that the increments are >= 0 and sum to ``M``.
+  (``n_{first-1} = n_{first-2} = 0``), zigzag-mapped and LEB128 varints (at most 5
+  bytes each). The decoder checks that the increments are >= 0 and sum to ``M``.
 
 Invalid PDFs (any NaN/inf, or no positive value) are stored as **null** (the
 Arrow validity bitmap); ``decode`` returns a row of NaN for them and
@@ -196,67 +199,92 @@ def _put_varint(buf, pos, v):
 
 @njit(cache=_CACHE, error_model="numpy")
 def _encode_block(pdfs, w, bits, T, buf, ends, valid):
-    """Encode rows of ``pdfs`` into ``buf``; ends[i] = end offset of row i."""
+    """Encode rows of ``pdfs`` into ``buf``; ends[i] = end offset of row i.
+
+    Per row: validity and maximum (four interleaved maxima: the maximum of finite values
+    does not depend on the order), the node masses ``(p_j / pmax) w_j`` (independent
+    divisions), their sequential cumulative sum, the band limits ``ceil(x - T)`` /
+    ``floor(x + T)`` of every node (independent), then the greedy pass and the varints.
+    Same operations in the same order as the single-loop version it replaced
+    (tests/test_pdfstore.py keeps that one and checks equal bytes)."""
     n_rows, nz = pdfs.shape
     M = 1 << bits
     MA = np.empty(nz)
+    u = np.empty(nz)
+    lo_a = np.empty(nz, np.int64)
+    hi_a = np.empty(nz, np.int64)
     inc = np.empty(nz, np.int64)
     pos = 0
     for i in range(n_rows):
         row = pdfs[i]
         ok = True
-        pmax = 0.0
-        for j in range(nz):
-            v = row[j]
-            if not np.isfinite(v):
-                ok = False
-                break
-            if v > pmax:
-                pmax = v
+        m0 = 0.0
+        m1 = 0.0
+        m2 = 0.0
+        m3 = 0.0
+        j = 0
+        while j + 4 <= nz:
+            v0 = row[j]
+            v1 = row[j + 1]
+            v2 = row[j + 2]
+            v3 = row[j + 3]
+            ok &= np.isfinite(v0) & np.isfinite(v1) & np.isfinite(v2) & np.isfinite(v3)
+            m0 = v0 if v0 > m0 else m0
+            m1 = v1 if v1 > m1 else m1
+            m2 = v2 if v2 > m2 else m2
+            m3 = v3 if v3 > m3 else m3
+            j += 4
+        while j < nz:
+            v0 = row[j]
+            ok &= np.isfinite(v0)
+            m0 = v0 if v0 > m0 else m0
+            j += 1
+        m0 = m1 if m1 > m0 else m0
+        m2 = m3 if m3 > m2 else m2
+        pmax = m2 if m2 > m0 else m0
         if not ok or pmax <= 0.0:
             valid[i] = False
             ends[i] = pos
             continue
         valid[i] = True
         # cumulative node masses, scaled by the row maximum (no overflow)
-        s = 0.0
         for j in range(nz):
             v = row[j]
-            if v < 0.0:
-                v = 0.0
-            s += (v / pmax) * w[j]
+            v = 0.0 if v < 0.0 else v
+            u[j] = (v / pmax) * w[j]
+        s = 0.0
+        for j in range(nz):
+            s += u[j]
             MA[j] = s
         scale = M / s
         for j in range(nz):
-            MA[j] = MA[j] * scale
-        MA[nz - 1] = M
-        # greedy: increments on a straight line while the band allows
+            x = MA[j] * scale
+            lo_a[j] = int(np.ceil(x - T))
+            hi_a[j] = int(np.floor(x + T))
+        # the last node is M exactly
+        lo_a[nz - 1] = int(np.ceil(M - T))
+        hi_a[nz - 1] = int(np.floor(M + T))
+        for j in range(nz):
+            hi_a[j] = M if hi_a[j] > M else hi_a[j]
+        # greedy: increments on a straight line while the band allows. The predicted
+        # increment max(2 i1 - i2, 0) is clamped to [max(lo, prev), hi]; since that lower
+        # limit is >= prev, clamping prev + (2 i1 - i2) gives the same q without the max
         prev = 0
         i1 = 0  # previous increment
         i2 = 0  # the one before
         for j in range(nz):
-            x = MA[j]
-            lo = int(np.ceil(x - T))
-            hi = int(np.floor(x + T))
-            if lo < prev:
-                lo = prev
-            if hi > M:
-                hi = M
-            pred = 2 * i1 - i2
-            if pred < 0:
-                pred = 0
-            q = prev + pred
-            if q < lo:
-                q = lo
-            if q > hi:
-                q = hi
-            if j == nz - 1:
-                q = M
+            lo = lo_a[j]
+            lo = prev if lo < prev else lo
+            q = prev + (2 * i1 - i2)
+            q = lo if q < lo else q
+            hi = hi_a[j]
+            q = hi if q > hi else q
             d = q - prev
             inc[j] = d
             i2 = i1
             i1 = d
             prev = q
+        inc[nz - 1] = M - (prev - inc[nz - 1])     # the last node: q = M
         first = 0
         while inc[first] == 0:
             first += 1
@@ -271,7 +299,11 @@ def _encode_block(pdfs, w, bits, T, buf, ends, valid):
         for j in range(first, last + 1):
             d2 = inc[j] - 2 * n1 + n2
             zz = (d2 << 1) if d2 >= 0 else ((-d2) << 1) - 1
-            pos = _put_varint(buf, pos, zz)
+            if zz < 0x80:
+                buf[pos] = zz
+                pos += 1
+            else:
+                pos = _put_varint(buf, pos, zz)
             n2 = n1
             n1 = inc[j]
         ends[i] = pos
@@ -301,7 +333,7 @@ def _decode_rows(data, starts, stops, isvalid, w, out):
         v = 0
         sh = 0
         while True:
-            if pos >= end:
+            if pos >= end or sh > 28:   # past the value, or a varint longer than 5 bytes
                 return i
             b = int(data[pos])
             pos += 1
@@ -320,7 +352,7 @@ def _decode_rows(data, starts, stops, isvalid, w, out):
             v = 0
             sh = 0
             while True:
-                if pos >= end:
+                if pos >= end or sh > 28:
                     return i
                 b = int(data[pos])
                 pos += 1
@@ -519,37 +551,47 @@ def max_cdf_error(pdfs: np.ndarray, decoded: np.ndarray, zgrid: np.ndarray | Non
     return out
 
 
+#: The path form of ``to_ensemble`` refuses files whose dense PDFs would exceed this.
+MAX_DENSE_BYTES = 1 << 30
+
+
 def to_ensemble(source, zgrid: np.ndarray | None = None):
     """qp.Ensemble (``qp.interp`` on ``zgrid``) of a table's ``pdf`` column.
 
-    ``source``: a parquet path or a ``pyarrow.Table`` with a ``pdf`` column.
-    The grid defaults to the schema metadata (b"pzpipe" JSON, "zgrid":
-    [zmin, zmax, nz]). ``object_id`` (if present) goes to the ancil data.
-    Invalid (null) PDFs become NaN rows (qp warns about them).
-    """
-    import qp
+    Kept for the pipeline's own tests; users: ``pzpipe.read.to_ensemble(table, algo)``
+    (no numba needed, release column names, metadata from the release).
 
-    if isinstance(source, pa.Table):
-        table = source
-        meta = table.schema.metadata
-    else:
+    ``source``: a ``pyarrow.Table`` (decoded by ``pzpipe.read.to_ensemble``), or -
+    deprecated - a parquet path, read whole: refused (ValueError) when its dense PDFs
+    would exceed ``MAX_DENSE_BYTES`` (1 GiB, ~450k objects at 301 points); read row
+    groups instead (``pq.ParquetFile(path).read_row_group(i)``). The grid defaults to
+    the metadata (b"pzpipe" JSON, "zgrid": [zmin, zmax, nz]). The id column goes to the
+    ancil data. Invalid (null) PDFs become NaN rows.
+    """
+    from . import read
+
+    if not isinstance(source, (pa.Table, pa.RecordBatch)):
+        import warnings
+
         import pyarrow.parquet as pq
 
+        warnings.warn("pdfstore.to_ensemble(path) reads a whole file; use "
+                      "pzpipe.read.to_ensemble(table, algo) on the rows you need",
+                      DeprecationWarning, stacklevel=2)
         path = os.fspath(source)
-        schema = pq.read_schema(path)
-        cols = ["pdf"] + (["object_id"] if "object_id" in schema.names else [])
-        table = pq.read_table(path, columns=cols)
-        # key-value metadata of the file footer (pzpipe writes its JSON there at close)
-        meta = {**(schema.metadata or {}), **(pq.ParquetFile(path).metadata.metadata or {})}
-    if "pdf" not in table.column_names:
+        schema = read._file_schema(path)
+        n_rows = pq.ParquetFile(path).metadata.num_rows
+        grid = zgrid if zgrid is not None else zgrid_from_metadata(schema.metadata)
+        nz = len(grid) if grid is not None else DEFAULT_ZGRID.size
+        if n_rows * nz * 8 > MAX_DENSE_BYTES:
+            raise ValueError(
+                f"{path}: {n_rows:,} PDFs of {nz} points would take "
+                f"{n_rows * nz * 8 / 2**30:.1f} GiB dense; read it by row group "
+                f"(pq.ParquetFile(path).read_row_group(i)) and call "
+                f"pzpipe.read.to_ensemble on each")
+        ids = [c for c in ("object_id", "objectId") if c in schema.names]
+        table = pq.read_table(path, columns=["pdf", *ids]).replace_schema_metadata(schema.metadata)
+        source = table
+    if "pdf" not in source.column_names:
         raise KeyError("no 'pdf' column")
-    if zgrid is None:
-        zgrid = zgrid_from_metadata(meta)
-        if zgrid is None:
-            raise ValueError("no zgrid given and none in the schema metadata (b'pzpipe')")
-    z = _check_grid(zgrid)
-    yvals = decode(table.column("pdf"), z)
-    ancil = None
-    if "object_id" in table.column_names:
-        ancil = dict(object_id=table.column("object_id").to_numpy())
-    return qp.Ensemble(qp.interp, data=dict(xvals=z, yvals=yvals), ancil=ancil)
+    return read.to_ensemble(source, None, zgrid=zgrid)

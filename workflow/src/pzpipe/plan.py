@@ -33,25 +33,34 @@ from typing import Any
 
 import yaml
 
+from . import algorithms as _algorithms   # the registry (imports no RAIL code)
+
 DEFAULT_CHUNK_ROWS = 130_000
-DEFAULT_ALGORITHMS = ("bpz", "fzboost", "knn", "tpz", "dnf")
+DEFAULT_ALGORITHMS = _algorithms.default_names()
 DEFAULT_MAX_JOBS = 3000
 # Rules of the workflow with one job per release (not per batch).
-SINGLE_RULES = ("bpz_prepare", "validate", "export")  # `summary` runs on demand, not in `all`
+SINGLE_RULES = ("validate", "export")  # `summary` runs on demand, not in `all`
+# plus one `prepare_data` job per algorithm that declares a data directory
 DEDUP_IDS_PER_JOB = 150_000_000     # export.dedup_ids_per_job (schema default)
 REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_THROUGHPUT = REPO_ROOT / "resources" / "throughput.yaml"
+# Package data (a symlink to resources/throughput.yaml in a clone), found by installs too
+DEFAULT_THROUGHPUT = Path(__file__).resolve().parent / "data" / "throughput.yaml"
 
 # Output layout (DESIGN.md): object_id int64, six float32 point-estimate
 # columns (z_mode, z_mean, z_median, z_lo68, z_hi68, z_err68), flags int32,
-# compressed PDF (~40 B/object at 10 bits on 301 bins); BPZ adds todds, t_best.
+# compressed PDF (~40 B/object at 10 bits on 301 bins); each extra column of an
+# algorithm (pzpipe.algorithms: Algorithm.extras) adds 4 bytes (float32).
 ID_BYTES = 8
 POINT_COLUMNS = 6
 POINT_BYTES = 4
 FLAGS_BYTES = 4
-EXTRA_BYTES = {"bpz": 8}
 PDF_BYTES_COMPRESSED = 40
 NBANDS = 6
+
+
+def extra_bytes(algo: str) -> int:
+    a = _algorithms.REGISTRY.get(algo)
+    return 4 * len(a.extras) if a is not None else 0
 
 # Each task in a Slurm array counts against MaxSubmitJobs like a job; the plugin
 # submits at most --slurm-array-limit tasks per sbatch call.
@@ -268,7 +277,7 @@ def rule_resources(config: Mapping, rule: str = "estimate_batch") -> dict:
         # Small fixed-size rules: a floor that doubles with each attempt.
         base = {
             "partition_batch": (2000, 10 + 2 * cpb),
-            "bpz_prepare": (2000, 15),
+            "prepare_data": (2000, 15),
             "train": (8000, 120),
             "validate": (8000, 60),
             "export": (2000, 30 + cpb),
@@ -344,12 +353,11 @@ def pick_partition(partitions: Sequence[Mapping], runtime_min: float) -> Mapping
 # the plan
 # --------------------------------------------------------------------------
 def suggest_chunks_per_batch(n_chunks: int, n_algorithms: int, max_jobs: int = DEFAULT_MAX_JOBS,
-                             bpz: bool = True, n_dedup: int = 1) -> int:
+                             data_jobs: int = 1, n_dedup: int = 1) -> int:
     """Smallest chunks_per_batch keeping the whole DAG at or below ``max_jobs``."""
-    # train + validate_estimate per algorithm, single rules, the duplicate-check jobs and
-    # the `all` target
-    fixed = (2 * n_algorithms + sum(1 for r in SINGLE_RULES if r != "bpz_prepare" or bpz) + 1
-             + n_dedup)
+    # train + validate_estimate per algorithm, single rules, data preparation, the
+    # duplicate-check jobs and the `all` target
+    fixed = 2 * n_algorithms + len(SINGLE_RULES) + int(data_jobs) + 1 + n_dedup
     room = max(1, max_jobs - fixed)
     per_batch = 2 + n_algorithms            # partition_batch, estimate_batch per algorithm,
     #                                         export_batch
@@ -394,6 +402,7 @@ def plan(
     array_limit: int = DEFAULT_ARRAY_LIMIT,
     pdf_bytes: float = PDF_BYTES_COMPRESSED,
     nz: int = 301,
+    hats: bool = False,
 ) -> dict:
     """Workload of a release. See the module docstring; returns a JSON-able dict.
 
@@ -404,6 +413,10 @@ def plan(
     (cpus_per_task) of one estimate_batch job, used for per-job runtime;
     a warning is added when a job's runtime request (expected time x
     ``runtime_margin``) exceeds ``job_limit_hours`` (Apollo ``cpu``: 12 h).
+
+    ``hats=True``: the input files are the pixels of a HATS catalog (``rows_per_file`` =
+    rows per pixel); a batch holds whole pixels (pzpipe.layout), so it has
+    ``chunks_per_batch // chunks_per_pixel`` pixels (at least one).
     """
     tp = load_throughput(throughput)
     algorithms = list(algorithms)
@@ -414,16 +427,29 @@ def plan(
     if max_submission_fraction:
         job_target = min(job_target, max(1, int(n_chunks * max_submission_fraction)))
     n_dedup = max(1, math.ceil(n_obj / DEDUP_IDS_PER_JOB)) if n_obj else 0
-    cpb = suggest_chunks_per_batch(n_chunks, len(algorithms), job_target, "bpz" in algorithms,
+    n_data = len(_algorithms.with_data_dir(algorithms))
+    cpb = suggest_chunks_per_batch(n_chunks, len(algorithms), job_target, n_data,
                                    n_dedup) if auto_cpb else int(chunks_per_batch)
     if cpb <= 0:
         raise ValueError("chunks_per_batch must be > 0")
-    n_batches = math.ceil(n_chunks / cpb) if n_chunks else 0
     n_alg = len(algorithms)
+
+    def batches(cpb: int) -> int:
+        if hats and n_files:             # whole pixels per batch
+            per_pixel = max(1, math.ceil(n_chunks / n_files))
+            return math.ceil(n_files / max(1, cpb // per_pixel))
+        return math.ceil(n_chunks / cpb) if n_chunks else 0
+
+    if hats and auto_cpb and n_files:    # whole-pixel batches are coarser: grow cpb to fit
+        per_pixel = max(1, math.ceil(n_chunks / n_files))
+        fixed = 2 * n_alg + len(SINGLE_RULES) + 1 + n_dedup + n_data
+        while batches(cpb) * (2 + n_alg) + fixed > job_target and cpb < n_chunks:
+            cpb += per_pixel
+    n_batches = batches(cpb)
 
     jobs = {
         "partition_batch": n_batches,
-        "bpz_prepare": 1 if "bpz" in algorithms else 0,
+        "prepare_data": n_data,
         "train": n_alg,
         "estimate_batch": n_batches * n_alg,
         "validate_estimate": n_alg,
@@ -440,7 +466,8 @@ def plan(
     # partition batch (one array of n_alg tasks each).
     arr_best = sum(math.ceil(n / array_limit) for r, n in jobs.items() if r != "all" and n)
     arr_worst = (math.ceil(jobs["partition_batch"] / array_limit) + n_batches
-                 + sum(n for r, n in jobs.items() if r in SINGLE_RULES) + jobs["train"]
+                 + sum(n for r, n in jobs.items() if r in SINGLE_RULES) + jobs["prepare_data"]
+                 + jobs["train"]
                  + jobs["validate_estimate"])
     submissions = {
         "no_array": slurm_jobs,
@@ -477,7 +504,7 @@ def plan(
                 "job_hours": job_h,
                 "waves": waves,
             }
-        ebytes = ID_BYTES + POINT_COLUMNS * POINT_BYTES + FLAGS_BYTES + EXTRA_BYTES.get(algo, 0)
+        ebytes = ID_BYTES + POINT_COLUMNS * POINT_BYTES + FLAGS_BYTES + extra_bytes(algo)
         entry["bytes_per_object"] = ebytes + pdf_bytes
         entry["bytes_per_object_float64_pdf"] = ebytes + 8 * nz
         entry["storage_bytes"] = n_obj * (ebytes + pdf_bytes)

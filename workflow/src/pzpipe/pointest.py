@@ -53,57 +53,77 @@ def _kernel():
 
     @njit(cache=True, nogil=True)
     def kern(pdf, z, out, bad):
+        """Rows of ``out``: KEYS for each row of ``pdf``; ``bad``: no positive mass.
+
+        Per row: the sanitised values (NaN, inf, <= 0 -> 0), the trapezoid increments
+        t_j = 0.5 (p_j + p_{j-1}) dz_j and the mean's terms (loops of independent
+        elements, which vectorise); then one loop with the argmax and the two sequential
+        sums (norm and mean); the CDF increments t_j / norm; one pass over the running
+        CDF that interpolates the five quantiles where it crosses them. Every value is
+        computed with the same operations in the same order as the straightforward
+        two-pass loop (tests/test_pointest.py keeps it as the reference and checks
+        equality bit for bit)."""
         n, m = pdf.shape
-        qs = (Q025, Q16, 0.5, Q84, Q975)      # ascending; their columns:
-        col = (5, 3, 2, 4, 6)
-        nq = 5
+        dz = np.empty(m)
+        dz[0] = 0.0
+        for j in range(1, m):
+            dz[j] = z[j] - z[j - 1]
+        c = np.empty(m)
+        t = np.empty(m)
+        mt = np.empty(m)
+        inc = np.empty(m)
         for i in range(n):
-            norm = 0.0
-            best = -1.0
-            ib = 0
+            row = pdf[i]
             for j in range(m):
-                v = pdf[i, j]
-                if not (v > 0.0 and v < np.inf):
-                    v = 0.0
-                if v > best:
-                    best = v
-                    ib = j
-                if j > 0:
-                    pv = pdf[i, j - 1]
-                    if not (pv > 0.0 and pv < np.inf):
-                        pv = 0.0
-                    norm += 0.5 * (v + pv) * (z[j] - z[j - 1])
+                v = row[j]
+                c[j] = v if (v > 0.0) & (v < np.inf) else 0.0
+            for j in range(1, m):
+                d = dz[j]
+                t[j] = 0.5 * (c[j] + c[j - 1]) * d
+                mt[j] = 0.5 * (c[j] * z[j] + c[j - 1] * z[j - 1]) * d
+            best = c[0]
+            ib = 0
+            norm = 0.0
+            mean = 0.0
+            for j in range(1, m):
+                v = c[j]
+                up = v > best                  # first maximum, as np.argmax
+                ib = j if up else ib
+                best = v if up else best
+                norm += t[j]
+                mean += mt[j]
             if not norm > 0.0:
                 bad[i] = True
                 for k in range(7):
                     out[i, k] = np.nan
                 continue
             out[i, 0] = z[ib]
-            mean = 0.0
-            c = 0.0
-            k = 0
             for j in range(1, m):
-                v = pdf[i, j]
-                if not (v > 0.0 and v < np.inf):
-                    v = 0.0
-                pv = pdf[i, j - 1]
-                if not (pv > 0.0 and pv < np.inf):
-                    pv = 0.0
-                dz = z[j] - z[j - 1]
-                mean += 0.5 * (v * z[j] + pv * z[j - 1]) * dz
-                inc = 0.5 * (v + pv) * dz / norm
-                while k < nq and c + inc >= qs[k]:
-                    t = (qs[k] - c) / inc if inc > 0 else 0.0
-                    t = min(max(t, 0.0), 1.0)
-                    out[i, col[k]] = z[j - 1] + t * dz
+                inc[j] = t[j] / norm
+            # quantiles Q025, Q16, 0.5, Q84, Q975 go to columns 5, 3, 2, 4, 6
+            cc = 0.0
+            k = 0
+            qk = _QS[0]
+            for j in range(1, m):
+                ij = inc[j]
+                while cc + ij >= qk:
+                    tt = (qk - cc) / ij if ij > 0 else 0.0
+                    tt = min(max(tt, 0.0), 1.0)
+                    out[i, _COL[k]] = z[j - 1] + tt * dz[j]
                     k += 1
-                c += inc
-            while k < nq:
-                out[i, col[k]] = z[m - 1]
+                    qk = _QS[k]
+                cc += ij
+            while k < 5:
+                out[i, _COL[k]] = z[m - 1]
                 k += 1
             out[i, 1] = mean / norm
 
     return kern
+
+
+# quantile levels in ascending order (an infinite sentinel ends the list) and their columns
+_QS = np.array([Q025, Q16, 0.5, Q84, Q975, np.inf])
+_COL = np.array([5, 3, 2, 4, 6, 0])
 
 
 _KERN = None

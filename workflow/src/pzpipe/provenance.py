@@ -13,8 +13,9 @@ from importlib import metadata
 
 from .config import REPO_ROOT, config_hash, resolve_path
 
-PACKAGES = ("pzpipe", "pz-rail-base", "pz-rail-bpz", "pz-rail-flexzboost", "pz-rail-tpz",
-            "pz-rail-dnf", "pz-rail-sklearn", "qp-prob", "tables-io", "numpy", "scipy",
+# besides these, the RAIL package of every registered estimator and every package a fast
+# path was verified on (pzpipe.algorithms.packages())
+PACKAGES = ("pzpipe", "pz-rail-base", "qp-prob", "tables-io", "numpy", "scipy",
             "pandas", "pyarrow", "scikit-learn", "xgboost", "flexcode", "numba", "lsdb",
             "hats", "hats-import", "snakemake", "snakemake-executor-plugin-slurm",
             "astropy", "zstandard")
@@ -22,8 +23,10 @@ PACKAGES = ("pzpipe", "pz-rail-base", "pz-rail-bpz", "pz-rail-flexzboost", "pz-r
 
 @lru_cache(maxsize=1)
 def package_versions() -> dict[str, str]:
+    from . import algorithms
+
     out = {"python": platform.python_version()}
-    for p in PACKAGES:
+    for p in dict.fromkeys((*PACKAGES, *algorithms.packages())):
         try:
             out[p] = metadata.version(p)
         except metadata.PackageNotFoundError:

@@ -12,6 +12,23 @@ import traceback
 from . import PipelineError
 
 
+def peak_memory() -> str:
+    """Peak resident memory of this process (VmHWM) and of its largest finished child
+    (estimate workers), for the job log; the rehearsal reads these lines."""
+    import resource
+
+    own = 0
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    own = int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
+    return f"peak_rss_mb={own} child_peak_rss_mb={child}"
+
+
 @contextlib.contextmanager
 def job_log(path: str, what: str):
     """Log to ``path`` (and stderr); on failure write one clear line and the traceback."""
@@ -26,7 +43,7 @@ def job_log(path: str, what: str):
     log.info("start %s (pid %d, host %s)", what, os.getpid(), os.uname().nodename)
     try:
         yield log
-        log.info("done %s in %.1f s", what, time.time() - t0)
+        log.info("done %s in %.1f s (%s)", what, time.time() - t0, peak_memory())
     except PipelineError as exc:
         log.error("FAILED %s: %s", what, exc)
         print(f"\npzpipe error in {what}: {exc}\n(log: {path})", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -31,6 +32,9 @@ def run(algo_name: str, cfg: dict, model_out: str, sidecar_out: str, training_fi
     log.info("training %s on %d objects from %s", algo_name, n, sample["file"])
     inf_cls, _ = algo.classes()
     params = algorithms.stage_params(algo, cfg, "inform")
+    data = {k: v.copy() for k, v in data.items()}      # RAIL informers mutate their input
+    if algo.input_transform is not None:
+        data = algo.input_transform(data, params)
     seed = int(cfg["training"].get("seed", 42))
     algorithms.seed_everything(seed)
     from rail.core.data import DataStore
@@ -41,15 +45,23 @@ def run(algo_name: str, cfg: dict, model_out: str, sidecar_out: str, training_fi
         tmp_model = tmp + ".pkl"
         stage = inf_cls.make_stage(name=f"inform_{algo_name}", model=tmp_model,
                                    output_mode="return", **params)
-        # TPZ draws from unseeded default_rng(); FlexCode fits its XGBoost regressors
+        # Some informers draw from an unseeded default_rng() (seeded here); some fit
         # through MultiOutputRegressor(n_jobs=-1): with loky processes the fitted estimators
         # come back as unpickled copies and the model's pickle bytes (memo references)
         # depend on joblib's time-based batching, although the model does not. Threads
         # keep the bytes reproducible (tests/test_determinism.py) and the speed.
-        with algorithms.seeded_default_rng(seed), joblib.parallel_config(backend="threading"):
-            stage.inform({k: v.copy() for k, v in data.items()})
+        # One BLAS thread: a train job is a one-core job, and informers built on BLAS
+        # (a Gaussian-process optimiser) slow down ~9x when several jobs each start a BLAS
+        # thread per core (measured: 26 s with one thread, 230 s with two, 10k objects on
+        # the 2-core machine running other jobs).
+        with algorithms.seeded_default_rng(seed), joblib.parallel_config(backend="threading"), \
+                _one_blas_thread():
+            stage.inform(data)
+        model = stage.model
+        if algo.clean_model is not None:
+            model = algo.clean_model(model)
         with open(tmp, "wb") as f:
-            pickle.dump(stage.model, f)
+            pickle.dump(model, f)
         for leftover in (tmp_model, os.path.join(os.path.dirname(tmp_model),
                                                   "inprogress_" + os.path.basename(tmp_model))):
             if os.path.exists(leftover):
@@ -64,33 +76,39 @@ def run(algo_name: str, cfg: dict, model_out: str, sidecar_out: str, training_fi
     write_json_atomic(sidecar_out, side)
 
 
-def prepare_bpz_data(cfg: dict, out_dir: str) -> None:
-    """Copy BPZ's template data to a writable ``out_dir`` and generate its AB files once.
+@contextlib.contextmanager
+def _one_blas_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
-    RAIL's BPZ writes ~48 "AB" flux tables into its data directory on first use
-    (by default inside site-packages). Doing it here, in one job before any estimate
-    job, avoids parallel jobs racing to write the same files.
-    """
+
+def prepare_data(algo_name: str, cfg: dict, out_dir: str) -> None:
+    """Prepare the data directory ``algo_name`` declares (``Algorithm.data_dir``), once,
+    before any training or estimate job (e.g. template data that the estimator would
+    otherwise write on first use: parallel jobs would race to write it).
+
+    The directory is built under a temporary name and renamed into place; leftovers of
+    killed attempts are removed first."""
+    import glob
     import shutil
 
-    from rail.utils.path_utils import find_rail_file
+    from . import PipelineError
 
-    src = find_rail_file("examples_data/estimation_data/data")
-    import glob
-
+    algo = algorithms.get(algo_name)
+    if algo.data_dir is None:
+        raise PipelineError(f"algorithm '{algo_name}' declares no data directory: nothing "
+                            f"to prepare in {out_dir}")
     for stale in glob.glob(glob.escape(out_dir.rstrip("/")) + ".tmp-*"):   # killed attempts
         shutil.rmtree(stale, ignore_errors=True)
     tmp = out_dir.rstrip("/") + f".tmp-{os.getpid()}"
+    os.makedirs(tmp)
     try:
-        shutil.copytree(src, tmp)
-        algo = algorithms.get("bpz")
-        _, est_cls = algo.classes()
-        params = algorithms.stage_params(algo, cfg, "estimate")
-        params["bpz_ref_data_path"] = os.path.abspath(tmp)
-        stage = est_cls.make_stage(name="bpz_prepare", output_mode="return", **params)
-        stage._load_templates()      # generates the missing AB files
-        n_ab = len([f for f in os.listdir(os.path.join(tmp, "AB")) if f.endswith(".AB")])
-        log.info("BPZ data in %s: %d AB files", out_dir, n_ab)
+        algo.data_dir.prepare(cfg, tmp)
         if os.path.exists(out_dir):
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

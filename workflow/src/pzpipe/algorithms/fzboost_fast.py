@@ -11,14 +11,14 @@ estimate time is there; the XGBoost predictions are ~10%.
 while active, for numba kernels that do the same arithmetic in the same order:
 
 * ``np.mean(x)`` is numpy's pairwise sum of the contiguous row divided by its length
-  (``bpzfast._pairwise_sum`` reproduces numpy's summation order exactly);
+  (``_numba.pairwise_sum`` reproduces numpy's summation order exactly);
 * ``np.max`` propagates NaN, ``np.maximum(x, 0)`` keeps NaN, comparisons with NaN are
   false, as in numpy;
 * the bisection, its tolerance and iteration limits (200 from ``normalize``, 500 from
   ``remove_bumps``), the uniform replacement of an all-negative row and the in-place
   updates follow flexcode 1.x line by line; ``sharpen``'s power stays numpy's.
 
-tests/test_fzbfast.py checks bit-identical PDFs against RAIL's ``FlexZBoostEstimator``
+tests/test_algo_fzboost.py checks bit-identical PDFs against RAIL's ``FlexZBoostEstimator``
 on the DC2 sample and the kernels against flexcode's own functions on edge cases.
 """
 
@@ -29,7 +29,8 @@ import contextlib
 import numpy as np
 from numba import njit
 
-from .bpzfast import _CACHE, _pairwise_sum
+from ._numba import CACHE as _CACHE
+from ._numba import pairwise_sum as _pairwise_sum
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
@@ -140,7 +141,7 @@ def patched():
     """Use the compiled post-processing inside ``flexcode.core`` while active."""
     import flexcode.core as core
 
-    from .algorithms import _patched
+    from ._base import patched as _patched
 
     with _patched(core, normalize=normalize, remove_bumps=remove_bumps, sharpen=sharpen):
         yield

@@ -10,7 +10,7 @@ from pzpipe.partition import read_sample
 
 @pytest.fixture(scope="module")
 def tpz(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tpzfast")
+    d = tmp_path_factory.mktemp("tpz")
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
     cfg = deep_update(cfg, {"training": {"max_rows": 1500},
                             "algorithms": {"tpz": {"inform": {"n_random": 2, "n_trees": 3}}}})
@@ -60,7 +60,7 @@ def test_tree_histograms_binning_matches_get_hist():
 
     from rail.estimation.algos.mlz_utils import analysis
 
-    from pzpipe.tpzfast import tree_histograms
+    from pzpipe.algorithms.tpz_fast import tree_histograms
 
     pars = SimpleNamespace(zmin=0.0, zmax=3.0, nzbins=301, sigmafactor=3.0)
     S = analysis.GetPz_short(pars)
@@ -87,7 +87,7 @@ def test_smoothed_pdf_equals_get_pdf():
 
     from rail.estimation.algos.mlz_utils import analysis
 
-    from pzpipe.tpzfast import smoothed_pdf
+    from pzpipe.algorithms.tpz_fast import smoothed_pdf
 
     pars = SimpleNamespace(zmin=0.0, zmax=3.0, nzbins=301, sigmafactor=3.0, rmsfactor=0.02)
     S = analysis.GetPz_short(pars)

@@ -1,10 +1,12 @@
-"""pzpipe.fzbfast (FlexCode's post-processing compiled) equals flexcode's own functions
-and RAIL's FlexZBoostEstimator bit for bit."""
+"""FlexZBoost (pzpipe.algorithms.fzboost): the fast path (FlexCode's post-processing
+compiled, fzboost_fast) equals flexcode's own functions and RAIL's FlexZBoostEstimator bit
+for bit, and the pipeline really uses it."""
 import numpy as np
 import pytest
 from flexcode import post_processing as pp
 
-from pzpipe import algorithms, fzbfast, train
+from pzpipe import algorithms, train
+from pzpipe.algorithms import fzboost_fast as fzbfast
 from pzpipe.config import REPO_ROOT, deep_update, load_config
 from pzpipe.partition import read_sample
 
@@ -63,7 +65,7 @@ def test_patch_is_scoped():
     assert core.normalize is pp.normalize and core.remove_bumps is pp.remove_bumps
 
 
-def test_fast_fzboost_equals_rail(tmp_path):
+def test_fast_fzboost_equals_rail(tmp_path, monkeypatch):
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
     cfg = deep_update(cfg, {"training": {"max_rows": 1200}})
     model = str(tmp_path / "fzb.pkl")
@@ -71,10 +73,32 @@ def test_fast_fzboost_equals_rail(tmp_path):
     data = read_sample(cfg, dict(cfg["validation"], max_rows=3000))
     data.pop("redshift")
     data.pop("flags")
+    # count the rows that go through the compiled post-processing: FlexCode's own
+    # functions must not be called when the fast path is on, ours not when it is off
+    calls = {"fast": 0, "flexcode": 0}
+    for name in ("normalize", "remove_bumps"):
+        ours, theirs = getattr(fzbfast, name), getattr(pp, name)
+
+        def counted(f, key):
+            def g(cde, *a, **k):
+                calls[key] += len(cde)
+                return f(cde, *a, **k)
+            return g
+
+        monkeypatch.setattr(fzbfast, name, counted(ours, "fast"))
+        monkeypatch.setattr(pp, name, counted(theirs, "flexcode"))
+        import flexcode.core as core
+        monkeypatch.setattr(core, name, counted(theirs, "flexcode"))
     out = {}
     for fast in (False, True):
+        calls.update(fast=0, flexcode=0)
         c = deep_update(cfg, {"algorithms": {"fzboost": {"fast": fast}}})
         r = algorithms.Runner(algorithms.get("fzboost"), model, c, name=f"fzb{fast}")
+        assert (r.fast_path is not None) == fast
         out[fast], _ = r.estimate(data)
+        if fast:
+            assert calls["fast"] >= len(data["object_id"]) and calls["flexcode"] == 0, calls
+        else:
+            assert calls["fast"] == 0 and calls["flexcode"] >= len(data["object_id"]), calls
     assert np.isfinite(out[True]).all()
     np.testing.assert_array_equal(out[True], out[False])

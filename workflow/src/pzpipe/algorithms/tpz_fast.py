@@ -24,7 +24,7 @@ Everything else -- reading and non-detection handling, the random realisations o
 order (so TPZ's seeding by pzpipe is unchanged).
 
 Only ``tree_strategy='sklearn'`` (RAIL's default) is accelerated; models trained with
-``'native'`` trees run RAIL's own loop. tests/test_tpzfast.py checks bit-identical
+``'native'`` trees run RAIL's own loop. tests/test_algo_tpz.py checks bit-identical
 PDFs and ``zmode`` against RAIL's ``TPZliteEstimator``.
 """
 
