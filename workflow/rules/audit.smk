@@ -10,10 +10,19 @@ rule audit:
     log:
         log="logs/audit.log",
         report="logs/audit.report.md",
-    params:
-        audit=CFG.get("audit", {}),
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
+    params:
+        audit=CFG.get("audit", {}),
     run:
-        logged(log.log, audit.run_release, PATHS, current_layout().batch_ids(), CFG, output.md, output.json, log.report)
+        logged(
+            log.log,
+            audit.run_release,
+            PATHS,
+            current_layout().batch_ids(),
+            CFG,
+            output.md,
+            output.json,
+            log.report,
+        )

@@ -9,7 +9,17 @@ from snakemake.exceptions import WorkflowError
 
 import pzpipe
 from pzpipe import PipelineError
-from pzpipe import algorithms, audit, estimate, export, partition, progress, train, trainset, validate
+from pzpipe import (
+    algorithms,
+    audit,
+    estimate,
+    export,
+    partition,
+    progress,
+    train,
+    trainset,
+    validate,
+)
 from pzpipe.jobs import logged
 from pzpipe.config import config_hash, enabled_algorithms, resolve_path, validate_config
 from pzpipe.layout import catalog_columns, import_enabled, make_layout
@@ -36,7 +46,7 @@ PATHS = {
     "audit_json": f"{RESULTS}/audit/report.json",
 }
 RELEASE_DIR = PATHS["release"]
-VALIDATION = validate.output_paths(RESULTS, ALGOS)    # rule validate's outputs by name
+VALIDATION = validate.output_paths(RESULTS, ALGOS)  # rule validate's outputs by name
 VALIDATION_OUTPUTS = [p for v in VALIDATION.values() for p in (v if isinstance(v, list) else [v])]
 PLANNING = CFG["inputs"]["descriptor"] is not None
 # inputs.files with coordinates are imported as HATS first (checkpoint import_objects);
@@ -52,7 +62,7 @@ def current_layout():
     if not _LAYOUT:
         try:
             lay = make_layout(CFG, imported=PATHS["objects_hats"] if TO_HATS else None)
-            CFG = catalog_columns(CFG, lay)   # HATS inputs: coordinate names from the catalog
+            CFG = catalog_columns(CFG, lay)  # HATS inputs: coordinate names from the catalog
             check_catalog_columns(lay, CFG)
         except PipelineError as exc:
             raise WorkflowError(f"pzpipe: {exc}")
@@ -67,7 +77,7 @@ def layout(wildcards=None):
 
 
 if not TO_HATS:
-    current_layout()       # errors in the inputs stop the run at start-up
+    current_layout()  # errors in the inputs stop the run at start-up
 
 
 wildcard_constraints:
@@ -123,8 +133,7 @@ def data_dir_inputs(algo):
 
 
 def model_inputs(wildcards):
-    return {"model": PATHS["model"].format(algo=wildcards.algo),
-            **data_dir_inputs(wildcards.algo)}
+    return {"model": PATHS["model"].format(algo=wildcards.algo), **data_dir_inputs(wildcards.algo)}
 
 
 def train_inputs(wildcards):
@@ -132,9 +141,10 @@ def train_inputs(wildcards):
 
 
 def export_batch_inputs(wildcards):
-    return {"partition": PATHS["partition"].format(batch=wildcards.batch),
-            **{f"est_{a}": PATHS["estimate"].format(algo=a, batch=wildcards.batch)
-               for a in ALGOS}}
+    return {
+        "partition": PATHS["partition"].format(batch=wildcards.batch),
+        **{f"est_{a}": PATHS["estimate"].format(algo=a, batch=wildcards.batch) for a in ALGOS},
+    }
 
 
 def n_buckets():
@@ -144,10 +154,12 @@ def n_buckets():
 def export_inputs(wildcards):
     lay = layout()
     k = export.n_buckets(lay.n_objects, CFG["export"]["dedup_ids_per_job"])
-    out = {"batches": expand(PATHS["export_batch"], batch=lay.batch_ids()),
-           "dedup": expand(PATHS["export_dedup"], bucket=range(k)),
-           "sidecars": expand(PATHS["sidecar"], algo=ALGOS)}
-    if CFG["validate"]["release_gate"]:   # the export refuses estimators that fail the goals
+    out = {
+        "batches": expand(PATHS["export_batch"], batch=lay.batch_ids()),
+        "dedup": expand(PATHS["export_dedup"], bucket=range(k)),
+        "sidecars": expand(PATHS["sidecar"], algo=ALGOS),
+    }
+    if CFG["validate"]["release_gate"]:  # the export refuses estimators that fail the goals
         out["requirements"] = VALIDATION["req_json"]
     return out
 
@@ -166,7 +178,8 @@ def config_params(*sections, algo=False):
     if not algo:
         return config_hash(CFG, list(sections))[:16]
     return lambda wc: config_hash(
-        {**{s: CFG.get(s) for s in sections}, "algo": CFG["algorithms"][wc.algo]})[:16]
+        {**{s: CFG.get(s) for s in sections}, "algo": CFG["algorithms"][wc.algo]}
+    )[:16]
 
 
 PARTITION_KEYS = ("inputs", "columns", "bands", "ref_band", "partition")
@@ -184,6 +197,6 @@ def audit_inputs(wildcards):
     if TO_HATS:
         out["objects_hats"] = PATHS["objects_hats"]  # the layout's source
     data_algos = algorithms.with_data_dir(ALGOS)
-    if data_algos:     # re-estimation reads them
+    if data_algos:  # re-estimation reads them
         out["algo_data"] = expand(f"{RESULTS}/{{algo}}_data", algo=data_algos)
     return out

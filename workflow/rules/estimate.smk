@@ -9,10 +9,19 @@ rule estimate_batch:
         "logs/estimate_batch/{algo}/{batch}.log",
     benchmark:
         "logs/benchmarks/estimate_batch/{algo}/{batch}.tsv"
-    params:
-        config=config_params("zgrid", "estimate", algo=True),
     threads: CFG["estimate"]["workers"]
     resources:
         **rule_resources(CFG, "estimate_batch"),
+    params:
+        config=config_params("zgrid", "estimate", algo=True),
     run:
-        logged(log[0], estimate.run_batch, wildcards.algo, input.partition, input.model, CFG, output[0], threads)
+        logged(
+            log[0],
+            estimate.run_batch,
+            wildcards.algo,
+            input.partition,
+            input.model,
+            CFG,
+            output[0],
+            threads,
+        )

@@ -9,15 +9,25 @@ rule export_batch:
         "logs/export_batch/{batch}.log",
     benchmark:
         "logs/benchmarks/export_batch/{batch}.tsv"
-    params:
-        config=config_params("release", "export", "zgrid", "columns"),
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
+    params:
+        config=config_params("release", "export", "zgrid", "columns"),
     run:
-        logged(log[0], export.run_batch, current_layout(), wildcards.batch, ALGOS, CFG,
-               input.partition, {a: input[f"est_{a}"] for a in ALGOS}, output.batch, output.ids,
-               n_buckets())
+        logged(
+            log[0],
+            export.run_batch,
+            current_layout(),
+            wildcards.batch,
+            ALGOS,
+            CFG,
+            input.partition,
+            {a: input[f"est_{a}"] for a in ALGOS},
+            output.batch,
+            output.ids,
+            n_buckets(),
+        )
 
 
 rule export_dedup:
@@ -51,6 +61,16 @@ rule export:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
     run:
-        logged(log[0], export.run_release, current_layout(), ALGOS, CFG, list(input.batches),
-               list(input.dedup), dict(zip(ALGOS, input.sidecars)), output[0],
-               input.get("requirements"), expand(PATHS["export_ids"], batch=current_layout().batch_ids()))
+        logged(
+            log[0],
+            export.run_release,
+            current_layout(),
+            ALGOS,
+            CFG,
+            list(input.batches),
+            list(input.dedup),
+            dict(zip(ALGOS, input.sidecars)),
+            output[0],
+            input.get("requirements"),
+            expand(PATHS["export_ids"], batch=current_layout().batch_ids()),
+        )

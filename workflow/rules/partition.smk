@@ -10,14 +10,16 @@ if TO_HATS:
             "logs/import_objects.log",
         benchmark:
             "logs/benchmarks/import_objects.tsv"
-        params:
-            config=config_params("inputs", "columns"),
         threads: CFG["inputs"]["to_hats"]["dask"]["threads"]
         resources:
             mem_mb=lambda wc, attempt: CFG["inputs"]["to_hats"]["dask"]["mem_mb"] * attempt,
             runtime=lambda wc, attempt: 240 * attempt,
+        params:
+            config=config_params("inputs", "columns"),
         run:
-            logged(log[0], partition.import_objects, input, CFG, output[0], threads, resources.mem_mb)
+            logged(
+                log[0], partition.import_objects, input, CFG, output[0], threads, resources.mem_mb
+            )
 
 
 rule partition_batch:
@@ -30,10 +32,10 @@ rule partition_batch:
         "logs/partition_batch/{batch}.log",
     benchmark:
         "logs/benchmarks/partition_batch/{batch}.tsv"
-    params:
-        config=config_params(*PARTITION_KEYS),
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
+    params:
+        config=config_params(*PARTITION_KEYS),
     run:
         logged(log[0], partition.run_batch, current_layout(), wildcards.batch, CFG, output[0])

@@ -20,10 +20,10 @@ rule train:
         sidecar=f"{RESULTS}/models/{{algo}}/model.json",
     log:
         "logs/train/{algo}.log",
-    params:
-        config=config_params(*PARTITION_KEYS, "training", "zgrid", algo=True),
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
+    params:
+        config=config_params(*PARTITION_KEYS, "training", "zgrid", algo=True),
     run:
         logged(log[0], train.run, wildcards.algo, CFG, output.model, output.sidecar, input.training)

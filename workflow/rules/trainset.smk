@@ -14,8 +14,11 @@ TS_MEM_MB = TS["dask"]["mem_mb"]
 TS_PHOT = TS["photometry"]["path"]
 TS_PHOT_IS_HATS = bool(TS_PHOT) and trainset.is_hats(resolve_path(TS_PHOT))
 TS_PHOT_HATS = resolve_path(TS_PHOT) if TS_PHOT_IS_HATS else f"{TRAINSET_DIR}/photometry_hats"
-TS_SPLIT_HATS = ([directory(f"{TRAINSET_DIR}/train_hats"), directory(f"{TRAINSET_DIR}/test_hats")]
-                 if TS["split"]["write_hats"] else [])
+TS_SPLIT_HATS = (
+    [directory(f"{TRAINSET_DIR}/train_hats"), directory(f"{TRAINSET_DIR}/test_hats")]
+    if TS["split"]["write_hats"]
+    else []
+)
 TRAINSET_OUTPUTS = [
     f"{TRAINSET_DIR}/train.parquet",
     f"{TRAINSET_DIR}/test.parquet",
@@ -25,10 +28,16 @@ TRAINSET_OUTPUTS = [
 ]
 # Hash of the trainset sub-sections each rule depends on (declared as a param so that
 # Snakemake reruns the rule, and what follows, when they change).
-TS_PARAMS = {k: config_hash({s: TS[s] for s in keys})[:16] for k, keys in {
-    "specz_compile": ("specz",), "specz_dedup": ("specz", "dedup"), "photometry_hats": ("photometry",),
-    "trainset_crossmatch": ("specz", "dedup", "photometry", "crossmatch"),
-    "trainset_split": ("specz", "dedup", "photometry", "crossmatch", "split")}.items()}
+TS_PARAMS = {
+    k: config_hash({s: TS[s] for s in keys})[:16]
+    for k, keys in {
+        "specz_compile": ("specz",),
+        "specz_dedup": ("specz", "dedup"),
+        "photometry_hats": ("photometry",),
+        "trainset_crossmatch": ("specz", "dedup", "photometry", "crossmatch"),
+        "trainset_split": ("specz", "dedup", "photometry", "crossmatch", "split"),
+    }.items()
+}
 
 
 rule specz_compile:
@@ -40,11 +49,11 @@ rule specz_compile:
         report=f"{TRAINSET_DIR}/specz_compiled.json",
     log:
         "logs/trainset/specz_compile.log",
-    params:
-        config=TS_PARAMS["specz_compile"],
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
+    params:
+        config=TS_PARAMS["specz_compile"],
     run:
         logged(log[0], trainset.run_compile, TS, output)
 
@@ -58,11 +67,11 @@ rule specz_dedup:
         report=f"{TRAINSET_DIR}/specz_dedup.json",
     log:
         "logs/trainset/specz_dedup.log",
-    params:
-        config=TS_PARAMS["specz_dedup"],
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
+    params:
+        config=TS_PARAMS["specz_dedup"],
     run:
         logged(log[0], trainset.run_dedup, TS, input, output)
 
@@ -77,12 +86,12 @@ if not TS_PHOT_IS_HATS:
             directory(TS_PHOT_HATS),
         log:
             "logs/trainset/photometry_hats.log",
-        params:
-            config=TS_PARAMS["photometry_hats"],
         threads: TS_THREADS
         resources:
             mem_mb=lambda wc, attempt: TS_MEM_MB * attempt,
             runtime=lambda wc, attempt: 240 * attempt,
+        params:
+            config=TS_PARAMS["photometry_hats"],
         run:
             logged(log[0], trainset.run_import, TS, input, output, threads, resources.mem_mb)
 
@@ -97,12 +106,12 @@ rule trainset_crossmatch:
         report=f"{TRAINSET_DIR}/matched.json",
     log:
         "logs/trainset/trainset_crossmatch.log",
-    params:
-        config=TS_PARAMS["trainset_crossmatch"],
     threads: TS_THREADS
     resources:
         mem_mb=lambda wc, attempt: TS_MEM_MB * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
+    params:
+        config=TS_PARAMS["trainset_crossmatch"],
     run:
         logged(log[0], trainset.run_crossmatch, TS, input, output, threads, resources.mem_mb)
 
@@ -120,11 +129,11 @@ rule trainset_split:
         provenance=f"{TRAINSET_DIR}/provenance.json",
     log:
         "logs/trainset/trainset_split.log",
-    params:
-        config=TS_PARAMS["trainset_split"],
     threads: min(TS_THREADS, 2)
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
+    params:
+        config=TS_PARAMS["trainset_split"],
     run:
         logged(log[0], trainset.run_split, TS, input, TRAINSET_DIR, threads, resources.mem_mb)

@@ -7,13 +7,22 @@ rule validate_estimate:
         f"{RESULTS}/validation/estimates/{{algo}}.parquet",
     log:
         "logs/validate_estimate/{algo}.log",
-    params:
-        config=config_params(*PARTITION_KEYS, "validation", "zgrid", "estimate", algo=True),
     threads: CFG["estimate"]["workers"]
     resources:
         mem_mb=lambda wc, threads, attempt: (2000 * threads + 2000) * attempt,
+    params:
+        config=config_params(*PARTITION_KEYS, "validation", "zgrid", "estimate", algo=True),
     run:
-        logged(log[0], validate.estimate_validation, wildcards.algo, input.model, CFG, output[0], input.sample, threads)
+        logged(
+            log[0],
+            validate.estimate_validation,
+            wildcards.algo,
+            input.model,
+            CFG,
+            output[0],
+            input.sample,
+            threads,
+        )
 
 
 rule validate:
@@ -21,30 +30,70 @@ rule validate:
     input:
         expand(f"{RESULTS}/validation/estimates/{{algo}}.parquet", algo=ALGOS),
     output:
-        csv=report(VALIDATION["csv"], caption="../report/metrics.rst",
-                   category="Validation", subcategory="Tables"),
+        csv=report(
+            VALIDATION["csv"],
+            caption="../report/metrics.rst",
+            category="Validation",
+            subcategory="Tables",
+        ),
         md=VALIDATION["md"],
-        binned_csv=report(VALIDATION["binned_csv"], caption="../report/metrics_binned.rst",
-                          category="Validation", subcategory="Tables"),
+        binned_csv=report(
+            VALIDATION["binned_csv"],
+            caption="../report/metrics_binned.rst",
+            category="Validation",
+            subcategory="Tables",
+        ),
         binned_md=VALIDATION["binned_md"],
-        tomo_csv=report(VALIDATION["tomo_csv"], caption="../report/tomo_table.rst",
-                        category="Validation", subcategory="Tables"),
+        tomo_csv=report(
+            VALIDATION["tomo_csv"],
+            caption="../report/tomo_table.rst",
+            category="Validation",
+            subcategory="Tables",
+        ),
         tomo_md=VALIDATION["tomo_md"],
-        req_md=report(VALIDATION["req_md"], caption="../report/requirements.rst",
-                      category="Validation", subcategory="Tables"),
+        req_md=report(
+            VALIDATION["req_md"],
+            caption="../report/requirements.rst",
+            category="Validation",
+            subcategory="Tables",
+        ),
         req_json=VALIDATION["req_json"],
-        scatter_png=report(VALIDATION["scatter_png"], caption="../report/scatter.rst",
-                           category="Validation", subcategory="Whole sample"),
-        pit_png=report(VALIDATION["pit_png"], caption="../report/pit.rst",
-                       category="Validation", subcategory="Whole sample"),
-        nz_png=report(VALIDATION["nz_png"], caption="../report/nz.rst",
-                      category="Validation", subcategory="Whole sample"),
-        vs_mag_png=report(VALIDATION["vs_mag_png"], caption="../report/metrics_vs_mag.rst",
-                          category="Validation", subcategory="Binned metrics"),
-        vs_z_png=report(VALIDATION["vs_z_png"], caption="../report/metrics_vs_z.rst",
-                        category="Validation", subcategory="Binned metrics"),
-        tomo_png=report(VALIDATION["tomo_png"], caption="../report/tomo_nz.rst",
-                        category="Validation", subcategory="Tomographic n(z)"),
+        scatter_png=report(
+            VALIDATION["scatter_png"],
+            caption="../report/scatter.rst",
+            category="Validation",
+            subcategory="Whole sample",
+        ),
+        pit_png=report(
+            VALIDATION["pit_png"],
+            caption="../report/pit.rst",
+            category="Validation",
+            subcategory="Whole sample",
+        ),
+        nz_png=report(
+            VALIDATION["nz_png"],
+            caption="../report/nz.rst",
+            category="Validation",
+            subcategory="Whole sample",
+        ),
+        vs_mag_png=report(
+            VALIDATION["vs_mag_png"],
+            caption="../report/metrics_vs_mag.rst",
+            category="Validation",
+            subcategory="Binned metrics",
+        ),
+        vs_z_png=report(
+            VALIDATION["vs_z_png"],
+            caption="../report/metrics_vs_z.rst",
+            category="Validation",
+            subcategory="Binned metrics",
+        ),
+        tomo_png=report(
+            VALIDATION["tomo_png"],
+            caption="../report/tomo_nz.rst",
+            category="Validation",
+            subcategory="Tomographic n(z)",
+        ),
     log:
         "logs/validate.log",
     params:
