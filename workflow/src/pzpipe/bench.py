@@ -43,6 +43,13 @@ REFERENCE_PDF_BYTES = (2400, 2800)      # 301 float64 values + overhead, per obj
 RELEASE_OBJECTS = 40e9
 
 
+def _apollo_hours(obj_per_s_core: float) -> float:
+    from . import forecast, plan
+
+    site = plan.load_throughput()["sites"]["apollo"]
+    return forecast.release_wall_hours(RELEASE_OBJECTS, obj_per_s_core, site)
+
+
 def _sample(cfg, n, seed=0):
     """n objects from the DC2 validation sample (replicated with new ids if n > 20,449)."""
     from .samples import read_sample
@@ -262,7 +269,9 @@ def main(argv=None):
             if not args.skip_memory:
                 res["memory"] = _mem_child(a, model, cfg_path, args.mem_rows)
             per_core = res["pipeline_2w_obj_s_per_core"]
-            res["forecast_40e9_apollo_hours"] = 40e9 / (per_core * APOLLO_SLOTS) / 3600
+            # the one forecast model (pzpipe.forecast, resources/throughput.yaml's apollo
+            # site: core_speed, cores, tail_factor), as `python -m pzpipe.plan` uses it
+            res["forecast_40e9_apollo_hours"] = _apollo_hours(per_core)
             results["algos"][a] = res
             with open(os.path.join(args.out, "bench.json"), "w") as f:   # partial results
                 json.dump(results, f, indent=2)
@@ -331,7 +340,11 @@ def to_markdown(results) -> str:
              + "; ".join(f"`{c}`" for c in commands), "",
              f"Throughputs are medians of {reps} interleaved timings (bare RAIL, pipeline with 1 "
              "and 2 workers) on the same objects; one BLAS/OpenMP thread per worker; ratios "
-             "are pipeline / bare RAIL per core.", "",
+             "are pipeline / bare RAIL per core. \"40e9 on Apollo\" is the planner's forecast "
+             "(pzpipe.forecast.release_wall_hours, as `python -m pzpipe.plan --objects 40e9` "
+             "prints it): the 2-worker per-core rate, Apollo's core_speed, cores and tail "
+             "factor from resources/throughput.yaml; \"reference\" is LIneA's own forecast "
+             "for its production code.", "",
              "| algo | objects | bare RAIL obj/s | pipeline 1w obj/s | ratio 1w | 2w obj/s/core | "
              "ratio 2w/core | 1->2 scaling | peak RSS MB (rows) | PDF B/obj | max CDF err | "
              "40e9 on Apollo (h) | reference (h) |",
@@ -345,7 +358,7 @@ def to_markdown(results) -> str:
             f"| {a} | {r['objects']} | {r['bare_rail_obj_s']:.0f} | {r['pipeline_1w_obj_s']:.0f} | "
             f"{r['ratio_1w']:.2f} | {r['pipeline_2w_obj_s_per_core']:.0f} | {r['ratio_2w_per_core']:.2f} | "
             f"{r['scaling_1_to_2']:.2f} | {mem_s} | {r['bytes_per_object']:.1f} | "
-            f"{r['max_cdf_error']:.2e} | {r['forecast_40e9_apollo_hours']:.1f} | "
+            f"{r['max_cdf_error']:.2e} | {_apollo_hours(r['pipeline_2w_obj_s_per_core']):.1f} | "
             f"{spec.get('reference_hours', '-')} |")
         if r.get("note"):
             extra.append(f"- {a}: {r['note']} (`{r.get('command')}`).")

@@ -23,8 +23,10 @@ Costs come from ``resources/throughput.yaml``:
 
 Calibration of a site: Apollo's ``core_speed`` 0.324 = LIneA's production FlexZBoost,
 274 objects/s per Apollo slot (3.1e9 objects on 728 slots in 4 h 19 min), divided by
-RAIL's own FlexZBoost with its file I/O on one reference core (846 objects/s,
-../NOTES baseline measured on the reference machine): the same code on both machines.
+RAIL's own FlexZBoost with its file I/O on one reference core (846 objects/s, measured
+on the reference machine with RAIL 2.0's FlexZBoostEstimator, training sample of the
+DC2 example): the same code on both machines. benchmarks/results/rehearsal.md checks the
+model against whole runs on the reference machine (core_speed 1).
 """
 
 from __future__ import annotations
@@ -71,6 +73,24 @@ def estimate_job_seconds(chunk_rows: Sequence[int], rate: float, workers: int,
         t = heapq.heappop(free)
         heapq.heappush(free, t + n / rate)
     return max(free) if chunk_rows else 0.0
+
+
+def site_core_hours(objects: float, obj_per_s_core: float, site: Mapping) -> float:
+    """Core-hours of ``site`` to estimate ``objects`` at ``obj_per_s_core`` objects/s per
+    reference core (the site's ``core_speed`` converts reference cores to its CPUs)."""
+    return objects / (float(obj_per_s_core) * float(site.get("core_speed", 1.0))) / 3600.0
+
+
+def release_wall_hours(objects: float, obj_per_s_core: float, site: Mapping,
+                       cores: int | None = None, job_hours: float = 0.0) -> float:
+    """Wall hours of one estimator over a release on ``site``: its core-hours spread over
+    the site's cores (when jobs outnumber cores, the scheduler's greedy layout of
+    :func:`simulate` tends to this), times the site's ``tail_factor``; never less than one
+    job (``job_hours``). The planner's table and the benchmark's 40e9 column use this."""
+    cores = int(cores or site.get("cores", 1))
+    wall = site_core_hours(objects, obj_per_s_core, site) / max(1, cores) \
+        * float(site.get("tail_factor", 1.0))
+    return max(wall, job_hours)
 
 
 def build_jobs(batches: Sequence[Sequence[int]], algos: Sequence[str], tp: Mapping, *,
