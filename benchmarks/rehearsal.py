@@ -48,7 +48,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "src"))
 RESULTS_JSON = REPO / "benchmarks" / "results" / "rehearsal.json"
-RESULTS_MD = REPO / "benchmarks" / "results" / "rehearsal.md"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 STAGES = ("prepare_data", "train", "partition_batch", "estimate_batch", "validate_estimate",
           "validate", "export_batch", "export_dedup", "export")
@@ -71,7 +70,7 @@ def write_overlay(path: Path, catalog: Path, algos: list[str], cpb: int, label: 
     base = load_config(REPO / "config" / "config.yaml")
     # the release name is part of the release (properties, manifest): it depends on the
     # input only, so that runs of the same input (e.g. with and without kills) compare
-    over = {"release": f"rehearsal-{catalog.name}",
+    over = {"release": "rehearsal-" + catalog.name.replace("+", ""),
             "inputs": {"hats": str(catalog), "files": []},
             "batch": {"chunks_per_batch": cpb},
             "estimate": {"workers": workers},
@@ -291,14 +290,35 @@ def cmd_run(a) -> int:
            "workers_per_job": a.workers, "chunks_per_batch": a.chunks_per_batch,
            "host": platform.node(), "cores": os.cpu_count(),
            "date": time.strftime("%Y-%m-%d %H:%M"),
-           "command": "python benchmarks/rehearsal.py " + " ".join(sys.argv[2:])}
+           "command": "python benchmarks/rehearsal.py " + " ".join(sys.argv[1:])}
     if not (cat / "properties").exists():
         rec["catalog"] = make_catalog(cat, n, int(float(a.rows_per_pixel)), a.seed)
     overlay = wd / "rehearsal.yaml"
     write_overlay(overlay, cat, algos, a.chunks_per_batch, a.label, a.workers)
     cfg = load_cfg(overlay)
     cores = a.cores or os.cpu_count()
-    fc = do_forecast(cfg, algos, cores)
+    from pzpipe import plan
+
+    tp = plan.load_throughput()
+    fc = do_forecast(cfg, algos, cores, tp)
+    rec["forecast_bench_rates"] = fc
+    rec["forecast_s_bench_rates"] = fc["wall_s"]
+    if a.rates_from:
+        # the estimators' objects/s per core measured by an earlier run on objects of the
+        # same kind (the benchmark's figures are for the DC2 validation sample; the cost
+        # per object depends on the objects): the forecast then tests the model (jobs,
+        # schedule, overheads, stage costs), not how representative the benchmark is
+        ref = json.loads(Path(a.results).read_text())[a.rates_from]
+        rates = {al: s["obj_per_s_per_core"]
+                 for al, s in ref["stages"]["estimate_batch"]["per_algorithm"].items()}
+        missing = sorted(set(algos) - set(rates))
+        if missing:
+            raise SystemExit(f"--rates-from {a.rates_from}: no rate for {missing}")
+        tp = json.loads(json.dumps(tp))
+        for al in algos:
+            tp["algorithms"][al]["obj_per_s_core"] = rates[al]
+        rec["rates_from"] = {"label": a.rates_from, "obj_per_s_core": rates}
+        fc = do_forecast(cfg, algos, cores, tp)
     rec["forecast"] = fc
     rec["forecast_s"] = fc["wall_s"]
     # Snakemake's planning time: a dry run of the same DAG
@@ -334,14 +354,15 @@ def cmd_run(a) -> int:
     rec["max_job_peak_rss_mb"] = max(s["max_job_total_rss_mb"] for s in rec["stages"].values())
     rec["release_digest"] = tree_digest(wd / "results" / "release")
     if a.compare:
-        ref = json.loads(RESULTS_JSON.read_text())[a.compare]["release_digest"]
+        ref = json.loads(Path(a.results).read_text())[a.compare]["release_digest"]
         diff = sorted(k for k in set(ref) | set(rec["release_digest"])
                       if ref.get(k) != rec["release_digest"].get(k))
         rec["compare"] = {"with": a.compare, "identical": not diff, "different_files": diff[:20],
                           "files": len(ref)}
-    data = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+    res = Path(a.results)
+    data = json.loads(res.read_text()) if res.exists() else {}
     data[a.label] = rec
-    RESULTS_JSON.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    res.write_text(json.dumps(data, indent=1, default=str) + "\n")
     print(json.dumps({k: rec[k] for k in ("label", "objects", "forecast_s", "measured_s",
                                           "forecast_over_measured", "max_job_peak_rss_mb")
                       if k in rec}, indent=1))
@@ -353,10 +374,10 @@ def cmd_run(a) -> int:
 
 def cmd_calibrate(a) -> int:
     """Stage costs measured by a run -> resources/throughput.yaml ``stages``."""
-    rec = json.loads(RESULTS_JSON.read_text())[a.label]
+    rec = json.loads(Path(a.results).read_text())[a.label]
     st = rec["stages"]
     n_alg = len(rec["algorithms"])
-    path = REPO / "resources" / "throughput.yaml"
+    path = Path(a.throughput)
     text = path.read_text()
     tp = yaml.safe_load(text)
     eb = st["export_batch"]
@@ -380,28 +401,40 @@ def cmd_calibrate(a) -> int:
 
 
 def cmd_report(a) -> int:
-    data = json.loads(RESULTS_JSON.read_text())
+    data = json.loads(Path(a.results).read_text())
     L = ["# Release rehearsal", "",
          "Synthetic Rubin-like HATS Object catalogs (pzpipe.synth) through the whole pipeline "
          "on the 2-core reference machine; the forecast is pzpipe.forecast's for exactly that "
          "input with the costs in resources/throughput.yaml. Commands below each table.", ""]
-    L += ["| run | objects | estimators | profile | forecast | measured | forecast/measured | "
+    L += ["| run | objects | estimators | profile | forecast (rates) | measured | forecast/measured | "
+          "forecast with the benchmark's rates (/measured) | "
           "s per 1e6 objects | core-s per 1e6 objects (stages that scale) | max job peak RSS | "
           "release bytes/object |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for k, r in data.items():
         if "measured_s" not in r or r.get("exit_code"):
             continue
+        fb = r.get("forecast_s_bench_rates", r["forecast_s"])
         L.append(f"| {k} | {r['objects']:,} | {len(r['algorithms'])} | {Path(r['profile']).name} | "
-                 f"{r['forecast_s']:.0f} s | {r['measured_s']:.0f} s | "
-                 f"{r['forecast_over_measured']:.2f} | {1e6 * r['seconds_per_object']:.0f} | "
+                 f"{r['forecast_s']:.0f} s ({r.get('rates_from', {}).get('label', 'benchmark')}) | "
+                 f"{r['measured_s']:.0f} s | "
+                 f"{r['forecast_over_measured']:.2f} | {fb:.0f} s ({fb / r['measured_s']:.2f}) | "
+                 f"{1e6 * r['seconds_per_object']:.0f} | "
                  f"{r.get('core_us_per_object_scaling_stages', float('nan')):.0f} | "
                  f"{r['max_job_peak_rss_mb']:,} MB | "
                  f"{r['files']['release']['bytes_per_object']:.0f} |")
     for k, r in data.items():
         if "stages" not in r:
             continue
-        L += ["", f"## {k}", "", f"`{r['command']}` ({r['date']}, {r['cores']} cores)", "",
+        L += ["", f"## {k}", "", f"`{r['command']}` ({r['date']}, {r['cores']} cores)", ""]
+        if r.get("note"):
+            L += [f"Note: {r['note']}.", ""]
+        if r.get("rates_from"):
+            L += ["Forecast with the estimators' objects/s per core measured in "
+                  f"`{r['rates_from']['label']}`: " + ", ".join(
+                      f"{al} {v:,.0f}" for al, v in r["rates_from"]["obj_per_s_core"].items())
+                  + " (the benchmark's figures are for the DC2 validation objects).", ""]
+        L += [
               f"Snakemake: dry run (planning) {r['snakemake_dry_run_s']:.1f} s; median per-job "
               f"overhead (process start, workflow parse) {r['job_overhead_s_median_all']:.1f} s.",
               "", "| stage | jobs | span | job time (sum) | objects/s/core | max job peak RSS "
@@ -431,7 +464,7 @@ def cmd_report(a) -> int:
                       + ("**identical** (every file, byte for byte, "
                          f"{c['files']} files)" if c["identical"] else
                          f"**differs**: {c['different_files']}")]
-    RESULTS_MD.write_text("\n".join(L) + "\n")
+    Path(a.results).with_suffix(".md").write_text("\n".join(L) + "\n")
     print("\n".join(L))
     return 0
 
@@ -454,9 +487,15 @@ def main(argv=None) -> int:
     r.add_argument("--compare", default=None, help="label of a run to compare the release with")
     r.add_argument("--keep", action="store_true", help="reuse the run directory")
     r.add_argument("--keep-results", action="store_true", help="keep partition/estimate files")
+    r.add_argument("--rates-from", default=None,
+                   help="label of a run whose measured estimator rates the forecast uses")
     c = sub.add_parser("calibrate")
     c.add_argument("--label", required=True)
-    sub.add_parser("report")
+    c.add_argument("--throughput", default=str(REPO / "resources" / "throughput.yaml"))
+    rp = sub.add_parser("report")
+    for p in (r, c, rp):
+        p.add_argument("--results", default=str(RESULTS_JSON),
+                       help="the results file (the report goes next to it, .md)")
     a = ap.parse_args(argv)
     return {"run": cmd_run, "calibrate": cmd_calibrate, "report": cmd_report}[a.cmd](a)
 
