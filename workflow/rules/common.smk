@@ -168,8 +168,9 @@ def dedup_inputs(wildcards):
     return expand(PATHS["export_ids"], batch=layout().batch_ids())
 
 
-# Job sizes (mem_mb, runtime, partition) from measured throughput: pzpipe.plan.rule_resources
-from pzpipe.plan import rule_resources
+# Job sizes (mem_mb, runtime; partition of estimate_batch): one table, pzpipe.resources.JOBS,
+# and the measured throughput for estimate_batch
+from pzpipe.resources import rule_resources
 
 
 def config_params(*sections, algo=False):
