@@ -5,6 +5,8 @@ rule prepare_data:
         directory(f"{RESULTS}/{{algo}}_data"),
     log:
         "logs/prepare_data/{algo}.log",
+    resources:
+        **rule_resources(CFG, "prepare_data"),
     params:
         config=config_params("zgrid", algo=True),
     run:
@@ -21,8 +23,7 @@ rule train:
     log:
         "logs/train/{algo}.log",
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
+        **rule_resources(CFG, "train"),
     params:
         config=config_params(*PARTITION_KEYS, "training", "zgrid", algo=True),
     run:

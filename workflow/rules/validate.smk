@@ -9,7 +9,7 @@ rule validate_estimate:
         "logs/validate_estimate/{algo}.log",
     threads: CFG["estimate"]["workers"]
     resources:
-        mem_mb=lambda wc, threads, attempt: (2000 * threads + 2000) * attempt,
+        **rule_resources(CFG, "validate_estimate"),
     params:
         config=config_params(*PARTITION_KEYS, "validation", "zgrid", "estimate", algo=True),
     run:
@@ -96,6 +96,8 @@ rule validate:
         ),
     log:
         "logs/validate.log",
+    resources:
+        **rule_resources(CFG, "validate"),
     params:
         config=config_params("validate", "validation", "release", "zgrid", "ref_band"),
     run:
