@@ -2,7 +2,7 @@ rule prepare_data:
     """Data directory an estimator declares (pzpipe.algorithms: Algorithm.data_dir), built
     once before its training and estimate jobs (e.g. template files and flux tables)."""
     output:
-        directory(f"{RESULTS}/{{algo}}_data"),
+        directory(PATHS["algo_data"]),
     log:
         "logs/prepare_data/{algo}.log",
     resources:
@@ -18,8 +18,8 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model=f"{RESULTS}/models/{{algo}}/model.pkl",
-        sidecar=f"{RESULTS}/models/{{algo}}/model.json",
+        model=PATHS["model"],
+        sidecar=PATHS["sidecar"],
     log:
         "logs/train/{algo}.log",
     resources:
@@ -27,4 +27,13 @@ rule train:
     params:
         config=config_params(*PARTITION_KEYS, "training", "zgrid", algo=True),
     run:
-        logged(log[0], train.run, wildcards.algo, CFG, output.model, output.sidecar, input.training)
+        logged(
+            log[0],
+            train.run,
+            wildcards.algo,
+            CFG,
+            output.model,
+            output.sidecar,
+            input.training,
+            input.get("algo_data"),
+        )

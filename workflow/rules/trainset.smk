@@ -7,7 +7,7 @@
 # at TRAINSET_DIR/train.parquet / test.parquet to train the photo-z on it.
 
 TS = trainset.settings(CFG)
-TRAINSET_DIR = f"{RESULTS}/trainset"
+TRAINSET_DIR = PATHS["trainset"]
 TS_THREADS = TS["dask"]["threads"]
 TS_MEM_MB = TS["dask"]["mem_mb"]
 # Decided at parse time from the path alone (cheap: looks for a *.properties file).

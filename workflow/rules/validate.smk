@@ -4,7 +4,7 @@ rule validate_estimate:
         unpack(model_inputs),
         sample=validation_file(),
     output:
-        f"{RESULTS}/validation/estimates/{{algo}}.parquet",
+        PATHS["validation_estimate"],
     log:
         "logs/validate_estimate/{algo}.log",
     threads: CFG["estimate"]["workers"]
@@ -22,13 +22,14 @@ rule validate_estimate:
             output[0],
             input.sample,
             threads,
+            input.get("algo_data"),
         )
 
 
 rule validate:
     """Metrics (whole sample, binned), tomographic n(z), science goals and figures."""
     input:
-        expand(f"{RESULTS}/validation/estimates/{{algo}}.parquet", algo=ALGOS),
+        expand(PATHS["validation_estimate"], algo=ALGOS),
     output:
         csv=report(
             VALIDATION["csv"],
