@@ -1,5 +1,5 @@
-"""Job resources of the workflow's rules: one table, read by the rules, the planner and
-the profile lint.
+"""Job resources of the workflow's rules: one table, read by the rules and checked against
+the profiles (tests/test_profiles.py).
 
 * ``JOBS``: ``mem_mb`` and ``runtime`` (minutes) of every rule at attempt 1 (a retry
   multiplies both by the attempt), with the values of a site (``sizing.site`` of the
@@ -15,7 +15,7 @@ the profile lint.
 
 Throughput figures are objects/second for one worker on one core of the reference
 machine; a site's ``core_speed`` converts them to that site's CPUs. The planner
-(``python -m pzpipe.plan``) uses the same functions.
+(``python -m pzpipe.plan``) uses the same throughput functions for its job hours.
 """
 
 from __future__ import annotations
