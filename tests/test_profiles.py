@@ -148,6 +148,15 @@ def test_every_rule_takes_its_size_from_the_table():
         assert "lambda" not in res and "runtime=" not in res, f"rule {rule}: own job size"
 
 
+def test_paths_only_in_common_smk():
+    """The file layout is defined once (PATHS in rules/common.smk); rule files use it."""
+    for f in (REPO / "workflow" / "rules").glob("*.smk"):
+        if f.name == "common.smk":
+            continue
+        text = f.read_text()
+        assert not re.search(r'\{RESULTS\}|["\']results/', text), f"{f.name}: builds a path"
+
+
 def test_table_sites_are_the_site_overlays():
     from pzpipe.resources import JOBS
 
