@@ -237,15 +237,11 @@ def test_empty_and_errors(env):
 
 def test_runner_fast_path_equals_runner_with_rail(env, tmp_path, monkeypatch):
     """What the pipeline stores: Runner with FastBPZ vs Runner with RAIL's own class, on
-    the pipeline grid, through the registry (prepared data dir at results/bpz_data)."""
-    import os
-
+    the pipeline grid, through the registry (the prepared data dir passed as the rules do)."""
     from pzpipe import algorithms
     from pzpipe.config import REPO_ROOT, deep_update, load_config
 
     monkeypatch.chdir(tmp_path)
-    os.makedirs("results")
-    os.symlink(env["data_dir"], "results/bpz_data")
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
     d = _with_nondetections({k: v[:1500] for k, v in env["valid"].items()}, 5)
     d = {("object_id" if k == "id" else k): v for k, v in d.items() if k != "redshift"}
@@ -253,13 +249,29 @@ def test_runner_fast_path_equals_runner_with_rail(env, tmp_path, monkeypatch):
     for fast in (True, False):
         r = algorithms.Runner(algorithms.get("bpz"), env["model_path"],
                               deep_update(cfg, {"algorithms": {"bpz": {"fast": fast}}}),
-                              name=f"runner{fast}")
+                              name=f"runner{fast}", data_dir=env["data_dir"])
         assert (r.fast is not None) == fast and (r.fast_path is not None) == fast
         out[fast] = r.estimate(d, chunk_index=3)
     np.testing.assert_array_equal(out[True][0], out[False][0])
     assert set(out[True][1]) == {"todds", "t_best"} == set(out[False][1])
     for k in out[True][1]:
         np.testing.assert_array_equal(out[True][1][k], out[False][1][k])
+
+
+def test_stage_params_take_the_data_dir_the_rules_pass(tmp_path):
+    """The rules pass the prepared directory (PATHS["algo_data"]); without one (standalone
+    use) it is results/bpz_data under the working directory."""
+    import os
+
+    from pzpipe import algorithms
+    from pzpipe.config import REPO_ROOT, load_config
+
+    cfg = load_config(REPO_ROOT / "config" / "config.yaml")
+    bpz = algorithms.get("bpz")
+    d = str(tmp_path / "somewhere" / "bpz_data")
+    assert algorithms.stage_params(bpz, cfg, "estimate", d)["bpz_ref_data_path"] == d
+    assert algorithms.stage_params(bpz, cfg, "inform")["bpz_ref_data_path"] == \
+        os.path.abspath("results/bpz_data")
 
 
 def _adversarial_pairs(n, seed):

@@ -34,23 +34,29 @@ def test_repo_throughput_file_loads_and_covers_default_algorithms():
     assert tp["source"]
 
 
+def _rows(lay):
+    return [n for _, n in lay.files]
+
+
 def test_chunks_never_span_files():
-    rows = P.file_rows(objects=1_000_000, rows_per_file=300_000)
-    assert rows == (4, 300_000, 100_000)
+    # the plan counts chunks with the workflow's own layout (pzpipe.layout.Layout)
+    lay = P.input_layout(objects=1_000_000, rows_per_file=300_000)
+    assert _rows(lay) == [300_000] * 3 + [100_000]
     # 3 full files x ceil(300k/130k)=3 chunks + 1 chunk for the 100k remainder
-    assert P.count_chunks(rows, 130_000) == (4, 10, 1_000_000)
-    assert P.count_chunks([130_000, 130_001, 5], 130_000) == (3, 4, 260_006)
-    assert P.count_chunks(P.file_rows(objects=260_000), 130_000) == (1, 2, 260_000)
+    assert P.count_input(objects=1_000_000, rows_per_file=300_000, chunk_rows=130_000) \
+        == (4, 10, 1_000_000)
+    assert P.count_input(descriptor=[130_000, 130_001, 5], chunk_rows=130_000) == (3, 4, 260_006)
+    assert P.count_input(objects=260_000, chunk_rows=130_000) == (1, 2, 260_000)
 
 
 def test_descriptor_forms(tmp_path):
     csv = tmp_path / "d.csv"
     csv.write_text("path,nrows\na.parquet,200000\nb.parquet,10\n")
-    assert P.count_chunks(P.file_rows(descriptor=str(csv)), 130_000) == (2, 3, 200_010)
-    assert P.file_rows(descriptor={"n_objects": 10, "rows_per_file": 4}) == (3, 4, 2)
-    assert P.file_rows(descriptor=[1, 2]) == [1, 2]
+    assert P.count_input(descriptor=str(csv), chunk_rows=130_000) == (2, 3, 200_010)
+    assert _rows(P.input_layout(descriptor={"n_objects": 10, "rows_per_file": 4})) == [4, 4, 2]
+    assert _rows(P.input_layout(descriptor=[1, 2])) == [1, 2]
     with pytest.raises(ValueError):
-        P.file_rows()
+        P.input_layout()
 
 
 def test_plan_job_counts_and_submissions():

@@ -1,5 +1,6 @@
 """Lint of the Snakemake profiles: known options, known rules, valid resource expressions,
-partitions that exist at the site, and a dry run through each Slurm profile."""
+partitions that exist at the site, job sizes from the one table (pzpipe.resources.JOBS) and
+never from a profile, and a dry run through each Slurm profile."""
 
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ SITE_PARTITIONS = {
 }
 # Options of plugins that are not installed here (checked against their documentation).
 FOREIGN_PREFIXES = ("htcondor-",)
+# The only job sizes a profile may set (pzpipe.resources.JOBS is the one source; a profile's
+# set-resources would silently win over it). Each is documented in the profile.
+PROFILE_OVERRIDES = {
+    # the one-node test Slurm (.ci/setup_slurm.sh): a retry must fit its RealMemory
+    ("ci-slurm", "train", "mem_mb"): "3000 * attempt",
+}
 
 
 def _profile(name: str) -> dict:
@@ -101,6 +108,102 @@ def test_array_mode_only_with_enough_jobs():
         prof = _profile(name)
         if prof.get("slurm-array-jobs"):
             assert name == "ci-slurm" and int(prof["jobs"]) >= 100, name
+
+
+def _rule_blocks() -> dict[str, str]:
+    """Text of each rule (or checkpoint) of the workflow, by name."""
+    out = {}
+    for f in (REPO / "workflow" / "rules").glob("*.smk"):
+        text = f.read_text()
+        heads = list(re.finditer(r"^\s*(?:rule|checkpoint) (\w+):", text, re.M))
+        for h, nxt in zip(heads, heads[1:] + [None]):
+            out[h.group(1)] = text[h.start():nxt.start() if nxt else len(text)]
+    return out
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_profiles_leave_job_sizes_to_the_table(name):
+    prof = _profile(name)
+    for rule, block in (prof.get("set-resources", {}) or {}).items():
+        for key in ("mem_mb", "runtime"):
+            if key in block:
+                assert PROFILE_OVERRIDES.get((name, rule, key)) == block[key], (
+                    f"profiles/{name}: set-resources {rule}.{key} = {block[key]!r} overrides "
+                    f"pzpipe.resources.JOBS; change the table (or document the override)")
+
+
+def test_every_rule_takes_its_size_from_the_table():
+    from pzpipe.resources import JOBS
+
+    blocks = _rule_blocks()
+    local = {"summary"}                       # localrules: no cluster job
+    assert set(JOBS) == set(blocks) - local, "JOBS and the workflow's rules differ"
+    for rule, text in blocks.items():
+        if rule in local:
+            assert "resources:" not in text, rule
+            continue
+        res = text.split("resources:", 1)[1].split("params:", 1)[0].split("run:", 1)[0]
+        assert re.search(rf'\*\*rule_resources\(\s*CFG,\s*"{rule}"', res), \
+            f"rule {rule}: resources not from pzpipe.resources.JOBS"
+        assert "lambda" not in res and "runtime=" not in res, f"rule {rule}: own job size"
+
+
+def test_paths_only_in_common_smk():
+    """The file layout is defined once (PATHS in rules/common.smk); rule files use it."""
+    for f in (REPO / "workflow" / "rules").glob("*.smk"):
+        if f.name == "common.smk":
+            continue
+        text = f.read_text()
+        assert not re.search(r'\{RESULTS\}|["\']results/', text), f"{f.name}: builds a path"
+
+
+def test_table_sites_are_the_site_overlays():
+    from pzpipe.resources import JOBS
+
+    sites = {s for e in JOBS.values() for s in (e.get("sites") or {})}
+    overlays = {yaml.safe_load((REPO / "config" / f"{n}.yaml").read_text())["sizing"]["site"]
+                for n in ("apollo", "sdumont")}
+    assert sites <= overlays
+
+
+def test_htcondor_request_memory_follows_the_table():
+    from pzpipe.resources import job_size
+
+    prof = _profile("htcondor")
+    threads = prof.get("set-threads", {})
+    for rule, block in prof["set-resources"].items():
+        if "request_memory" not in block or rule == "estimate_batch":
+            continue
+        size = job_size(rule, "apollo", threads.get(rule, 1))
+        for attempt in (1, 2):
+            assert _eval(block["request_memory"], attempt) == size["mem_mb"] * attempt, rule
+
+
+def test_site_sizes_reach_the_rules():
+    """The values the Apollo and SDumont profiles set before the table existed: unchanged."""
+    from pzpipe.resources import rule_resources
+
+    def size(site, rule, threads=2, attempt=1):
+        res = rule_resources({"sizing": {"site": site}}, rule)
+        call = {"mem_mb": res["mem_mb"], "runtime": res.get("runtime")}
+        out = {}
+        for k, f in call.items():
+            if f is None:
+                continue
+            n = f.__code__.co_argcount
+            out[k] = f(None, threads, attempt) if n == 3 else f(None, attempt)
+        return out
+
+    assert size("apollo", "train") == {"mem_mb": 16000, "runtime": 120}
+    assert size("apollo", "train", attempt=2) == {"mem_mb": 32000, "runtime": 240}
+    assert size("apollo", "partition_batch") == {"mem_mb": 3000, "runtime": 60}
+    assert size("apollo", "export") == {"mem_mb": 4000, "runtime": 240}
+    assert size("apollo", "validate_estimate") == {"mem_mb": 8000, "runtime": 60}
+    assert size("sdumont", "train") == {"mem_mb": 32000, "runtime": 120}
+    assert size("sdumont", "partition_batch") == {"mem_mb": 8000, "runtime": 90}
+    assert size(None, "train") == {"mem_mb": 4000, "runtime": 120}
+    assert size(None, "validate_estimate", threads=3) == {"mem_mb": 8000}
+    assert rule_resources({}, "validate") == {}        # the profile's default-resources
 
 
 @pytest.mark.parametrize("name", ["ci-slurm", "apollo", "sdumont"])

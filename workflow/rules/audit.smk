@@ -11,8 +11,7 @@ rule audit:
         log="logs/audit.log",
         report="logs/audit.report.md",
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
+        **rule_resources(CFG, "audit"),
     params:
         audit=CFG.get("audit", {}),
     run:

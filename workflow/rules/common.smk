@@ -37,6 +37,7 @@ PATHS = {
     "partition": f"{RESULTS}/partition/{{batch}}.parquet",
     "model": f"{RESULTS}/models/{{algo}}/model.pkl",
     "sidecar": f"{RESULTS}/models/{{algo}}/model.json",
+    "algo_data": f"{RESULTS}/{{algo}}_data",  # rule prepare_data (Algorithm.data_dir)
     "estimate": f"{RESULTS}/estimates/{{algo}}/{{batch}}.parquet",
     "export_batch": f"{RESULTS}/export/batches/{{batch}}",
     "export_ids": f"{RESULTS}/export/ids/{{batch}}.parquet",
@@ -44,6 +45,8 @@ PATHS = {
     "release": f"{RESULTS}/release",
     "audit_md": f"{RESULTS}/audit/report.md",
     "audit_json": f"{RESULTS}/audit/report.json",
+    "validation_estimate": f"{RESULTS}/validation/estimates/{{algo}}.parquet",
+    "trainset": f"{RESULTS}/trainset",  # the training-set maker's outputs (rules/trainset.smk)
 }
 RELEASE_DIR = PATHS["release"]
 VALIDATION = validate.output_paths(RESULTS, ALGOS)  # rule validate's outputs by name
@@ -114,14 +117,14 @@ TRAINSET_ON = CFG["trainset"].get("enabled", False)
 def training_file(wildcards=None):
     """The training sample: the training-set maker's train split when it is enabled."""
     if TRAINSET_ON:
-        return f"{RESULTS}/trainset/train.parquet"
+        return f"{PATHS['trainset']}/train.parquet"
     return resolve_path(CFG["training"]["file"])
 
 
 def validation_file(wildcards=None):
     """The held-out sample: the training-set maker's test split when it is enabled."""
     if TRAINSET_ON:
-        return f"{RESULTS}/trainset/test.parquet"
+        return f"{PATHS['trainset']}/test.parquet"
     return resolve_path(CFG["validation"]["file"])
 
 
@@ -129,7 +132,7 @@ def data_dir_inputs(algo):
     """The prepared data directory of ``algo``, if it declares one (rule prepare_data)."""
     if algorithms.get(algo).data_dir is None:
         return {}
-    return {"algo_data": f"{RESULTS}/{algo}_data"}
+    return {"algo_data": PATHS["algo_data"].format(algo=algo)}
 
 
 def model_inputs(wildcards):
@@ -168,8 +171,9 @@ def dedup_inputs(wildcards):
     return expand(PATHS["export_ids"], batch=layout().batch_ids())
 
 
-# Job sizes (mem_mb, runtime, partition) from measured throughput: pzpipe.plan.rule_resources
-from pzpipe.plan import rule_resources
+# Job sizes (mem_mb, runtime; partition of estimate_batch): one table, pzpipe.resources.JOBS,
+# and the measured throughput for estimate_batch
+from pzpipe.resources import rule_resources
 
 
 def config_params(*sections, algo=False):
@@ -198,5 +202,5 @@ def audit_inputs(wildcards):
         out["objects_hats"] = PATHS["objects_hats"]  # the layout's source
     data_algos = algorithms.with_data_dir(ALGOS)
     if data_algos:  # re-estimation reads them
-        out["algo_data"] = expand(f"{RESULTS}/{{algo}}_data", algo=data_algos)
+        out["algo_data"] = expand(PATHS["algo_data"], algo=data_algos)
     return out

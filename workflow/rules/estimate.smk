@@ -24,4 +24,5 @@ rule estimate_batch:
             CFG,
             output[0],
             threads,
+            input.get("algo_data"),
         )

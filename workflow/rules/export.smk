@@ -10,8 +10,7 @@ rule export_batch:
     benchmark:
         "logs/benchmarks/export_batch/{batch}.tsv"
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        **rule_resources(CFG, "export_batch"),
     params:
         config=config_params("release", "export", "zgrid", "columns"),
     run:
@@ -41,8 +40,7 @@ rule export_dedup:
     benchmark:
         "logs/benchmarks/export_dedup/{bucket}.tsv"
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        **rule_resources(CFG, "export_dedup"),
     run:
         logged(log[0], export.run_dedup, list(input), int(wildcards.bucket), output[0])
 
@@ -58,8 +56,7 @@ rule export:
     benchmark:
         "logs/benchmarks/export.tsv"
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        **rule_resources(CFG, "export"),
     run:
         logged(
             log[0],

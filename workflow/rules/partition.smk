@@ -12,13 +12,20 @@ if TO_HATS:
             "logs/benchmarks/import_objects.tsv"
         threads: CFG["inputs"]["to_hats"]["dask"]["threads"]
         resources:
-            mem_mb=lambda wc, attempt: CFG["inputs"]["to_hats"]["dask"]["mem_mb"] * attempt,
-            runtime=lambda wc, attempt: 240 * attempt,
+            **rule_resources(
+                CFG, "import_objects", mem_mb=CFG["inputs"]["to_hats"]["dask"]["mem_mb"]
+            ),
         params:
             config=config_params("inputs", "columns"),
         run:
             logged(
-                log[0], partition.import_objects, input, CFG, output[0], threads, resources.mem_mb
+                log[0],
+                partition.import_objects,
+                input,
+                CFG,
+                output[0],
+                threads,
+                resources.mem_mb,
             )
 
 
@@ -33,8 +40,7 @@ rule partition_batch:
     benchmark:
         "logs/benchmarks/partition_batch/{batch}.tsv"
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        **rule_resources(CFG, "partition_batch"),
     params:
         config=config_params(*PARTITION_KEYS),
     run:

@@ -2,9 +2,11 @@ rule prepare_data:
     """Data directory an estimator declares (pzpipe.algorithms: Algorithm.data_dir), built
     once before its training and estimate jobs (e.g. template files and flux tables)."""
     output:
-        directory(f"{RESULTS}/{{algo}}_data"),
+        directory(PATHS["algo_data"]),
     log:
         "logs/prepare_data/{algo}.log",
+    resources:
+        **rule_resources(CFG, "prepare_data"),
     params:
         config=config_params("zgrid", algo=True),
     run:
@@ -16,14 +18,22 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model=f"{RESULTS}/models/{{algo}}/model.pkl",
-        sidecar=f"{RESULTS}/models/{{algo}}/model.json",
+        model=PATHS["model"],
+        sidecar=PATHS["sidecar"],
     log:
         "logs/train/{algo}.log",
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
+        **rule_resources(CFG, "train"),
     params:
         config=config_params(*PARTITION_KEYS, "training", "zgrid", algo=True),
     run:
-        logged(log[0], train.run, wildcards.algo, CFG, output.model, output.sidecar, input.training)
+        logged(
+            log[0],
+            train.run,
+            wildcards.algo,
+            CFG,
+            output.model,
+            output.sidecar,
+            input.training,
+            input.get("algo_data"),
+        )

@@ -7,7 +7,7 @@
 # at TRAINSET_DIR/train.parquet / test.parquet to train the photo-z on it.
 
 TS = trainset.settings(CFG)
-TRAINSET_DIR = f"{RESULTS}/trainset"
+TRAINSET_DIR = PATHS["trainset"]
 TS_THREADS = TS["dask"]["threads"]
 TS_MEM_MB = TS["dask"]["mem_mb"]
 # Decided at parse time from the path alone (cheap: looks for a *.properties file).
@@ -50,8 +50,7 @@ rule specz_compile:
     log:
         "logs/trainset/specz_compile.log",
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        **rule_resources(CFG, "specz_compile"),
     params:
         config=TS_PARAMS["specz_compile"],
     run:
@@ -68,8 +67,7 @@ rule specz_dedup:
     log:
         "logs/trainset/specz_dedup.log",
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        **rule_resources(CFG, "specz_dedup"),
     params:
         config=TS_PARAMS["specz_dedup"],
     run:
@@ -88,8 +86,7 @@ if not TS_PHOT_IS_HATS:
             "logs/trainset/photometry_hats.log",
         threads: TS_THREADS
         resources:
-            mem_mb=lambda wc, attempt: TS_MEM_MB * attempt,
-            runtime=lambda wc, attempt: 240 * attempt,
+            **rule_resources(CFG, "photometry_hats", mem_mb=TS_MEM_MB),
         params:
             config=TS_PARAMS["photometry_hats"],
         run:
@@ -108,8 +105,7 @@ rule trainset_crossmatch:
         "logs/trainset/trainset_crossmatch.log",
     threads: TS_THREADS
     resources:
-        mem_mb=lambda wc, attempt: TS_MEM_MB * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
+        **rule_resources(CFG, "trainset_crossmatch", mem_mb=TS_MEM_MB),
     params:
         config=TS_PARAMS["trainset_crossmatch"],
     run:
@@ -131,8 +127,7 @@ rule trainset_split:
         "logs/trainset/trainset_split.log",
     threads: min(TS_THREADS, 2)
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        **rule_resources(CFG, "trainset_split"),
     params:
         config=TS_PARAMS["trainset_split"],
     run:

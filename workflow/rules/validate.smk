@@ -4,12 +4,12 @@ rule validate_estimate:
         unpack(model_inputs),
         sample=validation_file(),
     output:
-        f"{RESULTS}/validation/estimates/{{algo}}.parquet",
+        PATHS["validation_estimate"],
     log:
         "logs/validate_estimate/{algo}.log",
     threads: CFG["estimate"]["workers"]
     resources:
-        mem_mb=lambda wc, threads, attempt: (2000 * threads + 2000) * attempt,
+        **rule_resources(CFG, "validate_estimate"),
     params:
         config=config_params(*PARTITION_KEYS, "validation", "zgrid", "estimate", algo=True),
     run:
@@ -22,13 +22,14 @@ rule validate_estimate:
             output[0],
             input.sample,
             threads,
+            input.get("algo_data"),
         )
 
 
 rule validate:
     """Metrics (whole sample, binned), tomographic n(z), science goals and figures."""
     input:
-        expand(f"{RESULTS}/validation/estimates/{{algo}}.parquet", algo=ALGOS),
+        expand(PATHS["validation_estimate"], algo=ALGOS),
     output:
         csv=report(
             VALIDATION["csv"],
@@ -96,6 +97,8 @@ rule validate:
         ),
     log:
         "logs/validate.log",
+    resources:
+        **rule_resources(CFG, "validate"),
     params:
         config=config_params("validate", "validation", "release", "zgrid", "ref_band"),
     run:

@@ -52,7 +52,8 @@ fails) when any check fails; WARN never fails it.
 
 Paths come from the rule (``workflow/rules/audit.smk`` passes ``PATHS`` of
 ``rules/common.smk``: partition, model, sidecar and estimate templates, the imported
-catalog); nothing here rebuilds a path under ``results/``.
+catalog, the estimators' prepared data directories); nothing here rebuilds a path under
+``results/``.
 
 Scale (40e9 objects, ~20k pixel files, ~2k batches, ~300k chunks), memory:
 the manifest and catalog checks hold one entry per release file (a few MB); the
@@ -112,11 +113,15 @@ class Inputs:
     sidecar: str                # template with {algo}
     estimate: str               # template with {algo} and {batch}
     objects_hats: str | None = None   # inputs.files imported as HATS (the layout's source)
+    algo_data: str | None = None      # template with {algo}: prepared data directories
 
     @classmethod
     def from_paths(cls, paths: dict) -> "Inputs":
         return cls(paths["release"], paths["partition"], paths["model"], paths["sidecar"],
-                   paths["estimate"], paths.get("objects_hats"))
+                   paths["estimate"], paths.get("objects_hats"), paths.get("algo_data"))
+
+    def data_dir(self, algo: str) -> str | None:
+        return self.algo_data.format(algo=algo) if self.algo_data else None
 
     def partition_file(self, batch: str) -> str:
         return self.partition.format(batch=batch)
@@ -778,7 +783,8 @@ def check_recompute(release_dir: Path, manifest: dict, cfg: dict, inputs: Inputs
                 continue
             model = inputs.model_file(algo)
             try:
-                runner = algorithms.Runner(algorithms.get(algo), model, cfg, name="audit")
+                runner = algorithms.Runner(algorithms.get(algo), model, cfg, name="audit",
+                                           data_dir=inputs.data_dir(algo))
             except Exception as exc:  # noqa: BLE001 - any failure to load is a failed check
                 c.fail(f"{algo}: cannot load model '{model}' ({type(exc).__name__}: {exc})")
                 continue

@@ -88,11 +88,11 @@ def _limit_threads():
         pass
 
 
-def _init_worker(algo_name, model_path, cfg):
+def _init_worker(algo_name, model_path, cfg, data_dir=None):
     global _RUNNER
     _limit_threads()
     _RUNNER = algorithms.Runner(algorithms.get(algo_name), model_path, cfg,
-                                name=f"w{os.getpid()}")
+                                name=f"w{os.getpid()}", data_dir=data_dir)
     # RAIL runs a full gc.collect() after every estimate call (~0.15 s with FlexZBoost's
     # model and the libraries loaded: ~75 us/object at 2,000-object sub-chunks); the
     # objects alive now (modules, the model) live as long as the worker: keep them out
@@ -119,8 +119,10 @@ def _work(args):
 
 
 def run_batch(algo_name: str, partition_file: str, model_path: str, cfg: dict,
-              output: str, workers: int = 1) -> dict:
-    """Estimate every chunk of ``partition_file`` with ``algo_name`` into ``output``."""
+              output: str, workers: int = 1, data_dir: str | None = None) -> dict:
+    """Estimate every chunk of ``partition_file`` with ``algo_name`` into ``output``.
+
+    ``data_dir``: the algorithm's prepared data directory, if it declares one."""
     algo = algorithms.get(algo_name)
     meta = read_meta(partition_file)
     bits = int(cfg["estimate"]["pdf_bits"])
@@ -141,12 +143,12 @@ def run_batch(algo_name: str, partition_file: str, model_path: str, cfg: dict,
     with atomic_path(output) as tmp:
         with pq.ParquetWriter(tmp, schema, **pdfstore.PARQUET_KWARGS) as writer:
             if workers == 1:
-                _init_worker(algo_name, model_path, cfg)
+                _init_worker(algo_name, model_path, cfg, data_dir)
                 results = map(_work, tasks)
                 pool = None
             else:
                 pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                                           initargs=(algo_name, model_path, cfg))
+                                           initargs=(algo_name, model_path, cfg, data_dir))
                 results = pool.map(_work, tasks)
             try:
                 for (path, rg, chunk_index, _), (table, secs) in zip(tasks, results):
@@ -185,7 +187,8 @@ def _sha(path):
 
 
 def estimate_sample(algo_name: str, model_path: str, cfg: dict, data: dict[str, np.ndarray],
-                    workers: int = 1, chunk_rows: int | None = None) -> pa.Table:
+                    workers: int = 1, chunk_rows: int | None = None,
+                    data_dir: str | None = None) -> pa.Table:
     """Estimate an in-memory sample (validation) with exactly the release code path:
     the sample is written as a temporary partition file (one row group per chunk) and
     estimated by ``run_batch`` with ``workers`` processes."""
@@ -208,7 +211,7 @@ def estimate_sample(algo_name: str, model_path: str, cfg: dict, data: dict[str, 
                                "row_group": i})
             w.add_key_value_metadata({"pzpipe": json.dumps({"batch": "sample", "chunks": chunks})})
         out = os.path.join(td, "estimates.parquet")
-        run_batch(algo_name, part, model_path, cfg, out, workers=workers)
+        run_batch(algo_name, part, model_path, cfg, out, workers=workers, data_dir=data_dir)
         return pq.read_table(out)
 
 

@@ -1,29 +1,21 @@
 """Plan a data release before the data exists, and size Slurm jobs.
 
-Two uses:
+``plan(...)`` / ``python -m pzpipe.plan --objects 40e9``: from a description of the input
+(a number of objects, files of M rows, a CSV ``path,nrows`` or a list of row counts)
+compute chunks, batches, Snakemake jobs per rule, Slurm submissions, core-hours per
+algorithm, wall time on Apollo and Santos Dumont for a given core count, and output
+storage. Chunks come from the workflow's own layout (``pzpipe.layout``); the rest is
+arithmetic: it answers in well under a second for any size. The Snakemake dry run
+(``snakemake -n`` with ``inputs.descriptor``) checks the same job counts against the
+real DAG; see ``benchmarks/dryrun_plan.py``.
 
-* ``plan(...)`` / ``python -m pzpipe.plan --objects 40e9``: from a description of
-  the input (a number of objects, files of M rows, a CSV ``path,nrows`` or a list
-  of row counts) compute chunks, batches, Snakemake jobs per rule, Slurm
-  submissions, core-hours per algorithm, wall time on Apollo and Santos Dumont
-  for a given core count, and output storage. Pure arithmetic: it answers in
-  milliseconds for any size. The Snakemake dry run (``snakemake -n`` with
-  ``inputs.descriptor``) checks the same job counts against the real DAG; see
-  ``benchmarks/dryrun_plan.py``.
-
-* Resource functions for the rules (``rule_resources``): ``runtime`` and
-  ``mem_mb`` of ``estimate_batch`` from the per-chunk cost of each algorithm in
-  ``resources/throughput.yaml``, scaled by the Slurm ``attempt`` so that a retry
-  asks for more memory and time.
-
-Throughput figures are objects/second for one worker on one core of the
-reference machine; a site's ``core_speed`` converts them to that site's CPUs.
+Job resources of the rules (``rule_resources``, the throughput file, ``pick_partition``)
+live in ``pzpipe.resources``; their names are importable from here too.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -31,20 +23,29 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import algorithms as _algorithms   # the registry (imports no RAIL code)
+from .layout import Layout, read_descriptor
+from .resources import (  # noqa: F401 - re-exported: pzpipe.plan.load_throughput etc.
+    DEFAULT_CHUNK_ROWS,
+    DEFAULT_THROUGHPUT,
+    JOBS,
+    _algo_entry,
+    _site_entry,
+    batch_seconds,
+    estimate_mem_mb,
+    estimate_runtime_min,
+    job_size,
+    load_throughput,
+    pick_partition,
+    rule_resources,
+)
 
-DEFAULT_CHUNK_ROWS = 130_000
 DEFAULT_ALGORITHMS = _algorithms.default_names()
 DEFAULT_MAX_JOBS = 3000
 # Rules of the workflow with one job per release (not per batch).
 SINGLE_RULES = ("validate", "export")  # `summary` runs on demand, not in `all`
 # plus one `prepare_data` job per algorithm that declares a data directory
 DEDUP_IDS_PER_JOB = 150_000_000     # export.dedup_ids_per_job (schema default)
-REPO_ROOT = Path(__file__).resolve().parents[3]
-# Package data (a symlink to resources/throughput.yaml in a clone), found by installs too
-DEFAULT_THROUGHPUT = Path(__file__).resolve().parent / "data" / "throughput.yaml"
 
 # Output layout (DESIGN.md): object_id int64, six float32 point-estimate
 # columns (z_mode, z_mean, z_median, z_lo68, z_hi68, z_err68), flags int32,
@@ -68,285 +69,52 @@ DEFAULT_ARRAY_LIMIT = 1000
 
 
 # --------------------------------------------------------------------------
-# throughput file
+# the input: units and chunks, by the workflow's own layout (pzpipe.layout)
 # --------------------------------------------------------------------------
-def load_throughput(path: str | Path | Mapping | None = None) -> dict:
-    """Read ``resources/throughput.yaml`` (or return a given mapping)."""
-    if isinstance(path, Mapping):
-        return dict(path)
-    p = Path(path) if path else DEFAULT_THROUGHPUT
-    with open(p) as fh:
-        data = yaml.safe_load(fh)
-    if not isinstance(data, dict) or "algorithms" not in data:
-        raise ValueError(f"{p}: no 'algorithms' mapping")
-    return data
-
-
-def _algo_entry(throughput: Mapping, algo: str) -> Mapping:
-    try:
-        return throughput["algorithms"][algo]
-    except KeyError:
-        known = ", ".join(sorted(throughput.get("algorithms", {})))
-        raise KeyError(f"no throughput figure for algorithm {algo!r} (known: {known})") from None
-
-
-def _site_entry(throughput: Mapping, site: str | None) -> Mapping:
-    sites = throughput.get("sites", {}) or {}
-    if site is None:
-        return {"core_speed": 1.0}
-    if site not in sites:
-        raise KeyError(f"no site {site!r} in throughput file (known: {', '.join(sites)})")
-    return sites[site]
-
-
-# --------------------------------------------------------------------------
-# chunks
-# --------------------------------------------------------------------------
-def _rows_from_csv(path: str | Path) -> list[int]:
-    with open(path, newline="") as fh:
-        return [int(float(r["nrows"])) for r in csv.DictReader(fh)]
-
-
-def file_rows(
+def input_layout(
     objects: float | None = None,
     rows_per_file: float | None = None,
     descriptor: Any = None,
-) -> list[int] | tuple[int, int, int]:
-    """Row counts of the input files.
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> Layout:
+    """The layout of the input described (pzpipe.layout.Layout, one chunk per batch).
 
-    Returns a list of row counts, or for a synthetic descriptor the compact form
-    ``(n_full_files, rows_per_file, rows_in_last_file)`` so that 300k files cost
-    nothing. ``descriptor`` may be a dict ``{n_objects, rows_per_file}``, a CSV
-    path (columns ``path,nrows``) or a sequence of row counts.
-    """
-    if descriptor is not None:
-        if isinstance(descriptor, Mapping):
-            objects = descriptor.get("n_objects", objects)
-            rows_per_file = descriptor.get("rows_per_file", rows_per_file)
-        elif isinstance(descriptor, (str, Path)):
-            return _rows_from_csv(descriptor)
-        elif isinstance(descriptor, Iterable):
-            return [int(n) for n in descriptor]
-        else:
+    ``descriptor``: a dict ``{n_objects, rows_per_file}``, a CSV path (columns
+    ``path,nrows`` or ``Norder,Npix,nrows``: ``pzpipe.layout.read_descriptor``, the same
+    reader as ``inputs.descriptor``) or a sequence of row counts; without one, ``objects``
+    in files of ``rows_per_file`` rows (default: one file). Chunks never span files."""
+    if chunk_rows <= 0:
+        raise ValueError("chunk_rows must be > 0")
+    if isinstance(descriptor, (str, Path)):
+        files, _ = read_descriptor(str(descriptor))
+        return Layout(files, chunk_rows, 1)
+    if descriptor is not None and not isinstance(descriptor, Mapping):
+        if not isinstance(descriptor, Iterable):
             raise TypeError(f"unsupported descriptor {descriptor!r}")
+        return Layout([(f"file_{i}", int(n)) for i, n in enumerate(descriptor)], chunk_rows, 1)
+    if isinstance(descriptor, Mapping):
+        objects = descriptor.get("n_objects", objects)
+        rows_per_file = descriptor.get("rows_per_file", rows_per_file)
     if objects is None:
         raise ValueError("give objects or a descriptor")
     n = int(round(float(objects)))
     if n < 0:
         raise ValueError("objects must be >= 0")
     if not rows_per_file:
-        return (1 if n else 0, n, n) if n else (0, 0, 0)
+        return Layout([("objects", n)] if n else [], chunk_rows, 1)
     m = int(round(float(rows_per_file)))
     if m <= 0:
         raise ValueError("rows_per_file must be > 0")
-    full, rest = divmod(n, m)
-    if rest == 0:
-        return (full, m, m) if full else (0, m, 0)
-    return (full + 1, m, rest)
+    files, _ = read_descriptor({"n_objects": n, "rows_per_file": m})
+    return Layout(files, chunk_rows, 1)
 
 
-def count_chunks(rows: list[int] | tuple[int, int, int], chunk_rows: int) -> tuple[int, int, int]:
-    """(n_files, n_chunks, n_objects); chunks never span files."""
-    if chunk_rows <= 0:
-        raise ValueError("chunk_rows must be > 0")
-    if isinstance(rows, tuple):
-        nfiles, m, last = rows
-        if nfiles == 0:
-            return 0, 0, 0
-        per_full = math.ceil(m / chunk_rows)
-        chunks = (nfiles - 1) * per_full + math.ceil(last / chunk_rows)
-        return nfiles, chunks, (nfiles - 1) * m + last
-    chunks = sum(math.ceil(r / chunk_rows) for r in rows if r > 0)
-    return len(rows), chunks, sum(rows)
-
-
-# --------------------------------------------------------------------------
-# job sizing (used by the plan and, through rule_resources, by the workflow)
-# --------------------------------------------------------------------------
-def batch_seconds(
-    algo: str,
-    chunks_per_batch: int,
-    threads: int = 1,
-    *,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    throughput: Mapping | None = None,
-    site: str | None = None,
-) -> float:
-    """Expected wall seconds of one estimate_batch job with ``threads`` workers."""
-    tp = load_throughput(throughput)
-    rate = float(_algo_entry(tp, algo)["obj_per_s_core"]) * float(
-        _site_entry(tp, site).get("core_speed", 1.0)
-    )
-    workers = max(1, int(threads))
-    # chunks are handed to workers whole: the batch takes ceil(chunks/workers) rounds
-    rounds = math.ceil(chunks_per_batch / workers)
-    return rounds * chunk_rows / rate
-
-
-def estimate_runtime_min(
-    algo: str,
-    chunks_per_batch: int,
-    threads: int = 1,
-    attempt: int = 1,
-    *,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    throughput: Mapping | None = None,
-    site: str | None = None,
-    margin: float = 2.0,
-    overhead_min: float = 5.0,
-    attempt_factor: float = 1.5,
-    max_min: int | None = None,
-) -> int:
-    """Slurm ``runtime`` (minutes) for estimate_batch, growing with ``attempt``."""
-    sec = batch_seconds(
-        algo, chunks_per_batch, threads, chunk_rows=chunk_rows, throughput=throughput, site=site
-    )
-    minutes = (sec * margin / 60.0 + overhead_min) * attempt_factor ** (max(1, attempt) - 1)
-    minutes = int(math.ceil(minutes))
-    if max_min:
-        minutes = min(minutes, int(max_min))
-    return max(1, minutes)
-
-
-def estimate_mem_mb(
-    algo: str,
-    threads: int = 1,
-    attempt: int = 1,
-    *,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    throughput: Mapping | None = None,
-    base_mb: int = 1000,
-    attempt_factor: float = 1.5,
-    max_mb: int | None = None,
-) -> int:
-    """Slurm ``mem_mb`` for estimate_batch: base + per-worker peak, x attempt."""
-    tp = load_throughput(throughput)
-    ref_rows = int(tp.get("reference_chunk_rows", DEFAULT_CHUNK_ROWS))
-    per_worker = float(_algo_entry(tp, algo)["mem_mb_per_worker"]) * max(
-        0.25, chunk_rows / ref_rows
-    )
-    mb = (base_mb + max(1, int(threads)) * per_worker) * attempt_factor ** (max(1, attempt) - 1)
-    mb = int(math.ceil(mb / 100.0) * 100)
-    if max_mb:
-        mb = min(mb, int(max_mb))
-    return mb
-
-
-def _cfg(config: Mapping, *keys, default=None):
-    cur: Any = config
-    for k in keys:
-        if not isinstance(cur, Mapping) or k not in cur or cur[k] is None:
-            return default
-        cur = cur[k]
-    return cur
-
-
-def rule_resources(config: Mapping, rule: str = "estimate_batch") -> dict:
-    """Resource callables for a rule, to unpack in a ``resources:`` directive.
-
-    Usage in ``workflow/rules/estimate.smk``::
-
-        rule estimate_batch:
-            threads: config["estimate"]["workers"]
-            resources: **pzpipe.plan.rule_resources(config, "estimate_batch")
-
-    Reads (all optional) ``config["sizing"]``: ``throughput_file`` (default
-    resources/throughput.yaml), ``site`` (key of ``sites`` in that file, set by
-    config/apollo.yaml etc.), ``runtime_margin`` (2.0), ``attempt_factor``
-    (1.5), ``max_runtime_min``, ``max_mem_mb``, ``partitions`` (list of
-    ``{name, max_runtime_min, account?}``: when set, estimate_batch also gets
-    ``slurm_partition`` (and ``slurm_account``) = the smallest partition whose
-    time limit fits the job, see ``pick_partition``); plus ``partition.chunk_rows``
-    and ``batch.chunks_per_batch``. Each callable takes
-    ``(wildcards, threads, attempt)`` as Snakemake passes them.
-
-    Note: a profile's ``set-resources`` for the same rule and resource wins over
-    these, so profiles must not set mem_mb/runtime of estimate_batch.
-    """
-    sizing = _cfg(config, "sizing", default={}) or {}
-    tp_path = sizing.get("throughput_file") or DEFAULT_THROUGHPUT
-    site = sizing.get("site")
-    margin = float(sizing.get("runtime_margin", 2.0))
-    factor = float(sizing.get("attempt_factor", 1.5))
-    max_rt = sizing.get("max_runtime_min")
-    max_mb = sizing.get("max_mem_mb")
-    chunk_rows = int(_cfg(config, "partition", "chunk_rows", default=DEFAULT_CHUNK_ROWS))
-    cpb = int(_cfg(config, "batch", "chunks_per_batch", default=1))
-
-    if rule != "estimate_batch":
-        # Small fixed-size rules: a floor that doubles with each attempt.
-        base = {
-            "partition_batch": (2000, 10 + 2 * cpb),
-            "prepare_data": (2000, 15),
-            "train": (8000, 120),
-            "validate": (8000, 60),
-            "export": (2000, 30 + cpb),
-            "summary": (1000, 10),
-        }.get(rule, (2000, 30))
-
-        def mem_mb(wildcards, attempt):
-            return int(base[0] * attempt)
-
-        def runtime(wildcards, attempt):
-            return int(base[1] * attempt)
-
-        return {"mem_mb": mem_mb, "runtime": runtime}
-
-    _cache: dict = {}
-
-    def _tp():
-        if "tp" not in _cache:
-            _cache["tp"] = load_throughput(tp_path)
-        return _cache["tp"]
-
-    def mem_mb(wildcards, threads, attempt):
-        return estimate_mem_mb(
-            wildcards.algo, threads, attempt, chunk_rows=chunk_rows, throughput=_tp(),
-            attempt_factor=factor, max_mb=max_mb,
-        )
-
-    partitions = list(sizing.get("partitions") or [])
-
-    def _runtime(wildcards, threads, attempt):
-        return estimate_runtime_min(
-            wildcards.algo, cpb, threads, attempt, chunk_rows=chunk_rows, throughput=_tp(),
-            site=site, margin=margin, attempt_factor=factor, max_min=max_rt,
-        )
-
-    def runtime(wildcards, threads, attempt):
-        rt = _runtime(wildcards, threads, attempt)
-        if partitions:
-            rt = min(rt, int(pick_partition(partitions, rt)["max_runtime_min"]))
-        return rt
-
-    out = {"mem_mb": mem_mb, "runtime": runtime}
-    if partitions:
-        def slurm_partition(wildcards, threads, attempt):
-            return str(pick_partition(partitions, _runtime(wildcards, threads, attempt))["name"])
-
-        out["slurm_partition"] = slurm_partition
-        if any(p.get("account") for p in partitions):
-            def slurm_account(wildcards, threads, attempt):
-                part = pick_partition(partitions, _runtime(wildcards, threads, attempt))
-                return str(part.get("account") or "")
-
-            out["slurm_account"] = slurm_account
-    return out
-
-
-def pick_partition(partitions: Sequence[Mapping], runtime_min: float) -> Mapping:
-    """The partition with the smallest time limit that fits ``runtime_min``.
-
-    ``partitions``: ``[{name, max_runtime_min, account?}, ...]`` in any order.
-    When none fits, the one with the largest limit (the job is capped to it).
-    """
-    if not partitions:
-        raise ValueError("no partitions configured")
-    ordered = sorted(partitions, key=lambda p: float(p["max_runtime_min"]))
-    for part in ordered:
-        if runtime_min <= float(part["max_runtime_min"]):
-            return part
-    return ordered[-1]
+def count_input(objects: float | None = None, rows_per_file: float | None = None,
+                descriptor: Any = None, chunk_rows: int = DEFAULT_CHUNK_ROWS
+                ) -> tuple[int, int, int]:
+    """``(n_files, n_chunks, n_objects)`` of the input described (see ``input_layout``)."""
+    lay = input_layout(objects, rows_per_file, descriptor, chunk_rows)
+    return len(lay.files), lay.n_chunks, lay.n_objects
 
 
 # --------------------------------------------------------------------------
@@ -420,8 +188,7 @@ def plan(
     """
     tp = load_throughput(throughput)
     algorithms = list(algorithms)
-    rows = file_rows(objects, rows_per_file, descriptor)
-    n_files, n_chunks, n_obj = count_chunks(rows, chunk_rows)
+    n_files, n_chunks, n_obj = count_input(objects, rows_per_file, descriptor, chunk_rows)
     auto_cpb = chunks_per_batch is None
     job_target = max_jobs
     if max_submission_fraction:

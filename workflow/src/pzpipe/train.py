@@ -17,11 +17,13 @@ from .samples import read_sample
 log = logging.getLogger(__name__)
 
 
-def run(algo_name: str, cfg: dict, model_out: str, sidecar_out: str, training_file: str | None = None) -> None:
+def run(algo_name: str, cfg: dict, model_out: str, sidecar_out: str,
+        training_file: str | None = None, data_dir: str | None = None) -> None:
     """Train ``algo_name`` and write the pickled model plus a JSON sidecar.
 
     ``training_file``: a parquet with the training sample (e.g. the training-set
-    maker's split); default: config ``training.file``.
+    maker's split); default: config ``training.file``. ``data_dir``: the algorithm's
+    prepared data directory, if it declares one (rule ``prepare_data``).
     """
     algo = algorithms.get(algo_name)
     sample = dict(cfg["training"])
@@ -31,7 +33,7 @@ def run(algo_name: str, cfg: dict, model_out: str, sidecar_out: str, training_fi
     n = len(data["redshift"])
     log.info("training %s on %d objects from %s", algo_name, n, sample["file"])
     inf_cls, _ = algo.classes()
-    params = algorithms.stage_params(algo, cfg, "inform")
+    params = algorithms.stage_params(algo, cfg, "inform", data_dir)
     data = {k: v.copy() for k, v in data.items()}      # RAIL informers mutate their input
     if algo.input_transform is not None:
         data = algo.input_transform(data, params)

@@ -68,9 +68,11 @@ def check_config(cfg: dict) -> None:
 
 # ----------------------------------------------------------------------------- estimate
 def estimate_validation(algo_name: str, model_path: str, cfg: dict, output: str,
-                        sample_file: str | None = None, workers: int = 1) -> None:
+                        sample_file: str | None = None, workers: int = 1,
+                        data_dir: str | None = None) -> None:
     """Estimate the validation sample; add ``z_true`` and ``ref_mag`` (NaN = not detected
-    in ``ref_band``) and record the sample (file, cuts) in the schema metadata."""
+    in ``ref_band``) and record the sample (file, cuts) in the schema metadata.
+    ``data_dir``: the algorithm's prepared data directory, if it declares one."""
     from .estimate import estimate_sample
     from .partition import mag_col
     from .samples import load_sample
@@ -79,7 +81,8 @@ def estimate_validation(algo_name: str, model_path: str, cfg: dict, output: str,
     if sample_file:
         sample["file"] = sample_file
     data, info = load_sample(cfg, sample, section="validation")
-    table = estimate_sample(algo_name, model_path, cfg, data, workers=workers)
+    table = estimate_sample(algo_name, model_path, cfg, data, workers=workers,
+                            data_dir=data_dir)
     if not np.array_equal(table.column(ID_COL).to_numpy(), data[ID_COL]):
         raise PipelineError(f"{algo_name}: validation estimates are not in the sample's "
                             f"order; refusing to attach true redshifts")

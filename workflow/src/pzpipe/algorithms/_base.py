@@ -155,18 +155,24 @@ def common_params(cfg: dict) -> dict:
 
 
 def data_dir_path(algo: Algorithm, results_dir: str = "results") -> str:
-    """Absolute path of ``algo``'s prepared data directory (``results/<name>_data``)."""
+    """Absolute path of ``algo``'s prepared data directory for standalone use (tests,
+    benchmarks): ``<results_dir>/<name>_data``. The workflow does not use it: its rules
+    pass the directory (``PATHS["algo_data"]`` of ``workflow/rules/common.smk``)."""
     return os.path.abspath(f"{results_dir}/{algo.name}_data")
 
 
-def stage_params(algo: Algorithm, cfg: dict, kind: str) -> dict:
+def stage_params(algo: Algorithm, cfg: dict, kind: str, data_dir: str | None = None) -> dict:
     """Full RAIL parameter dict for ``kind`` in {'inform', 'estimate'}: the shared ones,
     the algorithm's own (its module's ``params`` hook), then the user's config block
     ``algorithms.<name>.<kind>`` (unknown keys are config errors: RAIL would ignore them),
-    then the module's ``finalize`` hook."""
+    then the module's ``finalize`` hook.
+
+    ``data_dir``: the prepared data directory of an algorithm that declares one (rule
+    ``prepare_data``; the rules pass it); None: ``data_dir_path(algo)``."""
     params = common_params(cfg)
     if algo.data_dir is not None:
-        params[algo.data_dir.param] = data_dir_path(algo)
+        params[algo.data_dir.param] = (os.path.abspath(data_dir) if data_dir
+                                       else data_dir_path(algo))
     if algo.params is not None:
         params.update(algo.params(cfg, kind))
     user = (cfg["algorithms"].get(algo.name) or {}).get(kind, {}) or {}

@@ -21,9 +21,12 @@ class Runner:
     """Estimator for one algorithm with its model loaded once (one per worker).
 
     ``fast_path``: the ``FastPath`` in use, or None when RAIL's own code runs (no fast
-    path, ``algorithms.<name>.fast: false``, or installed versions not verified)."""
+    path, ``algorithms.<name>.fast: false``, or installed versions not verified).
+    ``data_dir``: the algorithm's prepared data directory, if it declares one
+    (``stage_params``)."""
 
-    def __init__(self, algo: Algorithm, model_path: str, cfg: dict, name: str = "est"):
+    def __init__(self, algo: Algorithm, model_path: str, cfg: dict, name: str = "est",
+                 data_dir: str | None = None):
         from rail.core.data import DataStore
 
         DataStore.allow_overwrite = True
@@ -32,7 +35,7 @@ class Runner:
         self.name = name
         self.zgrid = np.linspace(cfg["zgrid"]["zmin"], cfg["zgrid"]["zmax"], cfg["zgrid"]["nz"])
         _, est_cls = algo.classes()
-        params = stage_params(algo, cfg, "estimate")
+        params = stage_params(algo, cfg, "estimate", data_dir)
         # the pipeline computes its point estimates from the grid PDFs: skip RAIL's
         params.setdefault("calculated_point_estimates", [])
         self.params = params
