@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import algorithms as _algorithms   # the registry (imports no RAIL code)
+from . import forecast
 from .layout import Layout, read_descriptor
 from .resources import (  # noqa: F401 - re-exported: pzpipe.plan.load_throughput etc.
     DEFAULT_CHUNK_ROWS,
@@ -256,14 +257,14 @@ def plan(
         }
         for site, cores in sites.items():
             s = _site_entry(tp, site)
-            speed = float(s.get("core_speed", 1.0))
-            tail = float(s.get("tail_factor", 1.0))
-            core_h = ref_core_h / speed
+            core_h = forecast.site_core_hours(n_obj, rate, s)
             job_h = batch_seconds(algo, cpb, threads, chunk_rows=chunk_rows, throughput=tp,
                                   site=site) / 3600.0
             slots = max(1, cores // max(1, threads))
             waves = math.ceil(n_batches / slots) if n_batches else 0
-            wall_h = max(core_h / max(1, cores) * tail, job_h if n_batches else 0.0)
+            # the one time model (pzpipe.forecast), as the benchmark's 40e9 column uses it
+            wall_h = forecast.release_wall_hours(n_obj, rate, s, cores,
+                                                 job_h if n_batches else 0.0)
             entry[site] = {
                 "core_hours": core_h,
                 "cores": cores,
