@@ -31,10 +31,6 @@ CONFIG = REPO / "config" / "test.yaml"
 EXTRA = [os.environ["PZPIPE_SLURM_EXTRA_CONFIG"]] if os.environ.get("PZPIPE_SLURM_EXTRA_CONFIG") else []
 pytestmark = pytest.mark.slurm
 REQUIRE = os.environ.get("PZPIPE_REQUIRE_SLURM") == "1"
-# Algorithms whose estimates are not reproducible run to run even with a seed
-# (RAIL's TPZ uses an unseeded RNG internally, ../shared/NOTES.md): compared on
-# ids, flags and shapes only. Empty if the estimate stage makes them reproducible.
-NONDETERMINISTIC: set[str] = set()
 
 
 def slurm_status() -> str | None:
@@ -111,16 +107,11 @@ def test_estimates_identical_to_local_run(runs):
     assert a, "local run produced no estimates"
     assert sorted(a) == sorted(b)
     for name in a:
-        algo = name.split("/")[0]
         fa, fb = pq.ParquetFile(a[name]), pq.ParquetFile(b[name])
         assert fa.metadata.num_row_groups == fb.metadata.num_row_groups, name
         ta, tb = fa.read(), fb.read()
         assert ta.schema.names == tb.schema.names, name
         assert ta.num_rows == tb.num_rows, name
-        if algo in NONDETERMINISTIC:
-            for col in ("object_id", "flags"):
-                assert ta.column(col).equals(tb.column(col)), f"{name}:{col}"
-            continue
         for col in ta.schema.names:
             assert ta.column(col).equals(tb.column(col)), f"{name}: column {col} differs"
 
@@ -131,8 +122,6 @@ def test_release_identical_to_local_run(runs):
     rb = sorted((on_slurm / "results" / "release").glob("*/*.parquet"))
     assert [p.relative_to(local) for p in ra] == [p.relative_to(on_slurm) for p in rb]
     for pa_, pb_ in zip(ra, rb):
-        if pa_.parent.name in NONDETERMINISTIC:
-            continue
         assert pq.read_table(pa_).equals(pq.read_table(pb_)), pa_.name
 
 

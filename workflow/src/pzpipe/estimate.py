@@ -211,10 +211,3 @@ def estimate_sample(algo_name: str, model_path: str, cfg: dict, data: dict[str, 
         run_batch(algo_name, part, model_path, cfg, out, workers=workers)
         return pq.read_table(out)
 
-
-def read_estimates(path: str) -> pa.Table:
-    return pq.read_table(path)
-
-
-def zgrid_of(cfg):
-    return make_zgrid(cfg)
