@@ -87,6 +87,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import PipelineError, provenance
+from .io import parquet_meta
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,7 @@ class _Check:
 
 # ----------------------------------------------------------------------------- helpers
 def _file_meta(path: str) -> dict:
-    md = pq.ParquetFile(path).metadata.metadata or {}
-    return json.loads(md.get(b"pzpipe", b"{}"))
+    return parquet_meta(path)
 
 
 def manifest_files(release_dir: Path):
@@ -369,7 +369,7 @@ def check_catalog(release_dir: Path, manifest: dict, cfg: dict) -> _Check:
         return c
     from .config import enabled_algorithms
 
-    md = json.loads((common.metadata or {}).get(b"pzpipe", b"{}"))
+    md = parquet_meta(common)
     order = md.get("algorithms") or []
     if sorted(order) != sorted(enabled_algorithms(cfg)):
         c.fail(f"dataset/_common_metadata holds estimators {order}, the recorded config "
@@ -731,7 +731,8 @@ def check_recompute(release_dir: Path, manifest: dict, cfg: dict, inputs: Inputs
                     batches: list[str], sample_chunks: int = 2, seed: int = 0,
                     max_rows: int | None = None) -> _Check:
     from . import algorithms, estimate
-    from .config import enabled_algorithms, zgrid as make_zgrid
+    from .config import enabled_algorithms
+    from .zgrid import from_config as make_zgrid
     from .hatsio import HEALPIX_COL
     from .partition import ID_COL, read_meta
 

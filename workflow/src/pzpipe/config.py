@@ -159,12 +159,5 @@ def config_hash(cfg: dict, sections: list[str] | None = None) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def zgrid(cfg: dict):
-    import numpy as np
-
-    g = cfg["zgrid"]
-    return np.linspace(g["zmin"], g["zmax"], g["nz"])
-
-
 def enabled_algorithms(cfg: dict) -> list[str]:
     return [name for name, a in cfg["algorithms"].items() if a.get("enabled", True)]

@@ -18,7 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import PipelineError, algorithms, pdfstore
-from .config import config_hash, zgrid as make_zgrid
+from .config import config_hash
+from .provenance import sha256_file
+from .zgrid import from_config as make_zgrid
 from .io import atomic_path
 from .partition import ID_COL, read_meta
 from .pointest import FLAG_PDF_BAD, KEYS as POINT_COLS, point_estimates
@@ -132,7 +134,7 @@ def run_batch(algo_name: str, partition_file: str, model_path: str, cfg: dict,
         "zgrid": [cfg["zgrid"]["zmin"], cfg["zgrid"]["zmax"], cfg["zgrid"]["nz"]],
         "pdf_encoding": pdfstore.ENCODING, "pdf_bits": bits,
         "config_hash": config_hash(cfg, list(CONFIG_SECTIONS)),
-        "model_sha256": _sha(model_path),
+        "model_sha256": sha256_file(model_path),
         "chunks": [{"chunk": ch["chunk"], "rows": ch["rows_out"]} for ch in meta["chunks"]],
     }
     workers = max(1, min(int(workers), len(tasks) or 1))
@@ -176,12 +178,6 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
         p.join(timeout=10)
         if p.is_alive():
             p.terminate()
-
-
-def _sha(path):
-    from .provenance import sha256_file
-
-    return sha256_file(path)
 
 
 def estimate_sample(algo_name: str, model_path: str, cfg: dict, data: dict[str, np.ndarray],
