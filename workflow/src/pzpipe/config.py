@@ -152,6 +152,16 @@ def resolve_path(path: str) -> str:
     return path
 
 
+def schema_defaults(section: str) -> dict:
+    """The defaults of the top-level config ``section`` as the schema fills them in
+    (``validate_config`` of a config without that section): the schema is the one
+    source of defaults."""
+    schema = _load_schema()
+    sub = {"definitions": schema.get("definitions", {}), "type": "object",
+           "properties": {section: schema["properties"][section]}}
+    return _fill_defaults({}, sub, sub)[section]
+
+
 def config_hash(cfg: dict, sections: list[str] | None = None) -> str:
     """sha256 of the canonical JSON of the config (or of some of its sections)."""
     part = cfg if sections is None else {k: cfg.get(k) for k in sections}

@@ -220,10 +220,11 @@ def parquet_meta(source, key: str = "pzpipe", *, required: bool = False) -> dict
     return out if isinstance(out, dict) else {}
 
 
-def write_json_atomic(path, obj) -> None:
+def write_json_atomic(path, obj, *, indent: int = 2, sort_keys: bool = True,
+                      default=str) -> None:
     import json
 
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+            json.dump(obj, f, indent=indent, sort_keys=sort_keys, default=default)
             f.write("\n")
