@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from . import PipelineError, algorithms, pdfstore
 from .config import config_hash
 from .provenance import sha256_file
-from .zgrid import from_config as make_zgrid
+from .zgrid import from_config as make_zgrid, spec as zgrid_spec
 from .io import atomic_path
 from .partition import ID_COL, read_meta
 from .pointest import FLAG_PDF_BAD, KEYS as POINT_COLS, point_estimates
@@ -131,7 +131,7 @@ def run_batch(algo_name: str, partition_file: str, model_path: str, cfg: dict,
     schema = output_schema(algo, make_zgrid(cfg))
     out_meta = {
         "algorithm": algo_name, "batch": meta["batch"],
-        "zgrid": [cfg["zgrid"]["zmin"], cfg["zgrid"]["zmax"], cfg["zgrid"]["nz"]],
+        "zgrid": zgrid_spec(cfg),
         "pdf_encoding": pdfstore.ENCODING, "pdf_bits": bits,
         "config_hash": config_hash(cfg, list(CONFIG_SECTIONS)),
         "model_sha256": sha256_file(model_path),
