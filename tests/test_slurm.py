@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from helpers.runs import smk as run_smk
+from helpers.runs import smk
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "test.yaml"
@@ -61,17 +61,14 @@ def slurm():
         pytest.skip(f"no Slurm here: {reason}")
 
 
-def smk(workdir: Path, *args: str, timeout: int = 2400) -> subprocess.CompletedProcess:
-    return run_smk(workdir, *args, profile=None, overlays=EXTRA, timeout=timeout, cwd=workdir,
-                   keep_output=True)
-
-
 @pytest.fixture(scope="module")
 def runs(slurm, tmp_path_factory):
     local = tmp_path_factory.mktemp("local")
     on_slurm = tmp_path_factory.mktemp("slurm")
-    smk(local, "--profile", str(REPO / "profiles" / "local"), "--cores", "2")
-    r = smk(on_slurm, "--profile", str(REPO / "profiles" / "ci-slurm"))
+    # no default profile: each run names its own; output kept in the run directory
+    opts = dict(profile=None, overlays=EXTRA, timeout=2400, keep_output=True)
+    smk(local, "--profile", str(REPO / "profiles" / "local"), "--cores", "2", cwd=local, **opts)
+    r = smk(on_slurm, "--profile", str(REPO / "profiles" / "ci-slurm"), cwd=on_slurm, **opts)
     return local, on_slurm, r.stdout + r.stderr
 
 
