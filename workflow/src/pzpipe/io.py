@@ -195,7 +195,9 @@ def parquet_meta(source, key: str = "pzpipe", *, required: bool = False) -> dict
     import json
 
     if isinstance(source, (str, os.PathLike)):
-        md = pq.read_schema(source).metadata
+        # the footer's key-value metadata: the schema's keys and those a ParquetWriter
+        # added at close (add_key_value_metadata), which the Arrow schema lacks
+        md = pq.ParquetFile(source).metadata.metadata
     elif isinstance(source, pq.ParquetFile):
         md = source.metadata.metadata
     elif isinstance(source, pa.Schema):
