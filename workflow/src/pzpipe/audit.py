@@ -165,10 +165,6 @@ class _Check:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _file_meta(path: str) -> dict:
-    return parquet_meta(path)
-
-
 def manifest_files(release_dir: Path):
     """Rows of ``manifest_files.csv`` (streamed): dicts with path, rows, row_groups, bytes,
     sha256, batch."""
@@ -597,10 +593,10 @@ def check_conservation(release_dir: Path, manifest: dict, cfg: dict, inputs: Inp
     k = export.n_buckets(int(n_obj), cfg["export"]["dedup_ids_per_job"])
     totals, cut = Counter(), Counter()
     work = Path(work_dir)
-    from .io import remove_stale_tmp
+    from .io import remove_stale_tmp, tmp_name
 
     remove_stale_tmp(work)
-    tmp = work.with_name(f".{work.name}.tmp-{os.getpid()}")
+    tmp = Path(tmp_name(work))
     (tmp / "ids").mkdir(parents=True)
     dups = 0
     try:
@@ -700,7 +696,7 @@ def check_models(release_dir: Path, manifest: dict, cfg: dict, inputs: Inputs,
             if not os.path.exists(f):
                 missing.append(b)
                 continue
-            md = _file_meta(f)
+            md = parquet_meta(f)
             if md.get("model_sha256") != rec["sha256"]:
                 wrong.append(b)
             if md.get("config_hash") != est_hash:
