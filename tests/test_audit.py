@@ -340,7 +340,7 @@ def _flux_files_without_coordinates(tmp: Path):
     """Two parquet files (45 + 40 rows) without coordinates; rows 30-44 of the first file
     are not primary: chunk 2 (15 rows) is cut whole, so batch b000001's file has one row
     group, for chunk 3."""
-    from conftest import make_flux_table, write_parquet
+    from helpers.inputs import make_flux_table, write_parquet
 
     a = make_flux_table(45)
     a["detect_isPrimary"][30:] = False

@@ -20,7 +20,7 @@ from pzpipe.estimate import output_schema
 from pzpipe.layout import Layout, make_layout
 from pzpipe.partition import ID_COL, run_batch as partition_batch
 
-from conftest import REPO
+from helpers.runs import REPO
 
 ALGOS = ["knn", "bpz"]
 
@@ -234,7 +234,7 @@ def test_uncounted_cut_and_layout_mismatch(catalog, tmp_path):
 def test_duplicate_ids_across_batches_are_found(tmp_path):
     """Two input files sharing 10 ids: each batch is fine on its own, the bucketed check
     over all batches names the duplicates (every bucket count)."""
-    from conftest import flux_config, make_flux_table, write_parquet
+    from helpers.inputs import flux_config, make_flux_table, write_parquet
 
     a = write_parquet(tmp_path / "a.parquet", make_flux_table(40))
     b = write_parquet(tmp_path / "b.parquet", make_flux_table(40, seed=1, start_id=31))

@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import flux_config, make_flux_table, write_parquet
+from helpers.inputs import flux_config, make_flux_table, write_parquet
+from helpers.runs import smk
 from pzpipe import PipelineError
 from pzpipe.config import validate_config
 from pzpipe.layout import make_layout
@@ -331,7 +332,7 @@ def test_no_rule_uses_a_shell():
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
         text = smk.read_text()
         assert "shell:" not in text and "os.system" not in text, smk
-    for py in (REPO / "workflow" / "src" / "pzpipe").glob("*.py"):
+    for py in (REPO / "workflow" / "src" / "pzpipe").rglob("*.py"):
         text = py.read_text()
         assert "shell=True" not in text and "os.system(" not in text, py
 
@@ -429,8 +430,13 @@ def test_disk_full_message_names_the_file(small_input, tmp_path):
 
 def test_unwritable_message_names_the_dir(small_input, unwritable_dir):
     cfg, lay = small_input
-    with pytest.raises(PipelineError, match=r"ro.*(Read-only|Permission denied)"):
-        run_batch(lay, "b000000", cfg, str(unwritable_dir / "b000000.parquet"))
+    out = unwritable_dir / "b000000.parquet"
+    # pzpipe.io.atomic_path's message: the file, the system's reason (in pyarrow's words
+    # when pyarrow opened the file), the directory to fix
+    with pytest.raises(PipelineError, match=rf"cannot write '{re.escape(str(out))}': "
+                       rf".*(Read-only file system|Permission denied).*permissions of "
+                       rf"'{re.escape(str(unwritable_dir))}'"):
+        run_batch(lay, "b000000", cfg, str(out))
 
 
 def test_read_errors_inside_a_write_are_not_called_write_errors(tmp_path):
@@ -447,16 +453,6 @@ def test_read_errors_inside_a_write_are_not_called_write_errors(tmp_path):
 
 
 # ----------------------------------------------------------------------------- CLI
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def smk(workdir: Path, configfile: Path, *args, timeout=600, cwd=None):
-    cmd = [*SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
-           "--profile", str(REPO / "profiles" / "local"), "--cores", "2", *args,
-           "--configfile", str(configfile)]        # last: --configfile takes several values
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
-
-
 def _write_cfg(path: Path, files, **over):
     cfg = {"release": "hostile", "inputs": {"hats": None, "files": [str(f) for f in files],
                                             "photometry": "flux"},
@@ -478,7 +474,7 @@ def test_cli_missing_column_one_line_and_no_output(tmp_path):
     f = write_parquet(tmp_path / "objects.parquet", cols)
     cf = _write_cfg(tmp_path / "c.yaml", [f])
     wd = tmp_path / "wd"
-    r = smk(wd, cf, "results/partition/b000000.parquet")
+    r = smk(wd, "results/partition/b000000.parquet", configfile=cf, check=False, timeout=600)
     assert r.returncode != 0
     lines = _pzpipe_lines(r.stderr)
     assert len(lines) == 1, r.stderr[-3000:]
@@ -492,7 +488,7 @@ def test_cli_config_typo_one_line_and_no_output(tmp_path):
     f = write_parquet(tmp_path / "objects.parquet", make_flux_table(60))
     cf = _write_cfg(tmp_path / "c.yaml", [f], partition={"chunk_row": 40})
     wd = tmp_path / "wd"
-    r = smk(wd, cf, "-n")
+    r = smk(wd, "-n", configfile=cf, check=False, timeout=600)
     assert r.returncode != 0
     out = r.stdout + r.stderr            # Snakemake 9 prints parse-time errors on stdout
     lines = [ln for ln in out.splitlines() if "config error" in ln]
@@ -512,7 +508,8 @@ def test_cli_spaces_and_shell_metacharacters_in_paths(tmp_path):
     f = write_parquet(d / f"obj {evil[-6:]}.parquet", make_flux_table(60))
     wd = tmp_path / f"work dir $(touch {canary})"
     cf = _write_cfg(tmp_path / "c f.yaml", [f], columns={"id": "objectId", "ra": "ra", "dec": "dec"})
-    r = smk(wd, cf, "results/partition/b000000.parquet", cwd=tmp_path)
+    r = smk(wd, "results/partition/b000000.parquet", configfile=cf, check=False, timeout=600,
+            cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert pq.ParquetFile(wd / "results" / "partition" / "b000000.parquet").metadata.num_rows == 60
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(canary)]
@@ -528,7 +525,7 @@ def test_cli_unwritable_results_dir(tmp_path, unwritable_dir):
     wd = tmp_path / "wd"
     wd.mkdir()
     (wd / "results").symlink_to(unwritable_dir)
-    r = smk(wd, cf, "results/partition/b000000.parquet")
+    r = smk(wd, "results/partition/b000000.parquet", configfile=cf, check=False, timeout=600)
     assert r.returncode != 0
     assert re.search(r"OSError: \[Errno (30|13)\] (Read-only file system|Permission denied): "
                      r"'results/objects_hats'", r.stderr), r.stderr[-3000:]
@@ -624,7 +621,7 @@ def test_cli_hats_path_not_a_catalog_one_line_and_no_release(tmp_path):
     cf = tmp_path / "c.yaml"
     cf.write_text(yaml.safe_dump({"inputs": {"hats": str(d)}}))
     wd = tmp_path / "wd"
-    r = smk(wd, cf, "-n")              # a dry run logs to stdout
+    r = smk(wd, "-n", configfile=cf, check=False, timeout=600)   # a dry run logs to stdout
     assert r.returncode != 0
     lines = _pzpipe_lines(r.stdout + r.stderr)
     assert len(lines) == 1 and "is not a HATS catalog" in lines[0], (r.stdout + r.stderr)[-2000:]

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import write_parquet
+from helpers.inputs import write_parquet
 from pzpipe import PipelineError
 from pzpipe.layout import Layout, batch_id, batch_index, file_rows, make_layout, read_descriptor
 

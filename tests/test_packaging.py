@@ -55,7 +55,7 @@ def test_package_data_links_point_at_the_canonical_files():
 
 
 def test_non_editable_install(tmp_path):
-    from test_read import copy_clone
+    from helpers.inputs import copy_clone
 
     clone = copy_clone(tmp_path / "clone")
     site = tmp_path / "site"

@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import flux_config, make_flux_table, write_parquet
+from helpers.inputs import flux_config, make_flux_table, write_parquet
 from pzpipe import PipelineError
 from pzpipe.layout import make_layout
 from pzpipe.partition import (FLAG_BAD_ERR, read_meta, run_batch, transform)

@@ -33,6 +33,8 @@ import pytest
 from pzpipe import pdfstore, read
 from pzpipe.config import enabled_algorithms, load_config
 
+from helpers.inputs import copy_clone
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CFG = load_config(REPO / "config" / "config.yaml")
 ALGOS = enabled_algorithms(DEFAULT_CFG)
@@ -468,26 +470,6 @@ def test_pdfstore_to_ensemble_path_form_is_bounded(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------
 # a clean venv with the [read] extra only
 # --------------------------------------------------------------------------
-
-def copy_clone(dst: Path) -> Path:
-    """The repository's tracked and new (not ignored) files, symlinks kept: what a
-    clone holds, without the local .venv/results/build directories."""
-    import shutil
-
-    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others",
-                            "--exclude-standard"], capture_output=True, check=True).stdout
-    for rel in filter(None, files.decode().split("\0")):
-        src = REPO / rel
-        if not os.path.lexists(src):
-            continue                       # deleted in the work tree
-        out = dst / rel
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_symlink():
-            os.symlink(os.readlink(src), out)
-        else:
-            shutil.copy2(src, out)
-    return dst
-
 
 @pytest.mark.slow
 def test_clean_venv_read_extra(estimates, tmp_path):

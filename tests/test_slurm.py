@@ -20,10 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
-from helpers.runs import smk as run_smk
+from helpers.runs import smk
+from helpers.trees import compare_trees, files, format_diffs
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "test.yaml"
@@ -31,10 +31,6 @@ CONFIG = REPO / "config" / "test.yaml"
 EXTRA = [os.environ["PZPIPE_SLURM_EXTRA_CONFIG"]] if os.environ.get("PZPIPE_SLURM_EXTRA_CONFIG") else []
 pytestmark = pytest.mark.slurm
 REQUIRE = os.environ.get("PZPIPE_REQUIRE_SLURM") == "1"
-# Algorithms whose estimates are not reproducible run to run even with a seed
-# (RAIL's TPZ uses an unseeded RNG internally, ../shared/NOTES.md): compared on
-# ids, flags and shapes only. Empty if the estimate stage makes them reproducible.
-NONDETERMINISTIC: set[str] = set()
 
 
 def slurm_status() -> str | None:
@@ -65,23 +61,15 @@ def slurm():
         pytest.skip(f"no Slurm here: {reason}")
 
 
-def smk(workdir: Path, *args: str, timeout: int = 2400) -> subprocess.CompletedProcess:
-    return run_smk(workdir, *args, profile=None, overlays=EXTRA, timeout=timeout, cwd=workdir,
-                   keep_output=True)
-
-
 @pytest.fixture(scope="module")
 def runs(slurm, tmp_path_factory):
     local = tmp_path_factory.mktemp("local")
     on_slurm = tmp_path_factory.mktemp("slurm")
-    smk(local, "--profile", str(REPO / "profiles" / "local"), "--cores", "2")
-    r = smk(on_slurm, "--profile", str(REPO / "profiles" / "ci-slurm"))
+    # no default profile: each run names its own; output kept in the run directory
+    opts = dict(profile=None, overlays=EXTRA, timeout=2400, keep_output=True)
+    smk(local, "--profile", str(REPO / "profiles" / "local"), "--cores", "2", cwd=local, **opts)
+    r = smk(on_slurm, "--profile", str(REPO / "profiles" / "ci-slurm"), cwd=on_slurm, **opts)
     return local, on_slurm, r.stdout + r.stderr
-
-
-def _estimates(wd: Path) -> dict[str, Path]:
-    base = wd / "results" / "estimates"
-    return {str(p.relative_to(base)): p for p in sorted(base.glob("*/*.parquet"))}
 
 
 def test_setup_script_is_idempotent_and_reports_idle(slurm):
@@ -106,34 +94,23 @@ def test_jobs_went_through_slurm(runs):
 
 
 def test_estimates_identical_to_local_run(runs):
+    """Every estimate file of the Slurm run has the bytes of the local run's (a column
+    comparison would call a float column with a NaN - a PDF-bad row - unequal to itself)."""
     local, on_slurm, _ = runs
-    a, b = _estimates(local), _estimates(on_slurm)
-    assert a, "local run produced no estimates"
-    assert sorted(a) == sorted(b)
-    for name in a:
-        algo = name.split("/")[0]
-        fa, fb = pq.ParquetFile(a[name]), pq.ParquetFile(b[name])
-        assert fa.metadata.num_row_groups == fb.metadata.num_row_groups, name
-        ta, tb = fa.read(), fb.read()
-        assert ta.schema.names == tb.schema.names, name
-        assert ta.num_rows == tb.num_rows, name
-        if algo in NONDETERMINISTIC:
-            for col in ("object_id", "flags"):
-                assert ta.column(col).equals(tb.column(col)), f"{name}:{col}"
-            continue
-        for col in ta.schema.names:
-            assert ta.column(col).equals(tb.column(col)), f"{name}: column {col} differs"
+    a, b = local / "results" / "estimates", on_slurm / "results" / "estimates"
+    assert len(files(a)) >= 2, "local run produced no estimates"
+    diffs = compare_trees(a, b)
+    assert not diffs, "estimates differ between the local and the Slurm run:\n" + format_diffs(diffs)
 
 
 def test_release_identical_to_local_run(runs):
+    """The whole release directory (dataset files at any depth, manifest, metadata) has the
+    same bytes in both runs."""
     local, on_slurm, _ = runs
-    ra = sorted((local / "results" / "release").glob("*/*.parquet"))
-    rb = sorted((on_slurm / "results" / "release").glob("*/*.parquet"))
-    assert [p.relative_to(local) for p in ra] == [p.relative_to(on_slurm) for p in rb]
-    for pa_, pb_ in zip(ra, rb):
-        if pa_.parent.name in NONDETERMINISTIC:
-            continue
-        assert pq.read_table(pa_).equals(pq.read_table(pb_)), pa_.name
+    a, b = local / "results" / "release", on_slurm / "results" / "release"
+    assert [n for n in files(a) if n.endswith(".parquet")], "local run wrote no release file"
+    diffs = compare_trees(a, b)
+    assert not diffs, "release differs between the local and the Slurm run:\n" + format_diffs(diffs)
 
 
 def test_progress_reports_everything_done(runs):

@@ -7,7 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO, flux_config, make_flux_table, write_parquet
+from helpers.inputs import flux_config, make_flux_table, write_parquet
+from helpers.runs import REPO
 from qp.metrics.point_estimate_metric_classes import (PointBias, PointOutlierRate,
                                                       PointSigmaIQR)
 

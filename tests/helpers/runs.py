@@ -45,10 +45,11 @@ def smk_cmd(workdir: Path, *args, overlays=(), profile=PROFILE, cores=2,
 
 
 def smk(workdir: Path, *args, check=True, timeout=3600, overlays=(), profile=PROFILE,
-        cores=2, cwd=None, keep_output=False) -> subprocess.CompletedProcess:
+        cores=2, cwd=None, keep_output=False, configfile=CONFIGFILE) -> subprocess.CompletedProcess:
     """Run snakemake (see :func:`smk_cmd`); ``check``: raise with the end of its output
     when it fails; ``keep_output``: also write snakemake.stdout/.stderr into ``workdir``."""
-    r = subprocess.run(smk_cmd(workdir, *args, overlays=overlays, profile=profile, cores=cores),
+    r = subprocess.run(smk_cmd(workdir, *args, overlays=overlays, profile=profile, cores=cores,
+                               configfile=configfile),
                        capture_output=True, text=True, timeout=timeout, cwd=cwd)
     if keep_output:
         (Path(workdir) / "snakemake.stdout").write_text(r.stdout)

@@ -1,10 +1,11 @@
 # Training-set maker (docs/trainset.md): spec-z catalogs + photometry -> train/test.
 #   specz_compile -> specz_dedup ----------------------\
 #   (photometry_hats, only when the photometry is not HATS) -> trainset_crossmatch -> trainset_split
-# Each rule calls one function of pzpipe.trainset. Include this file from the Snakefile
-# (`include: "rules/trainset.smk"`) after rules/common.smk; when `trainset.enabled`,
-# add TRAINSET_OUTPUTS to `rule all`, and point `training.file` / `validation.file`
-# at TRAINSET_DIR/train.parquet / test.parquet to train the photo-z on it.
+# Each rule runs one entry point of pzpipe.trainset (run_compile, run_dedup, run_import,
+# run_crossmatch, run_split) through `logged`. The Snakefile includes this file after
+# rules/common.smk; when `trainset.enabled`, `rule all` asks for TRAINSET_OUTPUTS and
+# the train/validate rules read TRAINSET_DIR/train.parquet / test.parquet instead of
+# `training.file` / `validation.file` (common.smk: training_file, validation_file).
 
 TS = trainset.settings(CFG)
 TRAINSET_DIR = PATHS["trainset"]

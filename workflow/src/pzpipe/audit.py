@@ -88,6 +88,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import PipelineError, provenance
+from .io import parquet_meta
 
 log = logging.getLogger(__name__)
 
@@ -169,11 +170,6 @@ class _Check:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _file_meta(path: str) -> dict:
-    md = pq.ParquetFile(path).metadata.metadata or {}
-    return json.loads(md.get(b"pzpipe", b"{}"))
-
-
 def manifest_files(release_dir: Path):
     """Rows of ``manifest_files.csv`` (streamed): dicts with path, rows, row_groups, bytes,
     sha256, batch."""
@@ -374,7 +370,7 @@ def check_catalog(release_dir: Path, manifest: dict, cfg: dict) -> _Check:
         return c
     from .config import enabled_algorithms
 
-    md = json.loads((common.metadata or {}).get(b"pzpipe", b"{}"))
+    md = parquet_meta(common)
     order = md.get("algorithms") or []
     if sorted(order) != sorted(enabled_algorithms(cfg)):
         c.fail(f"dataset/_common_metadata holds estimators {order}, the recorded config "
@@ -602,10 +598,10 @@ def check_conservation(release_dir: Path, manifest: dict, cfg: dict, inputs: Inp
     k = export.n_buckets(int(n_obj), cfg["export"]["dedup_ids_per_job"])
     totals, cut = Counter(), Counter()
     work = Path(work_dir)
-    from .io import remove_stale_tmp
+    from .io import remove_stale_tmp, tmp_name
 
     remove_stale_tmp(work)
-    tmp = work.with_name(f".{work.name}.tmp-{os.getpid()}")
+    tmp = Path(tmp_name(work))
     (tmp / "ids").mkdir(parents=True)
     dups = 0
     try:
@@ -705,7 +701,7 @@ def check_models(release_dir: Path, manifest: dict, cfg: dict, inputs: Inputs,
             if not os.path.exists(f):
                 missing.append(b)
                 continue
-            md = _file_meta(f)
+            md = parquet_meta(f)
             if md.get("model_sha256") != rec["sha256"]:
                 wrong.append(b)
             if md.get("config_hash") != est_hash:
@@ -736,7 +732,8 @@ def check_recompute(release_dir: Path, manifest: dict, cfg: dict, inputs: Inputs
                     batches: list[str], sample_chunks: int = 2, seed: int = 0,
                     max_rows: int | None = None) -> _Check:
     from . import algorithms, estimate
-    from .config import enabled_algorithms, zgrid as make_zgrid
+    from .config import enabled_algorithms
+    from .zgrid import from_config as make_zgrid
     from .hatsio import HEALPIX_COL
     from .partition import ID_COL, read_meta
 

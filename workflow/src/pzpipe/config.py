@@ -152,18 +152,21 @@ def resolve_path(path: str) -> str:
     return path
 
 
+def schema_defaults(section: str) -> dict:
+    """The defaults of the top-level config ``section`` as the schema fills them in
+    (``validate_config`` of a config without that section): the schema is the one
+    source of defaults."""
+    schema = _load_schema()
+    sub = {"definitions": schema.get("definitions", {}), "type": "object",
+           "properties": {section: schema["properties"][section]}}
+    return _fill_defaults({}, sub, sub)[section]
+
+
 def config_hash(cfg: dict, sections: list[str] | None = None) -> str:
     """sha256 of the canonical JSON of the config (or of some of its sections)."""
     part = cfg if sections is None else {k: cfg.get(k) for k in sections}
     blob = json.dumps(part, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def zgrid(cfg: dict):
-    import numpy as np
-
-    g = cfg["zgrid"]
-    return np.linspace(g["zmin"], g["zmax"], g["nz"])
 
 
 def enabled_algorithms(cfg: dict) -> list[str]:

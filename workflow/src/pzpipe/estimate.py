@@ -18,7 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import PipelineError, algorithms, pdfstore
-from .config import config_hash, zgrid as make_zgrid
+from .config import config_hash
+from .provenance import sha256_file
+from .zgrid import from_config as make_zgrid, spec as zgrid_spec
 from .io import atomic_path
 from .partition import ID_COL, read_meta
 from .pointest import FLAG_PDF_BAD, KEYS as POINT_COLS, point_estimates
@@ -131,10 +133,10 @@ def run_batch(algo_name: str, partition_file: str, model_path: str, cfg: dict,
     schema = output_schema(algo, make_zgrid(cfg))
     out_meta = {
         "algorithm": algo_name, "batch": meta["batch"],
-        "zgrid": [cfg["zgrid"]["zmin"], cfg["zgrid"]["zmax"], cfg["zgrid"]["nz"]],
+        "zgrid": zgrid_spec(cfg),
         "pdf_encoding": pdfstore.ENCODING, "pdf_bits": bits,
         "config_hash": config_hash(cfg, list(CONFIG_SECTIONS)),
-        "model_sha256": _sha(model_path),
+        "model_sha256": sha256_file(model_path),
         "chunks": [{"chunk": ch["chunk"], "rows": ch["rows_out"]} for ch in meta["chunks"]],
     }
     workers = max(1, min(int(workers), len(tasks) or 1))
@@ -180,12 +182,6 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
             p.terminate()
 
 
-def _sha(path):
-    from .provenance import sha256_file
-
-    return sha256_file(path)
-
-
 def estimate_sample(algo_name: str, model_path: str, cfg: dict, data: dict[str, np.ndarray],
                     workers: int = 1, chunk_rows: int | None = None,
                     data_dir: str | None = None) -> pa.Table:
@@ -214,10 +210,3 @@ def estimate_sample(algo_name: str, model_path: str, cfg: dict, data: dict[str, 
         run_batch(algo_name, part, model_path, cfg, out, workers=workers, data_dir=data_dir)
         return pq.read_table(out)
 
-
-def read_estimates(path: str) -> pa.Table:
-    return pq.read_table(path)
-
-
-def zgrid_of(cfg):
-    return make_zgrid(cfg)

@@ -45,10 +45,11 @@ import pyarrow.parquet as pq
 
 from . import PipelineError, algorithms, hatsio, pdfstore, provenance
 from .config import config_hash
-from .io import atomic_path, remove_stale_tmp, write_json_atomic
+from .io import atomic_dir, atomic_path, parquet_meta, write_json_atomic
 from .layout import Layout, batch_id
 from .partition import ID_COL, read_meta
-from .release import release_schema, zgrid_list
+from .release import release_schema
+from .zgrid import spec as zgrid_spec
 
 log = logging.getLogger(__name__)
 
@@ -193,15 +194,10 @@ def run_batch(layout: Layout, batch: str, algos: list[str], cfg: dict, partition
     pfile = pq.ParquetFile(partition_file)
     pcols = [c for c in (ID_COL, "ra", "dec", hatsio.HEALPIX_COL) if c in pfile.schema_arrow.names]
     out = Path(out_dir)
-    remove_stale_tmp(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     tiles: dict[str, dict] = {}
     ids_all = np.empty(prow, dtype=np.int64)       # the batch's ids, for the duplicate check
     n_ids = 0
-    try:
+    with atomic_dir(out) as tmp:
         writer, wpath = None, None
         for ch in chunks:
             path = _tile_path(layout, ch if layout.is_hats else None, batch)
@@ -256,12 +252,6 @@ def run_batch(layout: Layout, batch: str, algos: list[str], cfg: dict, partition
         write_json_atomic(tmp / REPORT, report)
         write_id_buckets(ids_all[:n_ids], int(buckets), ids_out)
         del ids_all
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("export %s: %d rows in %d file(s)", batch, prow, len(written))
     return report
 
@@ -274,7 +264,7 @@ def run_dedup(ids_files: list[str], bucket: int, out: str) -> dict:
     groups = []
     for f in ids_files:
         pf = pq.ParquetFile(f)
-        md = json.loads(pf.metadata.metadata[b"pzpipe"])
+        md = parquet_meta(pf, required=True)
         rg = md["row_groups"].get(str(bucket))
         if rg is not None:
             groups.append((f, rg, pf.metadata.row_group(rg).num_rows))
@@ -321,18 +311,14 @@ def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[st
 
         check_release_gate(requirements, cfg)
     out = Path(out_dir)
-    remove_stale_tmp(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "dataset").mkdir(parents=True)
     errors = []
     totals = Counter()
     cut = Counter()
     pixels: list[tuple[int, int]] = []
     n_chunks = n_files = 0
     bytes_total = 0
-    try:
+    with atomic_dir(out) as tmp:
+        (tmp / "dataset").mkdir()
         with open(tmp / "manifest_files.csv", "w", newline="") as fcsv:
             w = csv.writer(fcsv)
             w.writerow(["path", "rows", "row_groups", "bytes", "sha256", "batch"])
@@ -393,7 +379,7 @@ def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[st
             models[a] = {"sha256": s["model_sha256"], "rail_estimator": s.get("rail_estimator")}
         code = provenance.code_version()
         chash = config_hash(cfg)
-        zg = zgrid_list(cfg)
+        zg = zgrid_spec(cfg)
         if layout.is_hats:
             extra = {"pzpipe_release": cfg["release"], "pzpipe_config_hash": chash,
                      "pzpipe_code_version": f"{code['pzpipe']} {code['git_commit']}"
@@ -436,12 +422,6 @@ def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[st
         from .release_readme import render
 
         (tmp / "README.md").write_text(render(info))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for f in ids_files:
         if os.path.exists(f):
             os.remove(f)

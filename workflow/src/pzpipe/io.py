@@ -1,4 +1,13 @@
-"""Reading input catalogs by row range, and atomic writes."""
+"""Files: reading input catalogs by row range, atomic writes of files and directories,
+and the ``pzpipe`` key-value metadata of parquet files.
+
+* :func:`atomic_path` / :func:`atomic_dir` / :func:`write_json_atomic`: every output is
+  written under a temporary sibling name (``.<name>.tmp-<pid>``) and renamed into
+  place, so a file or directory that exists is complete; :func:`remove_stale_tmp`
+  removes the temporaries of killed attempts.
+* :func:`parquet_meta`: the JSON dict a pzpipe stage stored in a parquet file's
+  key-value metadata (key ``pzpipe``; the training set uses ``pzpipe_trainset``).
+"""
 
 from __future__ import annotations
 
@@ -145,10 +154,79 @@ def remove_stale_tmp(path) -> list[str]:
     return removed
 
 
-def write_json_atomic(path, obj) -> None:
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, create: bool = True):
+    """Yield a temporary sibling directory (a :class:`~pathlib.Path`, created unless
+    ``create`` is False) to build ``path`` in; on success replace ``path`` with it, on any
+    exception remove it (no partial directory under the final name). Temporaries of
+    killed attempts are removed first."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(out)
+    tmp = Path(tmp_name(out))
+    if create:
+        tmp.mkdir()
+    try:
+        yield tmp
+        if out.is_dir() and not out.is_symlink():
+            import shutil
+
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        import shutil
+
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        raise
+
+
+def parquet_meta(source, key: str = "pzpipe", *, required: bool = False) -> dict:
+    """The JSON dict stored under ``key`` in parquet key-value metadata.
+
+    ``source``: a parquet file path, a ``pyarrow.parquet.ParquetFile``, a
+    ``pyarrow.Schema`` or a metadata mapping (bytes or str keys). ``{}`` when the key is
+    absent (a PipelineError naming the file when ``required``); a value that is not
+    JSON is a ValueError.
+    """
+    import json
+
+    if isinstance(source, (str, os.PathLike)):
+        # the footer's key-value metadata: the schema's keys and those a ParquetWriter
+        # added at close (add_key_value_metadata), which the Arrow schema lacks
+        md = pq.ParquetFile(source).metadata.metadata
+    elif isinstance(source, pq.ParquetFile):
+        md = source.metadata.metadata
+    elif isinstance(source, pa.Schema):
+        md = source.metadata
+    else:
+        md = source
+    md = md or {}
+    raw = md.get(key.encode(), md.get(key))
+    if raw is None:
+        if required:
+            raise PipelineError(f"'{source}' has no {key} metadata: not written by this "
+                                f"pipeline")
+        return {}
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    try:
+        out = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the '{key}' metadata is not valid JSON ({exc})") from None
+    return out if isinstance(out, dict) else {}
+
+
+def write_json_atomic(path, obj, *, indent: int = 2, sort_keys: bool = True,
+                      default=str) -> None:
     import json
 
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+            json.dump(obj, f, indent=indent, sort_keys=sort_keys, default=default)
             f.write("\n")

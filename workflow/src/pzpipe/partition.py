@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from . import PipelineError
 from .hatsio import HEALPIX_COL, spatial_index
-from .io import atomic_path, available_columns, read_rows
+from .io import atomic_path, available_columns, parquet_meta, read_rows
 from .layout import Chunk, Layout
 
 log = logging.getLogger(__name__)
@@ -375,10 +375,8 @@ def run_batch(layout: Layout, batch: str, cfg: dict, output: str) -> dict:
 
 
 def read_meta(path: str) -> dict:
-    md = pq.ParquetFile(path).metadata.metadata or {}
-    if b"pzpipe" not in md:
-        raise PipelineError(f"'{path}' has no pzpipe metadata: not written by this pipeline")
-    return json.loads(md[b"pzpipe"])
+    """The partition file's bookkeeping (PipelineError when it has none)."""
+    return parquet_meta(path, required=True)
 
 
 def import_objects(files, cfg: dict, output: str, threads: int = 1, mem_mb: int = 4000) -> str:

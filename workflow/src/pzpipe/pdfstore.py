@@ -61,13 +61,16 @@ Encoding runs at ~500k objects/s, decoding ~1M objects/s (one core).
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from numba import njit
+
+from . import zgrid as _zgrid
+from .io import parquet_meta
+from .numba_cache import CACHE as _CACHE
 
 __all__ = [
     "ENCODING",
@@ -87,8 +90,8 @@ __all__ = [
 #: Name and version of the stored format (write it in the file metadata).
 ENCODING = "pzpipe-qcdf-d2/1"
 
-#: Default grid: 0..3 in 301 points (RAIL's zmin/zmax/nzbins defaults).
-DEFAULT_ZGRID = np.linspace(0.0, 3.0, 301)
+#: Default grid: 0..3 in 301 points (RAIL's zmin/zmax/nzbins defaults; pzpipe.zgrid).
+DEFAULT_ZGRID = _zgrid.DEFAULT
 
 #: Suggested ``pyarrow.parquet.write_table`` options for a table with a ``pdf``
 #: column: zstd, and no dictionary attempt on the (all-distinct) pdf values.
@@ -98,21 +101,6 @@ PARQUET_KWARGS: dict[str, Any] = dict(compression="zstd", use_dictionary=False)
 _MAX_BITS = 20
 
 
-def _numba_cache_ok() -> bool:
-    """Cache compiled kernels next to this file when that is writable (or when
-    NUMBA_CACHE_DIR is set): numba raises at import if caching was requested
-    and no cache location works (read-only install, no $HOME on a node)."""
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return True
-    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    try:
-        os.makedirs(d, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(d, os.W_OK)
-
-
-_CACHE = _numba_cache_ok()
 _BLOCK = 4096
 
 
@@ -121,24 +109,10 @@ _BLOCK = 4096
 # --------------------------------------------------------------------------
 
 def _check_grid(zgrid) -> np.ndarray:
-    if zgrid is None:
-        zgrid = DEFAULT_ZGRID
-    z = np.ascontiguousarray(np.asarray(zgrid, dtype=np.float64).ravel())
-    if z.size < 2:
-        raise ValueError("zgrid needs at least 2 points")
-    if not np.all(np.isfinite(z)) or not np.all(np.diff(z) > 0):
-        raise ValueError("zgrid must be finite and strictly increasing")
-    return z
+    return _zgrid.check(zgrid, default=DEFAULT_ZGRID)
 
 
-def node_weights(zgrid) -> np.ndarray:
-    """Trapezoid weights of the grid nodes: sum(p * w) == np.trapezoid(p, zgrid)."""
-    z = _check_grid(zgrid)
-    dz = np.diff(z)
-    w = np.zeros(z.size)
-    w[:-1] += dz / 2
-    w[1:] += dz / 2
-    return w
+node_weights = _zgrid.node_weights
 
 
 def _between_node_factor(zgrid) -> float:
@@ -157,30 +131,12 @@ def _between_node_factor(zgrid) -> float:
     return 1.0 + float(dev.max())
 
 
-def zgrid_metadata(zgrid) -> list:
-    """``[zmin, zmax, nz]`` for the ``pzpipe`` metadata JSON (linear grids)."""
-    z = _check_grid(zgrid)
-    if not np.allclose(z, np.linspace(z[0], z[-1], z.size), rtol=0, atol=1e-12 * max(1.0, abs(z[-1]))):
-        raise ValueError("zgrid is not linear; store it explicitly")
-    return [float(z[0]), float(z[-1]), int(z.size)]
+zgrid_metadata = _zgrid.to_metadata
 
 
 def zgrid_from_metadata(metadata) -> np.ndarray | None:
     """z grid from schema metadata (key b"pzpipe", JSON field "zgrid")."""
-    if not metadata:
-        return None
-    raw = metadata.get(b"pzpipe", metadata.get("pzpipe"))
-    if raw is None:
-        return None
-    info = json.loads(raw)
-    zg = info.get("zgrid")
-    if zg is None:
-        return None
-    if isinstance(zg, dict):
-        zg = [zg["zmin"], zg["zmax"], zg["nz"]]
-    if len(zg) == 3 and float(zg[2]).is_integer() and zg[2] >= 2:
-        return np.linspace(float(zg[0]), float(zg[1]), int(zg[2]))
-    return _check_grid(zg)  # an explicit list of nodes
+    return _zgrid.from_metadata(parquet_meta(metadata).get("zgrid"))
 
 
 # --------------------------------------------------------------------------

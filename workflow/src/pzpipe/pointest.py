@@ -51,7 +51,9 @@ KEYS = ("z_mode", "z_mean", "z_median", "z_err68_low", "z_err68_high", "z_err95_
 def _kernel():
     from numba import njit
 
-    @njit(cache=True, nogil=True)
+    from .numba_cache import CACHE
+
+    @njit(cache=CACHE, nogil=True)
     def kern(pdf, z, out, bad):
         """Rows of ``out``: KEYS for each row of ``pdf``; ``bad``: no positive mass.
 

@@ -34,13 +34,15 @@ otherwise.
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from . import zgrid as _zgrid
+from .io import parquet_meta
 
 __all__ = [
     "ENCODING",
@@ -66,23 +68,8 @@ _ID_COLUMNS = ("objectId", "object_id")
 # decoding
 # --------------------------------------------------------------------------
 
-def _grid(zgrid) -> np.ndarray:
-    z = np.ascontiguousarray(np.asarray(zgrid, dtype=np.float64).ravel())
-    if z.size < 2:
-        raise ValueError("zgrid needs at least 2 points")
-    if not np.all(np.isfinite(z)) or not np.all(np.diff(z) > 0):
-        raise ValueError("zgrid must be finite and strictly increasing")
-    return z
-
-
-def node_weights(zgrid) -> np.ndarray:
-    """Trapezoid weights of the grid nodes: ``sum(p * w) == trapezoid(p, zgrid)``."""
-    z = _grid(zgrid)
-    dz = np.diff(z)
-    w = np.zeros(z.size)
-    w[:-1] += dz / 2
-    w[1:] += dz / 2
-    return w
+_grid = _zgrid.check
+node_weights = _zgrid.node_weights
 
 
 def _binary_array(arr) -> pa.Array:
@@ -293,42 +280,10 @@ def decode(arr, zgrid, *, engine: str = "auto") -> np.ndarray:
 # metadata
 # --------------------------------------------------------------------------
 
-def _json(raw) -> dict:
-    if raw is None:
-        return {}
-    if isinstance(raw, dict):
-        return raw
-    if isinstance(raw, bytes):
-        raw = raw.decode()
-    try:
-        out = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"the 'pzpipe' metadata is not valid JSON ({exc})") from None
-    return out if isinstance(out, dict) else {}
-
-
 def _kv(meta, key: str):
     if not meta:
         return None
     return meta.get(key.encode(), meta.get(key))
-
-
-def _grid_from(zg) -> np.ndarray | None:
-    """[zmin, zmax, nz] (or its JSON, or {zmin, zmax, nz}, or a list of nodes) -> grid."""
-    if zg is None:
-        return None
-    if isinstance(zg, bytes):
-        zg = zg.decode()
-    if isinstance(zg, str):
-        zg = json.loads(zg)
-    if isinstance(zg, dict):
-        zg = [zg["zmin"], zg["zmax"], zg["nz"]]
-    zg = list(zg)
-    nz = zg[2] if len(zg) == 3 else None
-    # [zmin, zmax, nz] with an integer nz (as written); any other list is the nodes
-    if isinstance(nz, (int, np.integer)) and not isinstance(nz, bool) and nz >= 2:
-        return np.linspace(float(zg[0]), float(zg[1]), int(nz))
-    return _grid(zg)
 
 
 def _info_from_pzpipe(pz: dict, col: str) -> dict:
@@ -415,17 +370,17 @@ def _sources(table, col: str, release) -> list[tuple[str, dict]]:
             fm = schema.field(col).metadata or {}
             out.append((f"field metadata of '{col}'",
                         {"zgrid": _kv(fm, "zgrid"), "encoding": _kv(fm, "pdf_encoding")}))
-        out.append(("schema metadata 'pzpipe'", _info_from_pzpipe(_json(_kv(schema.metadata, "pzpipe")), col)))
+        out.append(("schema metadata 'pzpipe'", _info_from_pzpipe(parquet_meta(schema), col)))
     attrs = getattr(table, "attrs", None)
     if isinstance(attrs, dict) and attrs.get("pzpipe") is not None:
-        out.append(("DataFrame.attrs['pzpipe']", _info_from_pzpipe(_json(attrs["pzpipe"]), col)))
+        out.append(("DataFrame.attrs['pzpipe']", _info_from_pzpipe(parquet_meta(attrs), col)))
     if release is not None:
         rs = _schema_of_release(release)
         if col in rs.names:
             fm = rs.field(col).metadata or {}
             out.append((f"release field metadata of '{col}'",
                         {"zgrid": _kv(fm, "zgrid"), "encoding": _kv(fm, "pdf_encoding")}))
-        out.append(("release schema metadata 'pzpipe'", _info_from_pzpipe(_json(_kv(rs.metadata, "pzpipe")), col)))
+        out.append(("release schema metadata 'pzpipe'", _info_from_pzpipe(parquet_meta(rs), col)))
     return out
 
 
@@ -488,7 +443,7 @@ def pdf_info(table, algo: str | None = None, *, zgrid=None, release=None) -> dic
     id_col = None
     for name, info in srcs:
         if z is None and info.get("zgrid") is not None:
-            z, where = _grid_from(info["zgrid"]), name
+            z, where = _zgrid.from_metadata(info["zgrid"]), name
         if enc is None and info.get("encoding"):
             enc = info["encoding"]
             enc = enc.decode() if isinstance(enc, bytes) else enc

@@ -17,6 +17,7 @@ from . import algorithms, pdfstore
 from .hatsio import HEALPIX_COL
 from .partition import FLAG_BAD_ERR
 from .pointest import FLAG_PDF_BAD, KEYS as POINT_COLS
+from .zgrid import spec as zgrid_spec
 
 POINT_DOCS = {
     "z_mode": "photo-z: mode of the PDF (grid node of its maximum)",
@@ -48,11 +49,6 @@ def _field(name, typ, description, unit="", **extra):
     return pa.field(name, typ, metadata={k.encode(): v.encode() for k, v in md.items()})
 
 
-def zgrid_list(cfg: dict) -> list:
-    z = cfg["zgrid"]
-    return [float(z["zmin"]), float(z["zmax"]), int(z["nz"])]
-
-
 def pdf_column(algo: str) -> str:
     return f"{algo}_pdf"
 
@@ -61,7 +57,7 @@ def release_schema(cfg: dict, algos: list[str], *, id_column: str, ra_column: st
                    dec_column: str | None, hats: bool, extra_metadata: dict | None = None) -> pa.Schema:
     """Arrow schema of the release (column order: id, coordinates, spatial index, then
     each estimator's points, extras, flags and PDF)."""
-    zg = zgrid_list(cfg)
+    zg = zgrid_spec(cfg)
     fields = [_field(id_column, pa.int64(), "object identifier (the input catalog's id)")]
     if ra_column:
         fields.append(_field(ra_column, pa.float64(), "right ascension (from the input "

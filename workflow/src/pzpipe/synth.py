@@ -32,7 +32,6 @@ import argparse
 import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import hatsio
+from .io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -120,65 +120,60 @@ def write_catalog(out, n: int | None = None, *, seed: int = 0, exact: bool = Fal
         order = max(6, math.ceil(math.log(max(n_pixels, 1), 4)) + 5)
     pixels = _pixels(order, n_pixels)
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "dataset").mkdir(parents=True)
-    sch = schema()
-    perm = np.random.default_rng(seed).permutation(n_src) if exact else None
-    next_id = 1
-    done = 0
-    for i, pix in enumerate(pixels):
-        m = min(rows_per_pixel, n - done) if not exact else (
-            n // n_pixels + (1 if i < n % n_pixels else 0))
-        rng = np.random.default_rng([seed, order, pix])
-        idx = perm[done:done + m] if exact else rng.integers(0, n_src, m)
-        ra, dec = _positions(rng, order, pix, m)
-        cols = {"objectId": np.arange(next_id, next_id + m, dtype=np.int64),
-                "coord_ra": ra, "coord_dec": dec}
-        for b in BANDS:
-            f, fe = src[f"{b}_flux"][idx], src[f"{b}_fluxerr"][idx]
-            if not exact:
-                f = f + rng.normal(0.0, 1.0, m) * fe      # NaN (non-detection) stays NaN
-            cols[f"{b}_gaap1p0Flux"], cols[f"{b}_gaap1p0FluxErr"] = f, fe
-        cols["detect_isPrimary"] = rng.random(m) >= non_primary
-        cols["truth_redshift"] = src["redshift"][idx]
-        cols[hatsio.HEALPIX_COL] = hatsio.spatial_index(ra, dec)
-        order_idx = np.argsort(cols[hatsio.HEALPIX_COL], kind="stable")
-        table = pa.table({k: np.asarray(v)[order_idx] for k, v in cols.items()}, schema=sch)
-        path = Path(hatsio.pixel_file(tmp, order, pix))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path, compression="zstd")
-        next_id += m
-        done += m
-        del table, cols
-    from hats.catalog import PartitionInfo, TableProperties
-    from hats.io import write_parquet_metadata
-    from hats.pixel_math.healpix_pixel import HealpixPixel
+    with atomic_dir(out) as tmp:
+        (tmp / "dataset").mkdir()
+        sch = schema()
+        perm = np.random.default_rng(seed).permutation(n_src) if exact else None
+        next_id = 1
+        done = 0
+        for i, pix in enumerate(pixels):
+            m = min(rows_per_pixel, n - done) if not exact else (
+                n // n_pixels + (1 if i < n % n_pixels else 0))
+            rng = np.random.default_rng([seed, order, pix])
+            idx = perm[done:done + m] if exact else rng.integers(0, n_src, m)
+            ra, dec = _positions(rng, order, pix, m)
+            cols = {"objectId": np.arange(next_id, next_id + m, dtype=np.int64),
+                    "coord_ra": ra, "coord_dec": dec}
+            for b in BANDS:
+                f, fe = src[f"{b}_flux"][idx], src[f"{b}_fluxerr"][idx]
+                if not exact:
+                    f = f + rng.normal(0.0, 1.0, m) * fe      # NaN (non-detection) stays NaN
+                cols[f"{b}_gaap1p0Flux"], cols[f"{b}_gaap1p0FluxErr"] = f, fe
+            cols["detect_isPrimary"] = rng.random(m) >= non_primary
+            cols["truth_redshift"] = src["redshift"][idx]
+            cols[hatsio.HEALPIX_COL] = hatsio.spatial_index(ra, dec)
+            order_idx = np.argsort(cols[hatsio.HEALPIX_COL], kind="stable")
+            table = pa.table({k: np.asarray(v)[order_idx] for k, v in cols.items()}, schema=sch)
+            path = Path(hatsio.pixel_file(tmp, order, pix))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, path, compression="zstd")
+            next_id += m
+            done += m
+            del table, cols
+        from hats.catalog import PartitionInfo, TableProperties
+        from hats.io import write_parquet_metadata
+        from hats.pixel_math.healpix_pixel import HealpixPixel
 
-    PartitionInfo.from_healpix([HealpixPixel(order, p) for p in pixels]).write_to_file(
-        tmp / "partition_info.csv")
-    write_parquet_metadata(tmp, create_metadata=n_pixels <= 1000, create_per_partition_stats=True)
-    kind = "the DC2 validation sample, exactly" if exact else f"{n} objects resampled"
-    TableProperties(catalog_name=name or out.name, catalog_type="object", total_rows=n,
-                    ra_column="coord_ra", dec_column="coord_dec",
-                    healpix_column=hatsio.HEALPIX_COL, healpix_order=hatsio.HEALPIX_ORDER,
-                    hats_order=order,
-                    obs_description=f"SYNTHETIC Rubin-like Object catalog made by "
-                                    f"pzpipe.synth from {kind} (cosmoDC2 magnitudes from "
-                                    f"pz-rail-base's {Path(DC2_FILE).name}), seed {seed}; "
-                                    f"not Rubin data",
-                    hats_builder="pzpipe.synth").to_properties_file(tmp)
-    info = {"objects": n, "pixels": n_pixels, "order": order, "seed": seed, "exact": exact,
-            "rows_per_pixel": rows_per_pixel, "non_primary": non_primary,
-            "seconds": round(time.time() - t0, 1)}
-    (tmp / "SYNTHETIC.md").write_text(
-        "# Synthetic catalog\n\nThis HATS catalog is synthetic (pzpipe.synth), not Rubin "
-        f"data: {kind} from cosmoDC2 (pz-rail-base test file), Rubin DP1 column names.\n\n"
-        f"```\n{json.dumps(info, indent=2)}\n```\n")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+        PartitionInfo.from_healpix([HealpixPixel(order, p) for p in pixels]).write_to_file(
+            tmp / "partition_info.csv")
+        write_parquet_metadata(tmp, create_metadata=n_pixels <= 1000, create_per_partition_stats=True)
+        kind = "the DC2 validation sample, exactly" if exact else f"{n} objects resampled"
+        TableProperties(catalog_name=name or out.name, catalog_type="object", total_rows=n,
+                        ra_column="coord_ra", dec_column="coord_dec",
+                        healpix_column=hatsio.HEALPIX_COL, healpix_order=hatsio.HEALPIX_ORDER,
+                        hats_order=order,
+                        obs_description=f"SYNTHETIC Rubin-like Object catalog made by "
+                                        f"pzpipe.synth from {kind} (cosmoDC2 magnitudes from "
+                                        f"pz-rail-base's {Path(DC2_FILE).name}), seed {seed}; "
+                                        f"not Rubin data",
+                        hats_builder="pzpipe.synth").to_properties_file(tmp)
+        info = {"objects": n, "pixels": n_pixels, "order": order, "seed": seed, "exact": exact,
+                "rows_per_pixel": rows_per_pixel, "non_primary": non_primary,
+                "seconds": round(time.time() - t0, 1)}
+        (tmp / "SYNTHETIC.md").write_text(
+            "# Synthetic catalog\n\nThis HATS catalog is synthetic (pzpipe.synth), not Rubin "
+            f"data: {kind} from cosmoDC2 (pz-rail-base test file), Rubin DP1 column names.\n\n"
+            f"```\n{json.dumps(info, indent=2)}\n```\n")
     log.info("synthetic catalog %s: %s", out, info)
     return info
 

@@ -11,7 +11,7 @@ import time
 import joblib
 
 from . import algorithms, provenance
-from .io import atomic_path, write_json_atomic
+from .io import atomic_dir, atomic_path, write_json_atomic
 from .samples import read_sample
 
 log = logging.getLogger(__name__)
@@ -96,24 +96,11 @@ def prepare_data(algo_name: str, cfg: dict, out_dir: str) -> None:
 
     The directory is built under a temporary name and renamed into place; leftovers of
     killed attempts are removed first."""
-    import glob
-    import shutil
-
     from . import PipelineError
 
     algo = algorithms.get(algo_name)
     if algo.data_dir is None:
         raise PipelineError(f"algorithm '{algo_name}' declares no data directory: nothing "
                             f"to prepare in {out_dir}")
-    for stale in glob.glob(glob.escape(out_dir.rstrip("/")) + ".tmp-*"):   # killed attempts
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = out_dir.rstrip("/") + f".tmp-{os.getpid()}"
-    os.makedirs(tmp)
-    try:
-        algo.data_dir.prepare(cfg, tmp)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_dir(out_dir.rstrip("/")) as tmp:
+        algo.data_dir.prepare(cfg, str(tmp))

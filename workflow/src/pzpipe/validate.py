@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import PipelineError, metrics, pdfstore
-from .io import atomic_path, write_json_atomic
+from .io import atomic_path, parquet_meta, write_json_atomic
 from .partition import ID_COL
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def estimate_validation(algo_name: str, model_path: str, cfg: dict, output: str,
     table = table.append_column("z_true", pa.array(data["redshift"]))
     table = table.append_column("ref_mag", pa.array(mag))
     meta = dict(table.schema.metadata or {})
-    pz = json.loads(meta.get(b"pzpipe", b"{}"))
+    pz = parquet_meta(meta)
     pz.update(validation_sample=info, ref_band=cfg["ref_band"])
     meta[b"pzpipe"] = json.dumps(pz, default=str).encode()
     table = table.replace_schema_metadata(meta)
@@ -108,7 +108,7 @@ def read_validation_estimates(path: str, point: str) -> tuple[dict, dict]:
         raise PipelineError(f"validation estimates '{path}' lack column(s) {missing}: written "
                             f"by an older pzpipe. Delete the file and rerun.")
     t = pq.read_table(path, columns=need)
-    meta = json.loads((schema.metadata or {}).get(b"pzpipe", b"{}"))
+    meta = parquet_meta(schema)
     cols = {"zp": t.column(point).to_numpy().astype(np.float64),
             "zt": t.column("z_true").to_numpy().astype(np.float64),
             "mag": t.column("ref_mag").to_numpy().astype(np.float64),
@@ -259,7 +259,7 @@ def run(estimate_files: dict[str, str], cfg: dict, out: dict) -> dict:
     import pandas as pd
 
     from . import valplots
-    from .config import zgrid as make_zgrid
+    from .zgrid import from_config as make_zgrid
 
     check_config(cfg)
     zgrid = make_zgrid(cfg)

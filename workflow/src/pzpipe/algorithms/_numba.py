@@ -1,8 +1,7 @@
 """numba helpers shared by pzpipe's fast estimator paths.
 
-* ``CACHE``: whether numba may cache compiled kernels on disk (next to this package, or
-  in ``NUMBA_CACHE_DIR``); numba raises at import if caching was requested and no cache
-  location works (read-only install, no ``$HOME`` on a compute node).
+* ``CACHE``: whether numba may cache compiled kernels on disk (pzpipe.numba_cache, the
+  one setting of every pzpipe kernel).
 * ``pairwise_sum(a, start, n)``: the sum of a contiguous float64 slice in numpy's own
   order (``np.add.reduce``: sequential below 8 elements, 8 interleaved accumulators up
   to 128, recursive halving above), so that compiled code reproduces numpy's sums, means
@@ -10,26 +9,10 @@
 """
 from __future__ import annotations
 
-import os
-
 from numba import njit
 
+from ..numba_cache import CACHE, numba_cache_ok  # noqa: F401  (the one cache setting)
 
-def numba_cache_ok() -> bool:
-    """Cache compiled kernels next to this file when that is writable (or when
-    NUMBA_CACHE_DIR is set): numba raises at import if caching was requested
-    and no cache location works (read-only install, no $HOME on a node)."""
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return True
-    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    try:
-        os.makedirs(d, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(d, os.W_OK)
-
-
-CACHE = numba_cache_ok()
 _CACHE = CACHE
 
 

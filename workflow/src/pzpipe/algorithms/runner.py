@@ -11,6 +11,7 @@ import pickle
 import numpy as np
 
 from ..partition import ID_COL
+from ..zgrid import from_config
 from ._base import Algorithm, chunk_seed, fast_path_for, load_ref, seed_everything, \
     seeded_default_rng, stage_params
 
@@ -33,7 +34,7 @@ class Runner:
         self.algo = algo
         self.cfg = cfg
         self.name = name
-        self.zgrid = np.linspace(cfg["zgrid"]["zmin"], cfg["zgrid"]["zmax"], cfg["zgrid"]["nz"])
+        self.zgrid = from_config(cfg)
         _, est_cls = algo.classes()
         params = stage_params(algo, cfg, "estimate", data_dir)
         # the pipeline computes its point estimates from the grid PDFs: skip RAIL's
