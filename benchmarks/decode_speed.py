@@ -44,7 +44,7 @@ def main(argv=None):
 
     import pyarrow as pa
 
-    from pzpipe import algorithms, pdfstore, read, train
+    from pzpipe import algorithms, pdfstore, read, train, zgrid
     from pzpipe.config import deep_update, enabled_algorithms, load_config
     from pzpipe.estimate import estimate_table
     from pzpipe.partition import read_sample
@@ -57,7 +57,7 @@ def main(argv=None):
                      flags=re.S).group(1)
     ns: dict = {}
     exec(compile(code, "docs/pdf_format.md", "exec"), ns)
-    z = np.linspace(cfg["zgrid"]["zmin"], cfg["zgrid"]["zmax"], cfg["zgrid"]["nz"])
+    z = zgrid.from_config(cfg)
     print(f"| algorithm | bytes/value (raw) | numba obj/s | numpy obj/s | standalone obj/s |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as d:

@@ -43,13 +43,8 @@ import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-BANDS = "ugrizy"
-PARAMS = dict(
-    bands=[f"mag_{b}_lsst" for b in BANDS],
-    err_bands=[f"mag_err_{b}_lsst" for b in BANDS],
-    ref_band="mag_i_lsst", nondetect_val=99.0, zmin=0.0, zmax=3.0, nzbins=301,
-    hdf5_groupname="", id_col="object_id", redshift_col="redshift",
-)
+from pzpipe.samples import DC2_RAIL_PARAMS as PARAMS  # noqa: E402
+from pzpipe.samples import resample  # noqa: E402
 
 
 def _read(name):
@@ -66,12 +61,7 @@ def sample(n, seed=0):
     """n DC2 validation objects, shuffled, replicated with new ids past 20,449."""
     d = _read("test_dc2_validation_9816.hdf5")
     d.pop("redshift")
-    m = len(d["object_id"])
-    rng = np.random.default_rng(seed)
-    idx = np.concatenate([rng.permutation(m) for _ in range(int(np.ceil(n / m)))])[:n]
-    out = {k: v[idx] for k, v in d.items()}
-    out["object_id"] = np.arange(1, n + 1, dtype=np.int64)
-    return out
+    return resample(d, n, seed)
 
 
 def train(algo, path):

@@ -19,7 +19,6 @@ current directory, as ``python -m pzpipe.bench``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import platform
 import tempfile
@@ -95,6 +94,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from pzpipe import algorithms, estimate
+    from pzpipe.provenance import sha256_file
     from pzpipe.bench import _sample, _write_partition
     from pzpipe.config import REPO_ROOT, load_config
 
@@ -127,7 +127,7 @@ def main(argv=None):
         out = os.path.join(td, "run_batch.parquet")
         estimate.run_batch(args.algo, part, model, cfg, out, workers=1)
         assert pq.read_table(out).equals(table), "timed table differs from run_batch's file"
-        sha = hashlib.sha256(open(out, "rb").read()).hexdigest()[:16]
+        sha = sha256_file(out)[:16]
         load1 = os.getloadavg()
     n = args.rows
     print(f"# {args.algo}, {n} objects in one chunk (sub-chunks of {sub}), best of {args.repeat} "

@@ -64,11 +64,11 @@ def fake_estimates(partition_file, algo, cfg, out):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pzpipe import algorithms, pdfstore
+    from pzpipe import algorithms, pdfstore, zgrid
     from pzpipe.estimate import output_schema
     from pzpipe.partition import ID_COL
 
-    z = np.linspace(cfg["zgrid"]["zmin"], cfg["zgrid"]["zmax"], cfg["zgrid"]["nz"])
+    z = zgrid.from_config(cfg)
     try:
         a = algorithms.get(algo)
     except KeyError:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import platform
@@ -268,10 +267,12 @@ def collect(wd: Path, cfg: dict, algos: list[str], n_objects: int, workers: int)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
+    from pzpipe.provenance import sha256_file
+
     out = {}
     for p in sorted(root.rglob("*")):
         if p.is_file() and p.name != ".snakemake_timestamp":
-            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+            out[str(p.relative_to(root))] = sha256_file(p)
     return out
 
 

@@ -26,13 +26,8 @@ pytest.importorskip("rail.estimation.algos.dnf")
 
 from pzpipe.algorithms.dnf_fast import FastDNF  # noqa: E402
 
-BANDS = "ugrizy"
-PARAMS = dict(
-    bands=[f"mag_{b}_lsst" for b in BANDS],
-    err_bands=[f"mag_err_{b}_lsst" for b in BANDS],
-    ref_band="mag_i_lsst", nondetect_val=99.0, zmin=0.0, zmax=3.0, nzbins=301,
-    hdf5_groupname="", id_col="object_id", redshift_col="redshift",
-)
+from pzpipe.samples import DC2_BANDS as BANDS  # noqa: E402
+from pzpipe.samples import DC2_RAIL_PARAMS as PARAMS  # noqa: E402
 ANCIL = ("DNF_Z", "photozerr", "photozerr_param", "photozerr_fit", "DNF_ZN",
          "nneighbors", "de1", "d1", "id1")
 

@@ -20,13 +20,8 @@ pytest.importorskip("rail.estimation.algos.k_nearneigh")
 
 from pzpipe.algorithms.knn_fast import FastKNN, _exp_zero_below  # noqa: E402
 
-BANDS = "ugrizy"
-PARAMS = dict(
-    bands=[f"mag_{b}_lsst" for b in BANDS],
-    err_bands=[f"mag_err_{b}_lsst" for b in BANDS],
-    ref_band="mag_i_lsst", nondetect_val=99.0, zmin=0.0, zmax=3.0, nzbins=301,
-    hdf5_groupname="", id_col="object_id", redshift_col="redshift",
-)
+from pzpipe.samples import DC2_BANDS as BANDS  # noqa: E402
+from pzpipe.samples import DC2_RAIL_PARAMS as PARAMS  # noqa: E402
 INFORM = dict(ngrid_sigma=3, nneigh_min=5, nneigh_max=7)
 
 

@@ -29,6 +29,7 @@ PATHS = {
     "partition": "results/partition/{batch}.parquet",
     "model": "results/models/{algo}/model.pkl",
     "sidecar": "results/models/{algo}/model.json",
+    "algo_data": "results/{algo}_data",
     "estimate": "results/estimates/{algo}/{batch}.parquet",
     "release": "results/release",
 }

@@ -10,4 +10,15 @@ rule summary:
     log:
         "logs/summary.log",
     run:
-        logged(log[0], progress.print_summary, RESULTS, current_layout(), ALGOS)
+        logged(
+            log[0],
+            progress.print_summary,
+            RESULTS,
+            current_layout(),
+            ALGOS,
+            dirs={
+                "partition": os.path.dirname(PATHS["partition"]),
+                "estimates": os.path.dirname(os.path.dirname(PATHS["estimate"])),
+                "export_batches": os.path.dirname(PATHS["export_batch"]),
+            },
+        )

@@ -52,16 +52,11 @@ def _apollo_hours(obj_per_s_core: float) -> float:
 
 def _sample(cfg, n, seed=0):
     """n objects from the DC2 validation sample (replicated with new ids if n > 20,449)."""
-    from .samples import read_sample
+    from .samples import read_sample, resample
 
     d = read_sample(cfg, cfg["validation"])
     d.pop("redshift")
-    m = len(d["object_id"])
-    rng = np.random.default_rng(seed)
-    idx = np.concatenate([rng.permutation(m) for _ in range(int(np.ceil(n / m)))])[:n]
-    out = {k: v[idx] for k, v in d.items()}
-    out["object_id"] = np.arange(1, n + 1, dtype=np.int64)
-    return out
+    return resample(d, n, seed)
 
 
 def _write_partition(d, path, chunk_rows):

@@ -213,6 +213,7 @@ def summary(
     verify: bool = True,
     include_partition: bool = True,
     slurm_logs_dir: str | Path | None = None,
+    dirs: Mapping[str, str | Path] | None = None,
 ) -> list[dict]:
     """One row per stage (``partition`` then each algorithm).
 
@@ -221,32 +222,38 @@ def summary(
     sub-directories of ``results/estimates``. ``slurm_logs_dir``: the profile's
     ``slurm-logdir`` (default ``{logs_dir}/slurm``). Row keys: stage, batches,
     chunks, chunks_done / failed / running / remaining, batches_done / failed /
-    running / bad, objects_done, failed (first batch ids), bad.
+    running / bad, objects_done, failed (first batch ids), bad. ``dirs``: the
+    directories of the partition files, of the per-estimator estimate directories and of
+    the export batches (keys ``partition``, ``estimates``, ``export_batches``; the rule
+    passes them from PATHS); default: under ``results_dir``.
     """
     if layout is None:
         raise ValueError("summary needs the layout (pzpipe.layout.make_layout(config))")
     results_dir, logs_dir = Path(results_dir), Path(logs_dir)
+    d = {"partition": results_dir / "partition", "estimates": results_dir / "estimates",
+         "export_batches": results_dir / "export" / "batches"}
+    d.update({k: Path(v) for k, v in (dirs or {}).items()})
     slurm = Path(slurm_logs_dir) if slurm_logs_dir is not None else logs_dir / "slurm"
     batch_ids, n_chunks, cpb, per = _layout_numbers(layout)
     if algorithms is None:
-        est = results_dir / "estimates"
+        est = d["estimates"]
         algorithms = sorted(p.name for p in est.iterdir() if p.is_dir()) if est.is_dir() else []
     rows = []
     if include_partition:
         rows.append(stage_progress(
-            PARTITION, results_dir / "partition", logs_dir / "partition_batch", batch_ids,
+            PARTITION, d["partition"], logs_dir / "partition_batch", batch_ids,
             n_chunks, cpb, verify=verify, batch_chunks=per,
             slurm_log_dir=slurm / "rule_partition_batch").as_dict())
     for algo in algorithms:
         # the slurm plugin names a job's log directory after its wildcard values
         # joined by "_": rule_estimate_batch/{algo}_{batch}/
         rows.append(stage_progress(
-            algo, results_dir / "estimates" / algo, logs_dir / "estimate_batch" / algo,
+            algo, d["estimates"] / algo, logs_dir / "estimate_batch" / algo,
             batch_ids, n_chunks, cpb, verify=verify, batch_chunks=per,
             slurm_log_dir=slurm / "rule_estimate_batch", slurm_prefix=f"{algo}_").as_dict())
     if include_partition:
         rows.append(stage_progress(
-            "export", results_dir / "export" / "batches", logs_dir / "export_batch", batch_ids,
+            "export", d["export_batches"], logs_dir / "export_batch", batch_ids,
             n_chunks, cpb, verify=verify, batch_chunks=per, kind="dir",
             slurm_log_dir=slurm / "rule_export_batch").as_dict())
     return rows
@@ -272,11 +279,11 @@ def format_summary(rows: Sequence[Mapping]) -> str:
     return "\n".join(out)
 
 
-def print_summary(results_dir, layout, algorithms, logs_dir="logs") -> list[dict]:
+def print_summary(results_dir, layout, algorithms, logs_dir="logs", dirs=None) -> list[dict]:
     """Rule entry point (``snakemake summary``): print and log the progress table."""
     import logging
 
-    rows = summary(results_dir, layout, algorithms, logs_dir=logs_dir)
+    rows = summary(results_dir, layout, algorithms, logs_dir=logs_dir, dirs=dirs)
     text = format_summary(rows)
     logging.getLogger(__name__).info("\n%s", text)
     print(text)

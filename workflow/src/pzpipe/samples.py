@@ -125,3 +125,27 @@ def load_sample(cfg: dict, sample: dict, section: str | None = None
 def read_sample(cfg: dict, sample: dict, section: str | None = None) -> dict[str, np.ndarray]:
     """``load_sample`` without the info: the sample's columns plus ``redshift``."""
     return load_sample(cfg, sample, section)[0]
+
+
+# RAIL's stage parameters for the DC2 example files that pz-rail-base ships
+# (examples_data/testdata/test_dc2_*_9816.hdf5): used by the tests and benchmarks that
+# call RAIL directly on those files
+DC2_BANDS = "ugrizy"
+DC2_RAIL_PARAMS = dict(
+    bands=[f"mag_{b}_lsst" for b in DC2_BANDS],
+    err_bands=[f"mag_err_{b}_lsst" for b in DC2_BANDS],
+    ref_band="mag_i_lsst", nondetect_val=99.0, zmin=0.0, zmax=3.0, nzbins=301,
+    hdf5_groupname="", id_col="object_id", redshift_col="redshift",
+)
+
+
+def resample(d: dict[str, np.ndarray], n: int, seed: int = 0,
+             id_col: str = "object_id") -> dict[str, np.ndarray]:
+    """``n`` rows of ``d`` in a seeded random order, the whole sample repeated (each
+    repeat in a new order) when ``n`` exceeds it, with new ids 1..n in ``id_col``."""
+    m = len(d[id_col])
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate([rng.permutation(m) for _ in range(int(np.ceil(n / m)))])[:n]
+    out = {k: v[idx] for k, v in d.items()}
+    out[id_col] = np.arange(1, n + 1, dtype=np.int64)
+    return out
