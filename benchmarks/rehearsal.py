@@ -234,6 +234,8 @@ def collect(wd: Path, cfg: dict, algos: list[str], n_objects: int, workers: int)
             st["objects"] = objs
             st["obj_per_s_per_core"] = objs / (body * threads)
             st["us_per_object_per_core"] = 1e6 * body * threads / objs
+        if rule == "train":
+            st["per_algorithm"] = {Path(j["log"]).stem: {"job_body_s": j["body_s"]} for j in js}
         if rule == "estimate_batch":
             st["per_algorithm"] = {}
             for a in algos:
@@ -318,6 +320,7 @@ def cmd_run(a) -> int:
         tp = json.loads(json.dumps(tp))
         for al in algos:
             tp["algorithms"][al]["obj_per_s_core"] = rates[al]
+            tp["algorithms"][al]["load_s"] = 0.0   # in the measured rate (job body / objects)
         rec["rates_from"] = {"label": a.rates_from, "obj_per_s_core": rates}
         fc = do_forecast(cfg, algos, cores, tp)
     rec["forecast"] = fc
@@ -395,8 +398,22 @@ def cmd_calibrate(a) -> int:
         "source": f"benchmarks/rehearsal.py calibrate --label {a.label} ({rec['date']})",
     }
     tp["stages"] = stages
-    path.write_text(text.split("\nstages:")[0].rstrip() + "\n" +
-                    yaml.safe_dump({"stages": stages}, sort_keys=False))
+    text = text.split("\nstages:")[0].rstrip() + "\n" + yaml.safe_dump({"stages": stages},
+                                                                       sort_keys=False)
+    # each estimator's training time (the default training sample), in its block
+    for al, t in st["train"].get("per_algorithm", {}).items():
+        m = re.search(rf"^  {al}:\n((?:    .*\n|\s*#.*\n)*)", text, flags=re.M)
+        if not m:
+            continue
+        block = m.group(1)
+        line = f"    train_s: {t['job_body_s']:.1f}   # {stages['source']}\n"
+        if re.search(r"^    train_s:.*\n", block, flags=re.M):
+            block = re.sub(r"^    train_s:.*\n", line, block, flags=re.M)
+        else:
+            block = re.sub(r"(^    obj_per_s_core:.*\n)", lambda g: g.group(1) + line, block,
+                           count=1, flags=re.M)
+        text = text[:m.start(1)] + block + text[m.end(1):]
+    path.write_text(text)
     print(yaml.safe_dump({"stages": stages}, sort_keys=False))
     return 0
 
