@@ -120,9 +120,16 @@ def _run(cmd, log: Path, kill_when=None) -> tuple[int, float, bool]:
     return proc.returncode, time.perf_counter() - t0, killed
 
 
+def _logs(wd: Path, rule: str) -> list[Path]:
+    d = wd / "logs" / rule
+    if d.is_dir():
+        return list(d.rglob("*.log"))
+    return [p for p in [wd / "logs" / f"{rule}.log"] if p.exists()]
+
+
 def _done_logs(wd: Path, rule: str) -> int:
     n = 0
-    for p in (wd / "logs" / rule).rglob("*.log") if (wd / "logs" / rule).exists() else []:
+    for p in _logs(wd, rule):
         try:
             if " done " in p.read_text():
                 n += 1
@@ -131,11 +138,26 @@ def _done_logs(wd: Path, rule: str) -> int:
     return n
 
 
+def _running_logs(wd: Path, rule: str) -> int:
+    """Jobs of ``rule`` whose log has its start line and not yet its done line."""
+    n = 0
+    for p in _logs(wd, rule):
+        try:
+            text = p.read_text()
+        except OSError:
+            continue
+        if " start " in text and " done " not in text:
+            n += 1
+    return n
+
+
 def kill_condition(wd: Path, phase: str, n_estimate: int):
     if phase == "estimate":      # half the estimate jobs done, others running
         return lambda: _done_logs(wd, "estimate_batch") >= max(1, n_estimate // 2)
-    if phase == "export":        # some export_batch done
-        return lambda: _done_logs(wd, "export_batch") >= 1
+    if phase == "export":        # every estimate done, an export job running
+        return lambda: (_done_logs(wd, "estimate_batch") >= n_estimate
+                        and any(_running_logs(wd, r) for r in ("export_batch", "export_dedup",
+                                                               "export")))
     raise ValueError(f"unknown phase {phase!r} (estimate, export)")
 
 
