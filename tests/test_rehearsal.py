@@ -39,12 +39,14 @@ def _fluxes(root: Path) -> np.ndarray:
 
 def test_generator_is_a_deterministic_hats_catalog(tmp_path):
     lsdb = pytest.importorskip("lsdb")
-    synth.write_catalog(tmp_path / "a", 5000, seed=1, rows_per_pixel=1500)
-    synth.write_catalog(tmp_path / "b", 5000, seed=1, rows_per_pixel=1500)
-    synth.write_catalog(tmp_path / "c", 5000, seed=2, rows_per_pixel=1500)
-    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
-    assert not np.array_equal(_fluxes(tmp_path / "a"), _fluxes(tmp_path / "c"))
-    cat = lsdb.open_catalog(tmp_path / "a")
+    # the same name in three directories (the name is written into the properties)
+    a, b, c = (tmp_path / d / "objects" for d in "abc")
+    synth.write_catalog(a, 5000, seed=1, rows_per_pixel=1500)
+    synth.write_catalog(b, 5000, seed=1, rows_per_pixel=1500)
+    synth.write_catalog(c, 5000, seed=2, rows_per_pixel=1500)
+    assert _digest(a) == _digest(b)
+    assert not np.array_equal(_fluxes(a), _fluxes(c))
+    cat = lsdb.open_catalog(a)
     df = cat.compute()
     assert len(df) == 5000 and df["objectId"].is_unique
     for b in BANDS:
