@@ -445,7 +445,17 @@ def cmd_report(a) -> int:
     L = ["# Release rehearsal", "",
          "Synthetic Rubin-like HATS Object catalogs (pzpipe.synth) through the whole pipeline "
          "on the 2-core reference machine; the forecast is pzpipe.forecast's for exactly that "
-         "input with the costs in resources/throughput.yaml. Commands below each table.", ""]
+         "input with the costs in resources/throughput.yaml. Commands below each table.", "",
+         "Protocol: `local-1e6` is the calibration run (`rehearsal.py calibrate --label "
+         "local-1e6` wrote its stage costs and training times into resources/throughput.yaml); "
+         "`local-1e7` was then forecast from those and from the estimator rates measured in "
+         "`local-1e6` (`--rates-from local-1e6`), before it ran: its forecast/measured is the "
+         "check of the model (goal 0.8-1.25). \"Forecast with the benchmark's rates\" uses "
+         "bench.md's rates (DC2 validation objects) instead: it shows how much the cost per "
+         "object depends on the objects. \"Core-s per 1e6 objects (stages that scale)\": job "
+         "time x cores of partition, estimate, export_batch and export_dedup per 1e6 objects "
+         "(goal: within 10% from 1e6 to 1e7). `-cold` and `-first` runs are kept for what "
+         "they showed (notes below).", ""]
     L += ["| run | objects | estimators | profile | forecast (rates) | measured | forecast/measured | "
           "forecast with the benchmark's rates (/measured) | "
           "s per 1e6 objects | core-s per 1e6 objects (stages that scale) | max job peak RSS | "
@@ -455,6 +465,14 @@ def cmd_report(a) -> int:
         if "measured_s" not in r or r.get("exit_code"):
             continue
         fb = r.get("forecast_s_bench_rates", r["forecast_s"])
+        if r.get("kills"):   # the time of a run with kills is not a forecast's to match
+            L.append(f"| {k} | {r['objects']:,} | {len(r['algorithms'])} | "
+                     f"{Path(r['profile']).name} | - | {r['measured_s']:.0f} s (killed "
+                     f"{len(r['kills'])}x, resumed) | - | - | - | "
+                     f"{r.get('core_us_per_object_scaling_stages', float('nan')):.0f} | "
+                     f"{r['max_job_peak_rss_mb']:,} MB | "
+                     f"{r['files']['release']['bytes_per_object']:.0f} |")
+            continue
         L.append(f"| {k} | {r['objects']:,} | {len(r['algorithms'])} | {Path(r['profile']).name} | "
                  f"{r['forecast_s']:.0f} s ({r.get('rates_from', {}).get('label', 'benchmark')}) | "
                  f"{r['measured_s']:.0f} s | "
