@@ -254,7 +254,9 @@ def collect(wd: Path, cfg: dict, algos: list[str], n_objects: int, workers: int)
             objs = out_rows * len(algos)
         if objs:
             st["objects"] = objs
-            st["obj_per_s_per_core"] = objs / (body * threads)
+            # job logs give seconds to 0.1 s: a tiny run's job can log 0.0 s (no rate then)
+            if body > 0:
+                st["obj_per_s_per_core"] = objs / (body * threads)
             st["us_per_object_per_core"] = 1e6 * body * threads / objs
         if rule == "train":
             st["per_algorithm"] = {Path(j["log"]).stem: {"job_body_s": j["body_s"]} for j in js}
@@ -263,8 +265,9 @@ def collect(wd: Path, cfg: dict, algos: list[str], n_objects: int, workers: int)
             for a in algos:
                 ja = [j for j in js if f"/{a}/" in j["log"]]
                 b = sum(j["body_s"] for j in ja)
-                st["per_algorithm"][a] = {"jobs": len(ja), "job_body_s_sum": b,
-                                          "obj_per_s_per_core": out_rows / (b * threads)}
+                st["per_algorithm"][a] = {"jobs": len(ja), "job_body_s_sum": b}
+                if b > 0:
+                    st["per_algorithm"][a]["obj_per_s_per_core"] = out_rows / (b * threads)
         overhead = [(j["end"] - j["start"]) - j["body_s"] for j in js]
         st["job_overhead_s_median"] = sorted(overhead)[len(overhead) // 2]
         stages[rule] = st
@@ -335,7 +338,8 @@ def cmd_run(a) -> int:
         # schedule, overheads, stage costs), not how representative the benchmark is
         ref = json.loads(Path(a.results).read_text())[a.rates_from]
         rates = {al: s["obj_per_s_per_core"]
-                 for al, s in ref["stages"]["estimate_batch"]["per_algorithm"].items()}
+                 for al, s in ref["stages"]["estimate_batch"]["per_algorithm"].items()
+                 if "obj_per_s_per_core" in s}
         missing = sorted(set(algos) - set(rates))
         if missing:
             raise SystemExit(f"--rates-from {a.rates_from}: no rate for {missing}")
@@ -509,7 +513,8 @@ def cmd_report(a) -> int:
             L += ["", "| estimator | estimate jobs | job time | objects/s/core |", "|---|---|---|---|"]
             for al, s in r["stages"]["estimate_batch"]["per_algorithm"].items():
                 L.append(f"| {al} | {s['jobs']} | {s['job_body_s_sum']:.0f} s | "
-                         f"{s['obj_per_s_per_core']:,.0f} |")
+                         + (f"{s['obj_per_s_per_core']:,.0f} |" if "obj_per_s_per_core" in s
+                            else "- |"))
         L += ["", "| output | files | bytes | bytes/object |", "|---|---|---|---|"]
         for name, s in r["files"].items():
             L.append(f"| {name} | {s['files']:,} | {s['bytes']:,} | {s['bytes_per_object']:.1f} |")
