@@ -37,6 +37,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .resources import _algo_entry as _algo  # the throughput entry of an estimator
+
 STAGE_ORDER = ("prepare_data", "train", "partition_batch", "validate_estimate", "estimate_batch",
                "validate", "export_batch", "export_dedup", "export")
 
@@ -53,13 +55,6 @@ class Job:
 def _stage(tp: Mapping, key: str, default: float) -> float:
     return float((tp.get("stages") or {}).get(key, default))
 
-
-def _algo(tp: Mapping, algo: str) -> Mapping:
-    try:
-        return tp["algorithms"][algo]
-    except KeyError:
-        known = ", ".join(sorted(tp.get("algorithms", {})))
-        raise KeyError(f"no throughput figure for algorithm {algo!r} (known: {known})") from None
 
 
 def estimate_job_seconds(chunk_rows: Sequence[int], rate: float, workers: int,
