@@ -22,9 +22,9 @@ $(BIN)/.installed: envs/requirements.lock envs/no-deps.lock pyproject.toml
 env: $(BIN)/.installed
 
 # the default input: the DC2 validation sample as a small synthetic Rubin-like HATS
-# Object catalog (pzpipe.synth; nothing is downloaded)
-$(DEMO)/properties: $(BIN)/.installed workflow/src/pzpipe/synth.py
-	$(BIN)/python -m pzpipe.synth $(DEMO) --rows-per-pixel 3000
+# Object catalog (pzpipe.planning.synth; nothing is downloaded)
+$(DEMO)/properties: $(BIN)/.installed workflow/src/pzpipe/planning/synth.py
+	$(BIN)/python -m pzpipe.planning.synth $(DEMO) --rows-per-pixel 3000
 
 demo: $(DEMO)/properties
 
@@ -38,7 +38,7 @@ test-fast: env demo
 	$(BIN)/python -m pytest -ra -m "not slow and not slurm" $(PYTEST_ARGS)
 
 bench: env
-	$(BIN)/python -m pzpipe.bench $(BENCH_ARGS)
+	$(BIN)/python -m pzpipe.planning.bench $(BENCH_ARGS)
 
 lock:
 	$(PYTHON) -m venv /tmp/pzpipe-lock && /tmp/pzpipe-lock/bin/pip install -q -r envs/requirements.in \

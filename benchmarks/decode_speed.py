@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""PDF decoding speed: numba (pzpipe.pdfstore.decode), numpy (pzpipe.read.decode_numpy)
+"""PDF decoding speed: numba (pzpipe.release.pdfstore.decode), numpy (pzpipe.release.read.decode_numpy)
 and the standalone per-object decoder printed in docs/pdf_format.md.
 
 Real PDFs: every algorithm enabled in config/config.yaml, trained on --train DC2
@@ -44,10 +44,13 @@ def main(argv=None):
 
     import pyarrow as pa
 
-    from pzpipe import algorithms, pdfstore, read, train, zgrid
-    from pzpipe.config import deep_update, enabled_algorithms, load_config
-    from pzpipe.estimate import estimate_table
-    from pzpipe.partition import read_sample
+    from pzpipe import algorithms
+    from pzpipe.release import pdfstore, read
+    from pzpipe.stages import train
+    from pzpipe.core import zgrid
+    from pzpipe.run.config import deep_update, enabled_algorithms, load_config
+    from pzpipe.stages.estimate import estimate_table
+    from pzpipe.stages.samples import read_sample
 
     cfg = load_config(REPO / "config" / "config.yaml")
     cfg = deep_update(cfg, {"training": {"max_rows": args.train},

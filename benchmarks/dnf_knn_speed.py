@@ -43,8 +43,8 @@ import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from pzpipe.samples import DC2_RAIL_PARAMS as PARAMS  # noqa: E402
-from pzpipe.samples import resample  # noqa: E402
+from pzpipe.planning.bench import DC2_RAIL_PARAMS as PARAMS  # noqa: E402
+from pzpipe.planning.bench import resample  # noqa: E402
 
 
 def _read(name):

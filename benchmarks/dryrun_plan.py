@@ -4,13 +4,13 @@
 For each object count (default 20e9 = DR1 and 40e9 = DR11) this writes a config
 overlay with a synthetic input descriptor ``{n_objects: N, rows_per_file: M}``
 (the layout then needs no file), picks ``chunks_per_batch`` so that the DAG
-stays at or below ``--max-jobs`` Snakemake jobs (``pzpipe.plan``), runs
+stays at or below ``--max-jobs`` Snakemake jobs (``pzpipe.planning.plan``), runs
 
     snakemake -n --quiet rules -s workflow/Snakefile --directory <tmp> --configfile <overlay>
 
 in an empty working directory, and measures its wall time and peak RSS
 (``os.wait4`` rusage of the snakemake process). It prints the dry run's job
-counts next to ``pzpipe.plan``'s, then the plan (core-hours, wall time,
+counts next to ``pzpipe.planning.plan``'s, then the plan (core-hours, wall time,
 storage). Exit status 1 if a dry run fails or exceeds ``--max-seconds`` /
 ``--max-gb`` (issue 5: < 60 s and < 2 GB for 40e9 objects on the 2-core machine).
 
@@ -37,7 +37,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "src"))
 
-from pzpipe import plan as P  # noqa: E402
+from pzpipe.planning import plan as P  # noqa: E402
 
 
 def enabled_algorithms(cfg_path: Path) -> list[str]:
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
                     help="rows per input file (LIneA's 40e9 reference: ~300k files of ~130k)")
     ap.add_argument("--chunk-rows", type=int, default=130_000)
     ap.add_argument("--chunks-per-batch", type=int, default=None,
-                    help="default: smallest value giving <= --max-jobs jobs (pzpipe.plan)")
+                    help="default: smallest value giving <= --max-jobs jobs (pzpipe.planning.plan)")
     ap.add_argument("--max-jobs", type=int, default=3000)
     ap.add_argument("--max-seconds", type=float, default=60.0)
     ap.add_argument("--max-gb", type=float, default=2.0)

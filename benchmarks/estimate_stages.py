@@ -14,7 +14,7 @@ thread; the machine may be shared: compare stages, and runs made at the same tim
     python benchmarks/estimate_stages.py [--algo bpz] [--rows 130000] [--repeat 3]
 
 Needs ``results/models/<algo>/model.pkl`` (and ``results/<algo>_data`` for BPZ) under the
-current directory, as ``python -m pzpipe.bench``.
+current directory, as ``python -m pzpipe.planning.bench``.
 """
 from __future__ import annotations
 
@@ -35,9 +35,10 @@ STAGES = ("read", "estimator", "point estimates", "encode", "table", "write")
 
 
 def one_run(runner, part, out, bits, sub):
-    from pzpipe import estimate, pdfstore
-    from pzpipe.partition import ID_COL
-    from pzpipe.pointest import FLAG_PDF_BAD, KEYS, point_estimates
+    from pzpipe.stages import estimate
+    from pzpipe.release import pdfstore
+    from pzpipe.stages.partition import ID_COL
+    from pzpipe.release.pointest import FLAG_PDF_BAD, KEYS, point_estimates
 
     t = dict.fromkeys(STAGES, 0.0)
     c = time.perf_counter
@@ -93,10 +94,11 @@ def main(argv=None):
     ap.add_argument("--models", default="results/models")
     args = ap.parse_args(argv)
 
-    from pzpipe import algorithms, estimate
-    from pzpipe.provenance import sha256_file
-    from pzpipe.bench import _sample, _write_partition
-    from pzpipe.config import REPO_ROOT, load_config
+    from pzpipe import algorithms
+    from pzpipe.stages import estimate
+    from pzpipe.run.provenance import sha256_file
+    from pzpipe.planning.bench import _sample, _write_partition
+    from pzpipe.run.config import REPO_ROOT, load_config
 
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
     model = os.path.join(args.models, args.algo, "model.pkl")

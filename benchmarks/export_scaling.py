@@ -2,7 +2,7 @@
 """Benchmark: time and peak memory of each export job, and their extrapolation to a
 40e9-object release (docs/scaling.md).
 
-Builds a synthetic HATS Object catalog (pzpipe.synth), partitions it with the pipeline's
+Builds a synthetic HATS Object catalog (pzpipe.planning.synth), partitions it with the pipeline's
 own code, writes estimate files of the real schema for 7 estimators (Gaussian PDFs
 encoded with pdfstore; the estimators' speed is not what is measured here), then runs
 each export job in a child process and records its wall time and peak RSS (VmHWM):
@@ -64,9 +64,11 @@ def fake_estimates(partition_file, algo, cfg, out):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pzpipe import algorithms, pdfstore, zgrid
-    from pzpipe.estimate import output_schema
-    from pzpipe.partition import ID_COL
+    from pzpipe import algorithms
+    from pzpipe.release import pdfstore
+    from pzpipe.core import zgrid
+    from pzpipe.stages.estimate import output_schema
+    from pzpipe.stages.partition import ID_COL
 
     z = zgrid.from_config(cfg)
     try:
@@ -121,10 +123,11 @@ def main(argv=None) -> int:
     ap.add_argument("--pixels", type=int, default=20_000)
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
-    from pzpipe import export, synth
-    from pzpipe.config import deep_update, load_config, validate_config
-    from pzpipe.layout import Layout, catalog_columns, make_layout
-    from pzpipe.partition import run_batch as partition_batch
+    from pzpipe.stages import export
+    from pzpipe.planning import synth
+    from pzpipe.run.config import deep_update, load_config, validate_config
+    from pzpipe.run.layout import Layout, catalog_columns, make_layout
+    from pzpipe.stages.partition import run_batch as partition_batch
 
     tmp = Path(tempfile.mkdtemp(prefix="pz-export-scaling-"))
     res = {"command": "python benchmarks/export_scaling.py " + " ".join(argv or sys.argv[1:]),

@@ -10,10 +10,10 @@ next to the planner's forecast for exactly that input (issue #13).
     python benchmarks/rehearsal.py calibrate --label local-1e6   # stage costs -> throughput.yaml
     python benchmarks/rehearsal.py report                        # rehearsal.md from rehearsal.json
 
-``run``: writes a synthetic Rubin-like HATS Object catalog (pzpipe.synth: DC2 galaxies
+``run``: writes a synthetic Rubin-like HATS Object catalog (pzpipe.planning.synth: DC2 galaxies
 resampled, fluxes re-drawn from their errors, deterministic from the seed) under
 ``--workdir``, a config overlay (the catalog, ``--algos``, ``--chunks-per-batch``), then
-(1) the planner's forecast (pzpipe.forecast, costs from resources/throughput.yaml),
+(1) the planner's forecast (pzpipe.planning.forecast, costs from resources/throughput.yaml),
 (2) a dry run (Snakemake's planning time), (3) the run, timed, and collects per stage:
 wall span, summed job time, objects/s per core, peak memory per job, files written,
 bytes on disk per object, and Snakemake's own overhead (planning; per job: process
@@ -54,7 +54,7 @@ STAGES = ("prepare_data", "train", "partition_batch", "estimate_batch", "validat
 
 # ----------------------------------------------------------------------------- set-up
 def make_catalog(out: Path, n: int, rows_per_pixel: int, seed: int) -> dict:
-    from pzpipe import synth
+    from pzpipe.planning import synth
 
     t0 = time.perf_counter()
     info = synth.write_catalog(out, n, seed=seed, rows_per_pixel=rows_per_pixel)
@@ -64,7 +64,7 @@ def make_catalog(out: Path, n: int, rows_per_pixel: int, seed: int) -> dict:
 
 def write_overlay(path: Path, catalog: Path, algos: list[str], cpb: int, label: str,
                   workers: int) -> None:
-    from pzpipe.config import load_config
+    from pzpipe.run.config import load_config
 
     base = load_config(REPO / "config" / "config.yaml")
     # the release name is part of the release (properties, manifest): it depends on the
@@ -78,7 +78,7 @@ def write_overlay(path: Path, catalog: Path, algos: list[str], cpb: int, label: 
 
 
 def load_cfg(overlay: Path) -> dict:
-    from pzpipe.config import deep_update, validate_config
+    from pzpipe.run.config import deep_update, validate_config
 
     raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     return validate_config(deep_update(raw, yaml.safe_load(overlay.read_text())))
@@ -91,8 +91,8 @@ def smk_cmd(wd: Path, overlay: Path, profile: str, *extra) -> list[str]:
 
 # ----------------------------------------------------------------------------- forecast
 def do_forecast(cfg: dict, algos: list[str], cores: int, throughput=None) -> dict:
-    from pzpipe import forecast, plan
-    from pzpipe.layout import make_layout
+    from pzpipe.planning import forecast, plan
+    from pzpipe.run.layout import make_layout
 
     lay = make_layout(cfg)
     tp = plan.load_throughput(throughput)
@@ -294,7 +294,7 @@ def collect(wd: Path, cfg: dict, algos: list[str], n_objects: int, workers: int)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    from pzpipe.provenance import sha256_file
+    from pzpipe.run.provenance import sha256_file
 
     out = {}
     for p in sorted(root.rglob("*")):
@@ -325,7 +325,7 @@ def cmd_run(a) -> int:
     write_overlay(overlay, cat, algos, a.chunks_per_batch, a.label, a.workers)
     cfg = load_cfg(overlay)
     cores = a.cores or os.cpu_count()
-    from pzpipe import plan
+    from pzpipe.planning import plan
 
     tp = plan.load_throughput()
     fc = do_forecast(cfg, algos, cores, tp)
@@ -362,7 +362,7 @@ def cmd_run(a) -> int:
     cmd = smk_cmd(wd, overlay, a.profile, "--cores", str(cores))
     log = wd / "rehearsal-snakemake.out"
     phases = [p for p in (a.kill or "").split(",") if p]
-    n_est = len(algos) * __import__("pzpipe.layout", fromlist=["x"]).make_layout(cfg).n_batches
+    n_est = len(algos) * __import__("pzpipe.run.layout", fromlist=["x"]).make_layout(cfg).n_batches
     total, kills = 0.0, []
     for ph in phases:
         rc, secs, killed = _run(cmd, log, kill_condition(wd, ph, n_est))
@@ -447,8 +447,8 @@ def cmd_calibrate(a) -> int:
 def cmd_report(a) -> int:
     data = json.loads(Path(a.results).read_text())
     L = ["# Release rehearsal", "",
-         "Synthetic Rubin-like HATS Object catalogs (pzpipe.synth) through the whole pipeline "
-         "on the 2-core reference machine; the forecast is pzpipe.forecast's for exactly that "
+         "Synthetic Rubin-like HATS Object catalogs (pzpipe.planning.synth) through the whole pipeline "
+         "on the 2-core reference machine; the forecast is pzpipe.planning.forecast's for exactly that "
          "input with the costs in resources/throughput.yaml. Commands below each table.", "",
          "Protocol: `local-1e6` is the calibration run (`rehearsal.py calibrate --label "
          "local-1e6` wrote its stage costs and training times into resources/throughput.yaml); "

@@ -7,7 +7,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "src"))
 
-from pzpipe.config import load_config  # noqa: E402
+from pzpipe.run.config import load_config  # noqa: E402
 
 
 @pytest.fixture

@@ -239,7 +239,7 @@ def test_runner_fast_path_equals_runner_with_rail(env, tmp_path, monkeypatch):
     """What the pipeline stores: Runner with FastBPZ vs Runner with RAIL's own class, on
     the pipeline grid, through the registry (the prepared data dir passed as the rules do)."""
     from pzpipe import algorithms
-    from pzpipe.config import REPO_ROOT, deep_update, load_config
+    from pzpipe.run.config import REPO_ROOT, deep_update, load_config
 
     monkeypatch.chdir(tmp_path)
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
@@ -264,7 +264,7 @@ def test_stage_params_take_the_data_dir_the_rules_pass(tmp_path):
     import os
 
     from pzpipe import algorithms
-    from pzpipe.config import REPO_ROOT, load_config
+    from pzpipe.run.config import REPO_ROOT, load_config
 
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
     bpz = algorithms.get("bpz")

@@ -8,12 +8,13 @@ RAIL's result on the whole chunk with the per-chunk seed (docs/estimators.md).
 import numpy as np
 import pytest
 
-from pzpipe import algorithms, train
+from pzpipe import algorithms
+from pzpipe.stages import train
 from pzpipe.algorithms import cmnn
-from pzpipe.config import REPO_ROOT, deep_update, load_config
-from pzpipe.estimate import estimate_table
-from pzpipe.partition import read_sample
-from pzpipe.pointest import FLAG_PDF_BAD
+from pzpipe.run.config import REPO_ROOT, deep_update, load_config
+from pzpipe.stages.estimate import estimate_table
+from pzpipe.stages.samples import read_sample
+from pzpipe.release.pointest import FLAG_PDF_BAD
 
 
 @pytest.fixture(scope="module")

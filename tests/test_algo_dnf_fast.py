@@ -26,8 +26,8 @@ pytest.importorskip("rail.estimation.algos.dnf")
 
 from pzpipe.algorithms.dnf_fast import FastDNF  # noqa: E402
 
-from pzpipe.samples import DC2_BANDS as BANDS  # noqa: E402
-from pzpipe.samples import DC2_RAIL_PARAMS as PARAMS  # noqa: E402
+from pzpipe.planning.bench import DC2_BANDS as BANDS  # noqa: E402
+from pzpipe.planning.bench import DC2_RAIL_PARAMS as PARAMS  # noqa: E402
 ANCIL = ("DNF_Z", "photozerr", "photozerr_param", "photozerr_fit", "DNF_ZN",
          "nneighbors", "de1", "d1", "id1")
 

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from flexcode import post_processing as pp
 
-from pzpipe import algorithms, train
+from pzpipe import algorithms
+from pzpipe.stages import train
 from pzpipe.algorithms import fzboost_fast as fzbfast
-from pzpipe.config import REPO_ROOT, deep_update, load_config
-from pzpipe.partition import read_sample
+from pzpipe.run.config import REPO_ROOT, deep_update, load_config
+from pzpipe.stages.samples import read_sample
 
 
 def _cases(n=301):

@@ -9,11 +9,12 @@ depend on how the calls are cut; the runner pads every call to such a size.
 import numpy as np
 import pytest
 
-from pzpipe import PipelineError, algorithms, train
+from pzpipe import PipelineError, algorithms
+from pzpipe.stages import train
 from pzpipe.algorithms import gpz
-from pzpipe.config import REPO_ROOT, deep_update, load_config
-from pzpipe.estimate import estimate_table
-from pzpipe.partition import read_sample
+from pzpipe.run.config import REPO_ROOT, deep_update, load_config
+from pzpipe.stages.estimate import estimate_table
+from pzpipe.stages.samples import read_sample
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +127,8 @@ def test_model_file_is_byte_reproducible(tmp_path):
 
     code = """
 import sys, hashlib
-from pzpipe.config import load_config, deep_update, REPO_ROOT
-from pzpipe import train
+from pzpipe.run.config import load_config, deep_update, REPO_ROOT
+from pzpipe.stages import train
 cfg = deep_update(load_config(REPO_ROOT / "config" / "config.yaml"),
                   {"training": {"max_rows": 600}, "algorithms": {"gpz": {"inform": {"max_iter": 20}}}})
 train.run("gpz", cfg, sys.argv[1], sys.argv[1] + ".json")

@@ -20,8 +20,8 @@ pytest.importorskip("rail.estimation.algos.k_nearneigh")
 
 from pzpipe.algorithms.knn_fast import FastKNN, _exp_zero_below  # noqa: E402
 
-from pzpipe.samples import DC2_BANDS as BANDS  # noqa: E402
-from pzpipe.samples import DC2_RAIL_PARAMS as PARAMS  # noqa: E402
+from pzpipe.planning.bench import DC2_BANDS as BANDS  # noqa: E402
+from pzpipe.planning.bench import DC2_RAIL_PARAMS as PARAMS  # noqa: E402
 INFORM = dict(ngrid_sigma=3, nneigh_min=5, nneigh_max=7)
 
 

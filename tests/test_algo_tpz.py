@@ -3,9 +3,10 @@ bit for bit, with the same seeding."""
 import numpy as np
 import pytest
 
-from pzpipe import algorithms, train
-from pzpipe.config import REPO_ROOT, deep_update, load_config
-from pzpipe.partition import read_sample
+from pzpipe import algorithms
+from pzpipe.stages import train
+from pzpipe.run.config import REPO_ROOT, deep_update, load_config
+from pzpipe.stages.samples import read_sample
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pzpipe import PipelineError, algorithms, train
+from pzpipe import PipelineError, algorithms
+from pzpipe.stages import train
 from pzpipe.algorithms import _base
-from pzpipe.config import REPO_ROOT, deep_update, load_config
+from pzpipe.run.config import REPO_ROOT, deep_update, load_config
 
 SRC = REPO_ROOT / "workflow" / "src" / "pzpipe"
 NAMES = sorted(algorithms.REGISTRY)
@@ -27,7 +28,7 @@ def test_registry_one_module_per_estimator():
         assert set(algo.extra_meta) == set(algo.extras.values()), name
     assert algorithms.default_names() == ("bpz", "fzboost", "knn", "tpz", "dnf", "gpz", "cmnn")
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
-    from pzpipe.config import enabled_algorithms
+    from pzpipe.run.config import enabled_algorithms
 
     assert enabled_algorithms(cfg) == list(algorithms.default_names())
 
@@ -115,7 +116,7 @@ def test_version_guard_runner_runs_rail_code(tmp_path, other_versions, caplog):
     """A Runner under other versions uses RAIL's own class, and its results are RAIL's."""
     from rail.estimation.algos.cmnn import CMNNEstimator
 
-    from pzpipe.partition import read_sample
+    from pzpipe.stages.samples import read_sample
 
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
     cfg = deep_update(cfg, {"training": {"max_rows": 1000}})
@@ -171,7 +172,7 @@ def test_lephare_non_detections_become_nan():
 
 
 def test_plan_counts_data_jobs_from_the_registry():
-    from pzpipe import plan
+    from pzpipe.planning import plan
 
     tp = {"algorithms": {n: {"obj_per_s_core": 1000.0, "mem_mb_per_worker": 500}
                          for n in algorithms.REGISTRY},

@@ -67,16 +67,16 @@ def two_chunk_file(wd: Path) -> str:
 
 
 def batches_of(wd: Path) -> list[str]:
-    from pzpipe.layout import batch_id
+    from pzpipe.run.layout import batch_id
 
     man = json.loads((wd / "results" / "release" / "manifest.json").read_text())
     return [batch_id(i) for i in range(man["inputs"]["batches"])]
 
 
 def audit_direct(wd: Path, paths: dict = PATHS, **kw) -> dict:
-    """pzpipe.audit.run on a run directory with the workflow's paths (cwd = the run, as in
+    """pzpipe.stages.audit.run on a run directory with the workflow's paths (cwd = the run, as in
     the rule: BPZ's data path is relative to it)."""
-    from pzpipe import audit
+    from pzpipe.stages import audit
 
     cwd = os.getcwd()
     os.chdir(wd)
@@ -204,8 +204,9 @@ def test_removed_row_fails(run_copy):
 
 def test_replaced_model_fails(run_copy):
     """A retrained model (other seed/sample) put in place of the recorded one."""
-    from pzpipe import PipelineError, train
-    from pzpipe.config import validate_config
+    from pzpipe import PipelineError
+    from pzpipe.stages import train
+    from pzpipe.run.config import validate_config
 
     man = json.loads((run_copy / "results" / "release" / "manifest.json").read_text())
     cfg = validate_config(man["config"])
@@ -278,7 +279,7 @@ def test_duplicate_id_across_batches_fails(run_copy):
     """An object id of batch b000000 given to an object of b000001 in the partition AND the
     release (so that every chunk still matches its partition): the bucketed check over the
     whole release finds it."""
-    from pzpipe.partition import ID_COL
+    from pzpipe.stages.partition import ID_COL
 
     res = run_copy / "results"
     taken = int(pq.read_table(res / "partition" / "b000000.parquet").column(ID_COL)[0].as_py())
@@ -328,7 +329,7 @@ def test_cli_failed_audit_one_line_and_report_kept(run_copy):
 # ----------------------------------------------------------------------------- layouts
 def _config(**over) -> dict:
     """config/config.yaml with ``over``, kNN only (trained on 1,500 objects)."""
-    from pzpipe.config import deep_update, load_config, validate_config
+    from pzpipe.run.config import deep_update, load_config, validate_config
 
     base = load_config(REPO / "config" / "config.yaml")
     knn = {"algorithms": {a: {"enabled": a == "knn"} for a in base["algorithms"]},
@@ -356,7 +357,7 @@ def _flux_files_without_coordinates(tmp: Path):
 def _synthetic_hats(tmp: Path):
     """A synthetic HATS catalog: 7 pixels of 100 rows, 5% not primary (cut), 2 chunks per
     pixel, 2 pixels per batch."""
-    from pzpipe import synth
+    from pzpipe.planning import synth
 
     synth.write_catalog(tmp / "objects", 700, seed=3, rows_per_pixel=100, non_primary=0.05)
     return _config(release="audit-hats", inputs={"hats": str(tmp / "objects")},
@@ -370,7 +371,7 @@ def test_audit_on_other_layouts(kind, tmp_path):
     the partition's chunk maps to; then one row of the last release file is altered and the
     recompute check names that chunk."""
     from helpers.releases import build_release, manifest
-    from pzpipe import audit
+    from pzpipe.stages import audit
 
     cfg = _flux_files_without_coordinates(tmp_path) if kind == "files" else _synthetic_hats(tmp_path)
     cwd = os.getcwd()

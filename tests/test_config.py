@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from pzpipe import PipelineError
-from pzpipe.config import config_hash, load_config, validate_config
+from pzpipe.run.config import config_hash, load_config, validate_config
 
 
 def test_default_config_validates_and_fills_defaults(cfg):

@@ -3,17 +3,18 @@ DNF sub-chunks do not change DNF, rows and ids are preserved."""
 import numpy as np
 import pytest
 
-from pzpipe import algorithms, pdfstore
-from pzpipe.config import deep_update
-from pzpipe.estimate import estimate_table
-from pzpipe.partition import read_sample
+from pzpipe import algorithms
+from pzpipe.release import pdfstore
+from pzpipe.run.config import deep_update
+from pzpipe.stages.estimate import estimate_table
+from pzpipe.stages.samples import read_sample
 
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory, ):
-    from pzpipe.config import load_config
-    from pzpipe.config import REPO_ROOT
-    from pzpipe import train
+    from pzpipe.run.config import load_config
+    from pzpipe.run.config import REPO_ROOT
+    from pzpipe.stages import train
 
     d = tmp_path_factory.mktemp("models")
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
@@ -101,8 +102,8 @@ def test_tpz_training_is_reproducible_across_processes(tmp_path):
 
     code = """
 import sys, hashlib
-from pzpipe.config import load_config, deep_update, REPO_ROOT
-from pzpipe import train
+from pzpipe.run.config import load_config, deep_update, REPO_ROOT
+from pzpipe.stages import train
 cfg = load_config(REPO_ROOT / "config" / "config.yaml")
 cfg = deep_update(cfg, {"training": {"max_rows": 800},
                         "algorithms": {"tpz": {"inform": {"n_random": 2, "n_trees": 2}}}})

@@ -14,11 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pzpipe import PipelineError, algorithms, export, pdfstore, synth
-from pzpipe.config import load_config, deep_update, validate_config
-from pzpipe.estimate import output_schema
-from pzpipe.layout import Layout, make_layout
-from pzpipe.partition import ID_COL, run_batch as partition_batch
+from pzpipe import PipelineError, algorithms
+from pzpipe.stages import export
+from pzpipe.release import pdfstore
+from pzpipe.planning import synth
+from pzpipe.run.config import load_config, deep_update, validate_config
+from pzpipe.stages.estimate import output_schema
+from pzpipe.run.layout import Layout, make_layout
+from pzpipe.stages.partition import ID_COL, run_batch as partition_batch
 
 from helpers.runs import REPO
 
@@ -35,7 +38,7 @@ def _cfg(catalog, **over):
 
 def fake_estimates(partition_file, algo, cfg, out, drop_row=False, swap_id=False):
     """An estimate file with the real schema: Gaussian PDFs around a made-up z."""
-    from pzpipe.layout import catalog_columns  # noqa: F401  (schema as the pipeline writes it)
+    from pzpipe.run.layout import catalog_columns  # noqa: F401  (schema as the pipeline writes it)
 
     z = np.linspace(cfg["zgrid"]["zmin"], cfg["zgrid"]["zmax"], cfg["zgrid"]["nz"])
     a = algorithms.get(algo)
@@ -103,7 +106,7 @@ def catalog(tmp_path_factory):
 def release(catalog, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
     cfg = _cfg(catalog, partition={"chunk_rows": 60, "cuts": {"require_true": ["detect_isPrimary"]}})
-    from pzpipe.layout import catalog_columns
+    from pzpipe.run.layout import catalog_columns
 
     lay = make_layout(cfg)
     cfg = catalog_columns(cfg, lay)
@@ -176,7 +179,7 @@ def test_release_metadata_and_provenance(release):
     man = json.loads((rel_dir / "manifest.json").read_text())
     rows = list((rel_dir / "manifest_files.csv").read_text().splitlines())[1:]
     assert man["files"]["count"] == len(rows) == 7 and man["rows"] == cons["objects_out"]
-    from pzpipe.provenance import sha256_file
+    from pzpipe.run.provenance import sha256_file
 
     for line in rows:
         path, n, _, nbytes, sha, _ = line.split(",")
@@ -196,7 +199,7 @@ def test_rows_sorted_by_spatial_index_within_pixels(release):
                                        ("swap", "object ids differ from the partition")])
 def test_conservation_errors_stop_the_batch(catalog, tmp_path, how, match):
     cfg = _cfg(catalog)
-    from pzpipe.layout import catalog_columns
+    from pzpipe.run.layout import catalog_columns
 
     lay = make_layout(cfg)
     cfg = catalog_columns(cfg, lay)
@@ -209,7 +212,7 @@ def test_conservation_errors_stop_the_batch(catalog, tmp_path, how, match):
 
 def test_uncounted_cut_and_layout_mismatch(catalog, tmp_path):
     cfg = _cfg(catalog)
-    from pzpipe.layout import catalog_columns
+    from pzpipe.run.layout import catalog_columns
 
     lay = make_layout(cfg)
     cfg = catalog_columns(cfg, lay)
@@ -287,7 +290,7 @@ def _fake_batches(tmp, n_batches, rows_per_batch=50):
         (d / rel).parent.mkdir(parents=True)
         pq.write_table(pa.table({"objectId": np.arange(rows_per_batch) + i * rows_per_batch},
                                 schema=schema), d / rel)
-        from pzpipe.provenance import sha256_file
+        from pzpipe.run.provenance import sha256_file
 
         rep = {"batch": f"b{i:06d}", "kind": "hats", "chunks": 1, "chunk_range": [i, i + 1],
                "rows_in": rows_per_batch, "rows_out": rows_per_batch, "cut_by_reason": {},

@@ -1,7 +1,7 @@
-"""pzpipe.forecast: job durations and the greedy schedule, on hand-computed cases."""
+"""pzpipe.planning.forecast: job durations and the greedy schedule, on hand-computed cases."""
 import pytest
 
-from pzpipe.forecast import Job, build_jobs, estimate_job_seconds, simulate
+from pzpipe.planning.forecast import Job, build_jobs, estimate_job_seconds, simulate
 
 
 def test_estimate_job_workers_take_the_next_chunk():

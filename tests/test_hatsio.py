@@ -1,4 +1,4 @@
-"""pzpipe.hatsio: layout from a HATS catalog's metadata; hats-import through a running
+"""pzpipe.core.hatsio: layout from a HATS catalog's metadata; hats-import through a running
 dask scheduler (the way it runs on Slurm: `dask scheduler --scheduler-file` + workers
 started with srun), not a local cluster."""
 from __future__ import annotations
@@ -11,8 +11,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pzpipe import hatsio, synth
-from pzpipe.layout import read_descriptor, write_hats_descriptor
+from pzpipe.core import hatsio
+from pzpipe.planning import synth
+from pzpipe.run.layout import read_descriptor, write_hats_descriptor
 
 
 def test_pixel_counts_from_statistics_metadata_and_footers(tmp_path):

@@ -30,9 +30,9 @@ import yaml
 from helpers.inputs import flux_config, make_flux_table, write_parquet
 from helpers.runs import smk
 from pzpipe import PipelineError
-from pzpipe.config import validate_config
-from pzpipe.layout import make_layout
-from pzpipe.partition import FLAG_BAD_ERR, run_batch
+from pzpipe.run.config import validate_config
+from pzpipe.run.layout import make_layout
+from pzpipe.stages.partition import FLAG_BAD_ERR, run_batch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -221,7 +221,7 @@ def test_hdf5_wrong_group_and_missing_column(tmp_path):
 def test_duplicate_ids_across_files_are_caught_at_export(tmp_path):
     """Duplicates inside a batch stop the partition job; duplicates across batches (files)
     are found by the export's bucketed duplicate check, which names them."""
-    from pzpipe import export
+    from pzpipe.stages import export
 
     a = write_parquet(tmp_path / "a.parquet", make_flux_table(40))
     b = write_parquet(tmp_path / "b.parquet", make_flux_table(40, seed=1, start_id=31))
@@ -240,7 +240,7 @@ def test_duplicate_ids_across_files_are_caught_at_export(tmp_path):
 
 
 def test_training_sample_problems_name_file_and_column(tmp_path):
-    from pzpipe.partition import read_sample
+    from pzpipe.stages.samples import read_sample
 
     cfg = flux_config([write_parquet(tmp_path / "x.parquet", make_flux_table(10))])
     tr = make_flux_table(100)
@@ -297,7 +297,7 @@ def test_typo_in_rail_parameter_is_named():
 
 def test_default_config_rail_parameters_exist():
     from pzpipe import algorithms
-    from pzpipe.config import load_config, enabled_algorithms
+    from pzpipe.run.config import load_config, enabled_algorithms
 
     cfg = load_config(REPO / "config" / "config.yaml")
     for name in enabled_algorithms(cfg):
@@ -403,7 +403,7 @@ def test_disk_full_leaves_no_partial_file(small_input, tmp_path):
 
 def test_disk_full_simulated_everywhere(small_input, tmp_path, monkeypatch):
     """ENOSPC raised by the final rename of every atomic write: partition, JSON writes."""
-    from pzpipe import io as pio
+    from pzpipe.core import io as pio
 
     cfg, lay = small_input
 
@@ -431,7 +431,7 @@ def test_disk_full_message_names_the_file(small_input, tmp_path):
 def test_unwritable_message_names_the_dir(small_input, unwritable_dir):
     cfg, lay = small_input
     out = unwritable_dir / "b000000.parquet"
-    # pzpipe.io.atomic_path's message: the file, the system's reason (in pyarrow's words
+    # pzpipe.core.io.atomic_path's message: the file, the system's reason (in pyarrow's words
     # when pyarrow opened the file), the directory to fix
     with pytest.raises(PipelineError, match=rf"cannot write '{re.escape(str(out))}': "
                        rf".*(Read-only file system|Permission denied).*permissions of "
@@ -442,7 +442,7 @@ def test_unwritable_message_names_the_dir(small_input, unwritable_dir):
 def test_read_errors_inside_a_write_are_not_called_write_errors(tmp_path):
     """Only errors of the output location become "cannot write"; an input that vanished
     while an output was being written keeps its own error and file name."""
-    from pzpipe.io import atomic_path
+    from pzpipe.core.io import atomic_path
 
     out = tmp_path / "out.parquet"
     with pytest.raises(FileNotFoundError, match="missing_input"):
@@ -536,7 +536,7 @@ def test_cli_unwritable_results_dir(tmp_path, unwritable_dir):
 # ----------------------------------------------------------------------------- HATS inputs
 @pytest.fixture(scope="module")
 def small_hats(tmp_path_factory):
-    from pzpipe import synth
+    from pzpipe.planning import synth
 
     d = tmp_path_factory.mktemp("hats") / "objects"
     synth.write_catalog(d, 300, seed=5, rows_per_pixel=100)
@@ -544,7 +544,7 @@ def small_hats(tmp_path_factory):
 
 
 def _hats_cfg(path, **over):
-    from pzpipe.config import deep_update
+    from pzpipe.run.config import deep_update
 
     raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     raw = deep_update(raw, {"inputs": {"hats": str(path)}, "partition": {"chunk_rows": 40}})
@@ -563,8 +563,8 @@ def test_hats_path_that_is_not_a_catalog(tmp_path):
 
 
 def test_hats_catalog_without_the_configured_columns(small_hats):
-    from pzpipe.layout import catalog_columns
-    from pzpipe.partition import check_catalog_columns
+    from pzpipe.run.layout import catalog_columns
+    from pzpipe.stages.partition import check_catalog_columns
 
     cfg = _hats_cfg(small_hats, columns={"flux": "{band}_psfFlux", "flux_err": "{band}_psfFluxErr"})
     lay = make_layout(cfg)
@@ -580,7 +580,7 @@ def test_hats_pixel_counts_that_disagree_with_the_files(small_hats, tmp_path):
     (here: 10 rows dropped) stops its partition job, naming the file; nothing is written."""
     import shutil
 
-    from pzpipe.layout import catalog_columns
+    from pzpipe.run.layout import catalog_columns
 
     cat = tmp_path / "cat"
     shutil.copytree(small_hats, cat)

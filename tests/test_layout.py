@@ -5,7 +5,7 @@ import pytest
 
 from helpers.inputs import write_parquet
 from pzpipe import PipelineError
-from pzpipe.layout import Layout, batch_id, batch_index, file_rows, make_layout, read_descriptor
+from pzpipe.run.layout import Layout, batch_id, batch_index, file_rows, make_layout, read_descriptor
 
 
 def test_chunks_cover_every_row_once():

@@ -70,7 +70,7 @@ def test_non_editable_install(tmp_path):
     shutil.rmtree(clone)                     # nothing may point back into the source tree
     code = f"""
 import os, sys, glob
-import pzpipe, pzpipe.config as c, pzpipe.plan as p
+import pzpipe, pzpipe.run.config as c, pzpipe.planning.plan as p
 site = {str(site)!r}
 assert pzpipe.__file__.startswith(site), pzpipe.__file__
 for f in (c.SCHEMA_PATH, p.DEFAULT_THROUGHPUT):
@@ -81,7 +81,7 @@ cfg = c.load_config({str(cfg)!r})
 assert cfg['zgrid']['nz'] == 301 and cfg['estimate']['pdf_bits'] == 10
 assert p.load_throughput()
 assert glob.glob(os.path.join(site, 'pzpipe-*.dist-info', 'licenses', 'LICENSE'))
-from pzpipe.read import to_ensemble, pdf_grid
+from pzpipe.release.read import to_ensemble, pdf_grid
 print('ok')
 """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

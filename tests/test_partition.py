@@ -4,8 +4,8 @@ import pytest
 
 from helpers.inputs import flux_config, make_flux_table, write_parquet
 from pzpipe import PipelineError
-from pzpipe.layout import make_layout
-from pzpipe.partition import (FLAG_BAD_ERR, read_meta, run_batch, transform)
+from pzpipe.run.layout import make_layout
+from pzpipe.stages.partition import (FLAG_BAD_ERR, read_meta, run_batch, transform)
 
 
 def _cfg(tmp_path, n=300, **over):

@@ -1,4 +1,4 @@
-"""pzpipe.pdfstore: round trips, the CDF bound on every object, bytes/object.
+"""pzpipe.release.pdfstore: round trips, the CDF bound on every object, bytes/object.
 
 Realistic PDFs come from RAIL kNN (trained on 2,000 DC2 objects) and BPZ
 (pzpipe.algorithms.bpz_fast, HDFN prior) on random DC2 validation objects; synthetic ones
@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pzpipe import pdfstore as ps
+from pzpipe.release import pdfstore as ps
+from pzpipe.release.read import to_ensemble
 
 Z = np.linspace(0.0, 3.0, 301)
 TOL = 1e-3
@@ -175,13 +176,11 @@ def test_to_ensemble(tmp_path):
     ids = np.arange(len(p), dtype=np.int64) + 5
     meta = {b"pzpipe": json.dumps({"zgrid": [0.0, 3.0, 301], "algorithm": "x"}).encode()}
     table = pa.table({"object_id": ids, "z_mode": np.zeros(len(p)), "pdf": arr}).replace_schema_metadata(meta)
-    path = tmp_path / "b000000.parquet"
-    pq.write_table(table, path, compression="zstd")
     dec = ps.decode(arr, Z)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # qp warns about the NaN row
-        for src in (path, str(path), table):
-            ens = ps.to_ensemble(src)
+        for src in (table,):
+            ens = to_ensemble(src, None)
             assert isinstance(ens, qp.Ensemble) and ens.npdf == len(p)
             np.testing.assert_array_equal(ens.ancil["object_id"], ids)
             got = ens.pdf(Z)
@@ -189,10 +188,10 @@ def test_to_ensemble(tmp_path):
             np.testing.assert_allclose(got[ok], dec[ok], rtol=1e-12, atol=1e-12)
             assert np.isnan(got[~ok]).all()
         # explicit grid wins; no grid at all is an error
-        ens = ps.to_ensemble(table.replace_schema_metadata(None), zgrid=Z)
+        ens = to_ensemble(table.replace_schema_metadata(None), None, zgrid=Z)
         np.testing.assert_allclose(ens.pdf(Z)[0], dec[0], rtol=1e-12)
     with pytest.raises(ValueError):
-        ps.to_ensemble(table.replace_schema_metadata(None))
+        to_ensemble(table.replace_schema_metadata(None), None)
 
 
 def test_errors():

@@ -83,12 +83,12 @@ def test_release_joins_the_imported_object_catalog(run_dir):
 
 
 def test_pdfs_rebuild_as_qp_ensemble(run_dir):
-    from pzpipe import pdfstore
+    from pzpipe.release.read import to_ensemble
 
     rel = run_dir / "results" / "release"
     path = next((rel / "dataset").rglob("Npix=*.parquet"))
     t = pq.read_table(path, columns=["knn_pdf", "objectId"]).rename_columns(["pdf", "object_id"])
-    ens = pdfstore.to_ensemble(t, np.linspace(0, 3, 301))
+    ens = to_ensemble(t, None, zgrid=np.linspace(0, 3, 301))
     assert ens.npdf == pq.ParquetFile(path).metadata.num_rows
 
 
@@ -102,7 +102,7 @@ def test_validation_outputs(run_dir):
     for name in ("scatter", "pit", "nz"):
         png = (v / f"{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    from pzpipe.validate import output_paths
+    from pzpipe.stages.validate import output_paths
 
     for p in output_paths(str(run_dir / "results"), sorted(m.index)).values():
         for f in (p if isinstance(p, list) else [p]):

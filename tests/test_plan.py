@@ -1,4 +1,4 @@
-"""pzpipe.plan: release planning arithmetic and Slurm resource functions."""
+"""pzpipe.planning.plan: release planning arithmetic and Slurm resource functions."""
 
 import json
 import math
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pzpipe import plan as P
+from pzpipe.planning import plan as P
 
 TP = {
     "reference_chunk_rows": 130_000,
@@ -39,7 +39,7 @@ def _rows(lay):
 
 
 def test_chunks_never_span_files():
-    # the plan counts chunks with the workflow's own layout (pzpipe.layout.Layout)
+    # the plan counts chunks with the workflow's own layout (pzpipe.run.layout.Layout)
     lay = P.input_layout(objects=1_000_000, rows_per_file=300_000)
     assert _rows(lay) == [300_000] * 3 + [100_000]
     # 3 full files x ceil(300k/130k)=3 chunks + 1 chunk for the 100k remainder
@@ -177,10 +177,10 @@ def test_rule_resources_callables(tmp_path):
 
 def test_cli_runs_fast():
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "pzpipe.plan", "--objects", "40e9"],
+    out = subprocess.run([sys.executable, "-m", "pzpipe.planning.plan", "--objects", "40e9"],
                          capture_output=True, text=True, check=True)
     assert time.perf_counter() - t0 < 30
     assert "Snakemake jobs per rule" in out.stdout and "core-h" in out.stdout
-    js = subprocess.run([sys.executable, "-m", "pzpipe.plan", "--objects", "20e9", "--json"],
+    js = subprocess.run([sys.executable, "-m", "pzpipe.planning.plan", "--objects", "20e9", "--json"],
                         capture_output=True, text=True, check=True)
     assert json.loads(js.stdout)["objects"] == 20_000_000_000

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pzpipe.pointest import point_estimates
+from pzpipe.release.pointest import point_estimates
 
 Z = np.linspace(0, 3, 301)
 
@@ -48,7 +48,7 @@ def test_empty_input():
 
 
 def test_numba_kernel_equals_numpy_reference():
-    from pzpipe.pointest import point_estimates_numpy
+    from pzpipe.release.pointest import point_estimates_numpy
 
     rng = np.random.default_rng(3)
     mu = rng.uniform(0.05, 2.9, 500)
@@ -70,7 +70,7 @@ def _previous_kernel():
     reference the current kernel must equal bit for bit)."""
     from numba import njit
 
-    from pzpipe.pointest import Q16, Q84, Q025, Q975
+    from pzpipe.release.pointest import Q16, Q84, Q025, Q975
 
     @njit(cache=False)
     def kern(pdf, z, out, bad):
@@ -157,7 +157,7 @@ def hostile_pdfs(z, n=4000, seed=11):
 def test_kernel_equals_previous_kernel_bit_for_bit():
     """The single-pass kernel gives the same bits as the two-pass one it replaced, on
     the default grid and on an irregular one."""
-    from pzpipe.pointest import KEYS
+    from pzpipe.release.pointest import KEYS
 
     prev = _previous_kernel()
     zi = np.sort(np.concatenate([[0.0, 3.0], np.random.default_rng(2).uniform(0, 3, 148)]))

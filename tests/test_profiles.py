@@ -1,5 +1,5 @@
 """Lint of the Snakemake profiles: known options, known rules, valid resource expressions,
-partitions that exist at the site, job sizes from the one table (pzpipe.resources.JOBS) and
+partitions that exist at the site, job sizes from the one table (pzpipe.planning.resources.JOBS) and
 never from a profile, and a dry run through each Slurm profile."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ SITE_PARTITIONS = {
 }
 # Options of plugins that are not installed here (checked against their documentation).
 FOREIGN_PREFIXES = ("htcondor-",)
-# The only job sizes a profile may set (pzpipe.resources.JOBS is the one source; a profile's
+# The only job sizes a profile may set (pzpipe.planning.resources.JOBS is the one source; a profile's
 # set-resources would silently win over it). Each is documented in the profile.
 PROFILE_OVERRIDES = {
     # the one-node test Slurm (.ci/setup_slurm.sh): a retry must fit its RealMemory
@@ -129,11 +129,11 @@ def test_profiles_leave_job_sizes_to_the_table(name):
             if key in block:
                 assert PROFILE_OVERRIDES.get((name, rule, key)) == block[key], (
                     f"profiles/{name}: set-resources {rule}.{key} = {block[key]!r} overrides "
-                    f"pzpipe.resources.JOBS; change the table (or document the override)")
+                    f"pzpipe.planning.resources.JOBS; change the table (or document the override)")
 
 
 def test_every_rule_takes_its_size_from_the_table():
-    from pzpipe.resources import JOBS
+    from pzpipe.planning.resources import JOBS
 
     blocks = _rule_blocks()
     local = {"summary"}                       # localrules: no cluster job
@@ -144,7 +144,7 @@ def test_every_rule_takes_its_size_from_the_table():
             continue
         res = text.split("resources:", 1)[1].split("params:", 1)[0].split("run:", 1)[0]
         assert re.search(rf'\*\*rule_resources\(\s*CFG,\s*"{rule}"', res), \
-            f"rule {rule}: resources not from pzpipe.resources.JOBS"
+            f"rule {rule}: resources not from pzpipe.planning.resources.JOBS"
         assert "lambda" not in res and "runtime=" not in res, f"rule {rule}: own job size"
 
 
@@ -158,7 +158,7 @@ def test_paths_only_in_common_smk():
 
 
 def test_table_sites_are_the_site_overlays():
-    from pzpipe.resources import JOBS
+    from pzpipe.planning.resources import JOBS
 
     sites = {s for e in JOBS.values() for s in (e.get("sites") or {})}
     overlays = {yaml.safe_load((REPO / "config" / f"{n}.yaml").read_text())["sizing"]["site"]
@@ -167,7 +167,7 @@ def test_table_sites_are_the_site_overlays():
 
 
 def test_htcondor_request_memory_follows_the_table():
-    from pzpipe.resources import job_size
+    from pzpipe.planning.resources import job_size
 
     prof = _profile("htcondor")
     threads = prof.get("set-threads", {})
@@ -181,7 +181,7 @@ def test_htcondor_request_memory_follows_the_table():
 
 def test_site_sizes_reach_the_rules():
     """The values the Apollo and SDumont profiles set before the table existed: unchanged."""
-    from pzpipe.resources import rule_resources
+    from pzpipe.planning.resources import rule_resources
 
     def size(site, rule, threads=2, attempt=1):
         res = rule_resources({"sizing": {"site": site}}, rule)

@@ -1,4 +1,4 @@
-"""pzpipe.progress: chunks done / failed / running / remaining from outputs and logs."""
+"""pzpipe.stages.progress: chunks done / failed / running / remaining from outputs and logs."""
 
 import os
 import time
@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pzpipe import progress as PR
+from pzpipe.stages import progress as PR
 
 
 def _batch_file(path, n_row_groups, rows_per_group=3):
@@ -115,7 +115,7 @@ def test_algorithms_default_to_existing_dirs(tmp_path):
 def test_hats_batches_of_different_sizes_and_export_dirs(tmp_path):
     """HATS batches hold whole pixels (different chunk counts); the export's per-batch
     outputs are directories."""
-    from pzpipe.layout import Layout
+    from pzpipe.run.layout import Layout
 
     lay = Layout([("p0", 30), ("p1", 10), ("p2", 50)], 10, 3, pixels=[(5, 0), (5, 1), (5, 2)])
     assert [lay.batch_range(i) for i in range(lay.n_batches)] == [(0, 3), (3, 4), (4, 9)]

@@ -1,6 +1,6 @@
-"""pzpipe.read: the light reader of a release's PDF columns.
+"""pzpipe.release.read: the light reader of a release's PDF columns.
 
-- The pure-numpy reference decoder equals the numba decoder (pzpipe.pdfstore.decode)
+- The pure-numpy reference decoder equals the numba decoder (pzpipe.release.pdfstore.decode)
   bit for bit (uint64 views compared) on the PDFs of every estimator enabled in
   config/config.yaml, made for real by RAIL on 300 DC2 objects with quickly trained
   models and encoded by the pipeline's own estimate_table; also on edge-case PDFs,
@@ -30,8 +30,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from pzpipe import pdfstore, read
-from pzpipe.config import enabled_algorithms, load_config
+from pzpipe.release import pdfstore, read
+from pzpipe.run.config import enabled_algorithms, load_config
 
 from helpers.inputs import copy_clone
 
@@ -53,10 +53,11 @@ def estimates(tmp_path_factory):
     algorithm enabled in config/config.yaml, models trained on 1,500 objects with
     cheap settings (FlexZBoost: fewer basis functions, shallower trees; TPZ: 2 trees).
     ~30-40 s on 2 cores."""
-    from pzpipe import algorithms, train
-    from pzpipe.config import deep_update
-    from pzpipe.estimate import estimate_table
-    from pzpipe.partition import read_sample
+    from pzpipe import algorithms
+    from pzpipe.stages import train
+    from pzpipe.run.config import deep_update
+    from pzpipe.stages.estimate import estimate_table
+    from pzpipe.stages.samples import read_sample
 
     d = tmp_path_factory.mktemp("read_models")
     cfg = deep_update(DEFAULT_CFG, {
@@ -424,7 +425,7 @@ def test_lsdb_cone_search_rows(estimates, tmp_path):
 
 
 def test_reader_works_without_numba(estimates, tmp_path):
-    """In a process where numba, rail and snakemake cannot be imported, pzpipe.read
+    """In a process where numba, rail and snakemake cannot be imported, pzpipe.release.read
     imports, uses the numpy decoder and gives the same bits."""
     algo = ALGOS[0]
     t = release_table(estimates)
@@ -438,33 +439,17 @@ class Block:
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 import numpy as np, pyarrow.parquet as pq
-from pzpipe.read import to_ensemble, _fast_decoder
+from pzpipe.release.read import to_ensemble, _fast_decoder
 assert _fast_decoder() is None
 ens = to_ensemble(pq.read_table({str(path)!r}), {algo!r})
 np.save({str(tmp_path / 'y.npy')!r}, ens.objdata['yvals'])
-assert 'numba' not in sys.modules and 'pzpipe.pdfstore' not in sys.modules
+assert 'numba' not in sys.modules and 'pzpipe.release.pdfstore' not in sys.modules
 """
     env = dict(os.environ, PYTHONPATH=str(REPO / "workflow" / "src"))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert bits_equal(np.load(tmp_path / "y.npy"), pdfstore.decode(t.column(f"{algo}_pdf"), Z))
-
-
-def test_pdfstore_to_ensemble_path_form_is_bounded(tmp_path, monkeypatch):
-    p = synthetic(n_random=5)
-    t = pa.table({"object_id": np.arange(len(p)), "pdf": pdfstore.encode(p, Z)}).replace_schema_metadata(
-        {"pzpipe": json.dumps({"zgrid": [0.0, 3.0, 301], "pdf_encoding": pdfstore.ENCODING})})
-    path = tmp_path / "b.parquet"
-    pq.write_table(t, path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        with pytest.warns(DeprecationWarning):
-            ens = pdfstore.to_ensemble(path)
-    assert bits_equal(ens.objdata["yvals"], pdfstore.decode(t.column("pdf"), Z))
-    monkeypatch.setattr(pdfstore, "MAX_DENSE_BYTES", 10 * 301 * 8)
-    with pytest.raises(ValueError, match="read_row_group"), pytest.warns(DeprecationWarning):
-        pdfstore.to_ensemble(path)
 
 
 # --------------------------------------------------------------------------
@@ -490,9 +475,9 @@ def test_clean_venv_read_extra(estimates, tmp_path):
     pq.write_table(t, path, row_group_size=128)
     script = f"""
 import numpy as np, pyarrow.parquet as pq, qp
-from pzpipe.read import to_ensemble, pdf_grid
-import pzpipe.read
-assert pzpipe.read.__file__.startswith({str(venv)!r}), pzpipe.read.__file__
+from pzpipe.release.read import to_ensemble, pdf_grid
+import pzpipe.release.read
+assert pzpipe.release.read.__file__.startswith({str(venv)!r}), pzpipe.release.read.__file__
 rows = pq.ParquetFile({str(path)!r}).read_row_group(1)
 out = {{}}
 for algo in {ALGOS!r}:

@@ -3,7 +3,7 @@ plan-vs-measured comparison of benchmarks/rehearsal.py, on a 20,000-object catal
 
 What this proves: the generator writes a HATS catalog that lsdb opens, with Rubin's
 column names, byte-identical from the same seed and different from another seed; the
-rehearsal runs the whole pipeline on it, and the forecast (pzpipe.forecast) has exactly
+rehearsal runs the whole pipeline on it, and the forecast (pzpipe.planning.forecast) has exactly
 the jobs Snakemake ran, rule by rule; every input object is accounted for. It does NOT
 check the forecast's seconds against the measured ones (timings are for the benchmark,
 benchmarks/results/rehearsal.md, not for tests).
@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers.runs import REPO
-from pzpipe import synth
+from pzpipe.planning import synth
 
 BANDS = "ugrizy"
 

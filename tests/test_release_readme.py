@@ -1,4 +1,4 @@
-"""pzpipe.release_readme: the README.md of a release renders from the export's dict,
+"""pzpipe.release.readme: the README.md of a release renders from the export's dict,
 and its Python snippets run as written against a small release (HATS, via lsdb)."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pzpipe import pdfstore, release_readme
+from pzpipe.release import pdfstore, readme as release_readme
 
 Z = np.linspace(0.0, 3.0, 301)
 ALGOS = ["fzboost", "knn"]

@@ -63,7 +63,7 @@ def _overlay() -> str:
     keep the test config's)."""
     if os.environ.get("PZPIPE_RESUME_ALL_ALGOS"):
         return "{}\n"
-    from pzpipe.config import load_config
+    from pzpipe.run.config import load_config
 
     names = load_config(REPO / "config" / "config.yaml")["algorithms"]
     return "algorithms: {" + ", ".join(f"{a}: {{enabled: false}}" for a in names
@@ -166,7 +166,7 @@ def complete(name: str, p: Path) -> bool:
 
     try:
         if name == "results/objects_hats":
-            from pzpipe import hatsio
+            from pzpipe.core import hatsio
 
             cat = p.parent
             counts, _ = hatsio.pixel_counts(cat)
@@ -379,7 +379,7 @@ def test_leftover_temp_ids_are_removed_by_the_export(reference, tmp_path):
     uninterrupted run leaves."""
     import pyarrow.parquet as pq
     from helpers.runs import copy_run
-    from pzpipe import export
+    from pzpipe.stages import export
 
     _, ref_wd, _, _, overlays = reference
     wd = copy_run(ref_wd, tmp_path / "run")
@@ -402,8 +402,8 @@ def test_leftover_temp_ids_are_removed_by_the_export(reference, tmp_path):
 def test_stale_import_work_directory_is_removed(tmp_path):
     """A SIGKILL during import_objects leaves hats-import's work directory
     (`.objects_hats.tmp-<pid>`, seen in the trials); the next import removes it."""
-    from pzpipe import hatsio
-    from pzpipe.config import resolve_path
+    from pzpipe.core import hatsio
+    from pzpipe.run.config import resolve_path
 
     out = tmp_path / "results" / "objects_hats"
     stale = tmp_path / "results" / ".objects_hats.tmp-999999"

@@ -117,9 +117,9 @@ def test_progress_reports_everything_done(runs):
     sys.path.insert(0, str(REPO / "workflow" / "src"))
     import yaml
 
-    from pzpipe import progress
-    from pzpipe.config import deep_update, enabled_algorithms, validate_config
-    from pzpipe.layout import make_layout
+    from pzpipe.stages import progress
+    from pzpipe.run.config import deep_update, enabled_algorithms, validate_config
+    from pzpipe.run.layout import make_layout
 
     _, on_slurm, _ = runs
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

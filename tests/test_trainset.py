@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pzpipe import PipelineError, testdata, trainset as T
+from pzpipe import PipelineError, trainset as T
+
+from helpers import testdata
 
 SURVEYS = ("SURVA", "SURVB", "SURVC")
 
@@ -486,9 +488,9 @@ def test_schema_trainset_defaults_equal_DEFAULTS(run):
     import jsonschema
     import yaml
 
-    from pzpipe.config import _fill_defaults
+    from pzpipe.run.config import _fill_defaults
 
-    from pzpipe.config import SCHEMA_PATH
+    from pzpipe.run.config import SCHEMA_PATH
 
     full = yaml.safe_load(SCHEMA_PATH.read_text())
     schema = {"definitions": full["definitions"], "type": "object",
@@ -506,8 +508,8 @@ def test_schema_trainset_defaults_equal_DEFAULTS(run):
 
 def test_train_file_readable_by_main_pipeline(run):
     """train.parquet works as `training.file` with the default DC2 column config."""
-    from pzpipe.config import load_config
-    from pzpipe.partition import read_sample
+    from pzpipe.run.config import load_config
+    from pzpipe.stages.samples import read_sample
 
     cfg = load_config(Path(__file__).parents[1] / "config" / "config.yaml")
     # the default config's training section (DC2 columns: AB magnitudes, id column 'id')

@@ -12,8 +12,10 @@ from helpers.runs import REPO
 from qp.metrics.point_estimate_metric_classes import (PointBias, PointOutlierRate,
                                                       PointSigmaIQR)
 
-from pzpipe import PipelineError, metrics, pdfstore, validate
-from pzpipe.config import deep_update, load_config, validate_config
+from pzpipe import PipelineError
+from pzpipe.stages import metrics, validate
+from pzpipe.release import pdfstore
+from pzpipe.run.config import deep_update, load_config, validate_config
 
 ZGRID = np.linspace(0.0, 3.0, 301)
 
@@ -30,7 +32,7 @@ def _estimates(path, seed, n=1500, scatter=0.03, outliers=0.05, bad=3):
     pdf = np.exp(-0.5 * ((ZGRID[None, :] - zp[:, None]) / w[:, None]) ** 2)
     pdf[:bad] = 0.0                                   # invalid PDFs -> null, NaN point estimates
     enc = pdfstore.encode(pdf, ZGRID)
-    from pzpipe.pointest import point_estimates
+    from pzpipe.release.pointest import point_estimates
 
     pe, badrow = point_estimates(pdf, ZGRID)
     mag = rng.uniform(18, 25.3, n)
@@ -219,7 +221,7 @@ def _rubin_cfg(tmp_path, **over):
 
 
 def test_default_sample_cuts_inherit_catalog_where_columns_exist(tmp_path, caplog):
-    from pzpipe.samples import load_sample
+    from pzpipe.stages.samples import load_sample
 
     cfg = _rubin_cfg(tmp_path)
     assert cfg["validation"]["cuts"] is None
@@ -232,7 +234,7 @@ def test_default_sample_cuts_inherit_catalog_where_columns_exist(tmp_path, caplo
 
 
 def test_explicit_sample_cut_column_missing_names_the_key_and_file(tmp_path):
-    from pzpipe.samples import read_sample
+    from pzpipe.stages.samples import read_sample
 
     cfg = _rubin_cfg(tmp_path, validation={"cuts": {"require_true": ["detect_isPrimary"]}})
     with pytest.raises(PipelineError, match=r"validation sample file '.*test_dc2_validation_9816"
@@ -241,7 +243,7 @@ def test_explicit_sample_cut_column_missing_names_the_key_and_file(tmp_path):
 
 
 def test_explicit_sample_cuts_replace_the_catalogs(tmp_path):
-    from pzpipe.samples import load_sample
+    from pzpipe.stages.samples import load_sample
 
     cfg = _rubin_cfg(tmp_path, training={"cuts": {}})       # explicitly: no cuts
     cfg["training"]["file"] = DC2_VAL
@@ -260,7 +262,7 @@ def test_explicit_sample_cuts_replace_the_catalogs(tmp_path):
 
 def test_rubin_catalog_with_dc2_training_file_trains_reads(tmp_path):
     """The issue's case: catalog cut require_true [detect_isPrimary], DC2 training file."""
-    from pzpipe.samples import read_sample
+    from pzpipe.stages.samples import read_sample
 
     cfg = _rubin_cfg(tmp_path)
     d = read_sample(cfg, cfg["training"], "training")
@@ -268,7 +270,7 @@ def test_rubin_catalog_with_dc2_training_file_trains_reads(tmp_path):
 
 
 def test_partition_reexports_read_sample():
-    from pzpipe import partition, samples
+    from pzpipe.stages import partition, samples
 
     assert partition.read_sample is samples.read_sample
 
@@ -283,7 +285,7 @@ def test_cuts_are_validated_by_the_schema():
 def test_rubin_catalog_cuts_train_and_validate_on_dc2_files(tmp_path):
     """The issue's new-user case, through train.run and estimate_validation (kNN, real RAIL):
     catalog cut require_true [detect_isPrimary] + DC2 HDF5 samples without that column."""
-    from pzpipe import train
+    from pzpipe.stages import train
 
     cfg = _rubin_cfg(tmp_path, training={"max_rows": 1500}, validation={"max_rows": 400},
                      partition={"cuts": {"ref_mag_max": None}}, algorithms={"knn": {}})

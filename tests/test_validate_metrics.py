@@ -1,4 +1,4 @@
-"""pzpipe.metrics against the field's own classes (qp, RAIL) and hand-computed cases.
+"""pzpipe.stages.metrics against the field's own classes (qp, RAIL) and hand-computed cases.
 
 "equal" below is exact float equality (==) with the library's value on the same inputs,
 unless a tolerance is named.
@@ -10,7 +10,7 @@ from qp.metrics.point_estimate_metric_classes import (PointBias, PointOutlierRat
                                                       PointSigmaIQR, PointSigmaMAD)
 from rail.evaluation.metrics.cdeloss import CDELoss
 
-from pzpipe import metrics
+from pzpipe.stages import metrics
 
 ZGRID = np.linspace(0.0, 3.0, 301)
 

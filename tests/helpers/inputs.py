@@ -42,7 +42,7 @@ def write_parquet(path, cols, row_group_size=None):
 
 
 def flux_config(files, **over):
-    from pzpipe.config import deep_update, validate_config
+    from pzpipe.run.config import deep_update, validate_config
 
     base = {
         "release": "test",

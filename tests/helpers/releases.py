@@ -20,8 +20,8 @@ def paths_in(root: Path) -> dict:
 def build_release(root: Path, cfg: dict, algos: list[str], imported: str | None = None) -> dict:
     """Run every stage for ``cfg`` under ``root`` (paths as in the workflow); returns
     ``{"paths": PATHS under root, "layout": layout, "cfg": cfg (with catalog columns)}``."""
-    from pzpipe import estimate, export, partition, train
-    from pzpipe.layout import catalog_columns, make_layout
+    from pzpipe.stages import estimate, export, partition, train
+    from pzpipe.run.layout import catalog_columns, make_layout
 
     p = paths_in(root)
     lay = make_layout(cfg, imported=imported)

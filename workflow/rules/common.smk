@@ -9,21 +9,12 @@ from snakemake.exceptions import WorkflowError
 
 import pzpipe
 from pzpipe import PipelineError
-from pzpipe import (
-    algorithms,
-    audit,
-    estimate,
-    export,
-    partition,
-    progress,
-    train,
-    trainset,
-    validate,
-)
-from pzpipe.jobs import logged
-from pzpipe.config import config_hash, enabled_algorithms, resolve_path, validate_config
-from pzpipe.layout import catalog_columns, import_enabled, make_layout
-from pzpipe.partition import check_catalog_columns
+from pzpipe import algorithms, trainset
+from pzpipe.stages import audit, estimate, export, partition, progress, train, validate
+from pzpipe.core.jobs import logged
+from pzpipe.run.config import config_hash, enabled_algorithms, resolve_path, validate_config
+from pzpipe.run.layout import catalog_columns, import_enabled, make_layout
+from pzpipe.stages.partition import check_catalog_columns
 
 try:
     CFG = validate_config(config)
@@ -94,7 +85,7 @@ def batch_ids(wildcards=None):
 
 
 def input_files():
-    from pzpipe.layout import input_files as _files
+    from pzpipe.run.layout import input_files as _files
 
     try:
         return _files(CFG)
@@ -171,9 +162,9 @@ def dedup_inputs(wildcards):
     return expand(PATHS["export_ids"], batch=layout().batch_ids())
 
 
-# Job sizes (mem_mb, runtime; partition of estimate_batch): one table, pzpipe.resources.JOBS,
+# Job sizes (mem_mb, runtime; partition of estimate_batch): one table, pzpipe.planning.resources.JOBS,
 # and the measured throughput for estimate_batch
-from pzpipe.resources import rule_resources
+from pzpipe.planning.resources import rule_resources
 
 
 def config_params(*sections, algo=False):
@@ -190,7 +181,7 @@ PARTITION_KEYS = ("inputs", "columns", "bands", "ref_band", "partition")
 
 
 def audit_inputs(wildcards):
-    """What the audit reads (pzpipe.audit.Inputs names the same PATHS)."""
+    """What the audit reads (pzpipe.stages.audit.Inputs names the same PATHS)."""
     out = {
         "release": PATHS["release"],
         "partitions": expand(PATHS["partition"], batch=batch_ids()),

@@ -7,8 +7,8 @@
     pzpipe describe --hats /data/dp1/object_collection -o config/dp1_pixels.csv
         A HATS catalog's pixels and row counts (Norder,Npix,nrows) from its metadata;
         with inputs.hats and inputs.descriptor set, every parse reads this CSV only.
-    pzpipe plan ...      see ``python -m pzpipe.plan --help``
-    pzpipe summary ...   see ``python -m pzpipe.progress --help``
+    pzpipe plan ...      see ``python -m pzpipe.planning.plan --help``
+    pzpipe summary ...   see ``python -m pzpipe.stages.progress --help``
 """
 
 from __future__ import annotations

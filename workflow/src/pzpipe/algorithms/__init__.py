@@ -65,5 +65,5 @@ def packages() -> tuple[str, ...]:
 
 
 def guarantees() -> dict[str, str]:
-    """estimator -> what its fast path guarantees (docs; ``pzpipe.bench``)."""
+    """estimator -> what its fast path guarantees (docs; ``pzpipe.planning.bench``)."""
     return {n: a.fast.guarantee for n, a in REGISTRY.items() if a.fast is not None}

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..partition import ID_COL, err_col, mag_col
+from pzpipe.core.columns import ID_COL, err_col, mag_col
 
 log = logging.getLogger("pzpipe.algorithms")
 
@@ -113,7 +113,7 @@ class Algorithm:
     fast: FastPath | None = None
     pdf_family: str = "interp"         # RAIL's qp parameterisation ("norm": Gaussian)
     audit_tolerance: float = 0.0       # 0: a recomputed chunk must be bit-identical
-    bench: dict = field(default_factory=dict)        # rows, reference_hours, ... (pzpipe.bench)
+    bench: dict = field(default_factory=dict)        # rows, reference_hours, ... (pzpipe.planning.bench)
     enabled_by_default: bool = True
     requires: tuple = ()               # importable modules besides `module` (checked by available())
 

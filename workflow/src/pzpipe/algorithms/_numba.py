@@ -1,6 +1,6 @@
 """numba helpers shared by pzpipe's fast estimator paths.
 
-* ``CACHE``: whether numba may cache compiled kernels on disk (pzpipe.numba_cache, the
+* ``CACHE``: whether numba may cache compiled kernels on disk (pzpipe.core.numba_cache, the
   one setting of every pzpipe kernel).
 * ``pairwise_sum(a, start, n)``: the sum of a contiguous float64 slice in numpy's own
   order (``np.add.reduce``: sequential below 8 elements, 8 interleaved accumulators up
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from ..numba_cache import CACHE, numba_cache_ok  # noqa: F401  (the one cache setting)
+from pzpipe.core.numba_cache import CACHE, numba_cache_ok  # noqa: F401  (the one cache setting)
 
 _CACHE = CACHE
 

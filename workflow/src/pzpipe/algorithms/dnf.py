@@ -39,7 +39,7 @@ import contextlib
 
 import numpy as np
 
-from ..partition import ID_COL
+from pzpipe.core.columns import ID_COL
 from ._base import Algorithm, FastPath, patched, release_memory
 
 FAST = FastPath(

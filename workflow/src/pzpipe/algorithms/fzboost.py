@@ -7,7 +7,7 @@ RAIL traps handled elsewhere, generically:
   * FlexCode asks joblib for ``n_jobs=-1`` (loky processes) when predicting: the runner
     forces joblib's sequential backend (one core per worker).
   * Training: ``MultiOutputRegressor(n_jobs=-1)`` with loky processes makes the model's
-    pickle bytes depend on joblib's batching; ``pzpipe.train`` trains with threads.
+    pickle bytes depend on joblib's batching; ``pzpipe.stages.train`` trains with threads.
 
 Fast path: ``fzboost_fast.patched`` swaps FlexCode's per-object Python post-processing
 (normalize, remove_bumps, sharpen; ~70% of the estimate time) for numba kernels doing the

@@ -28,7 +28,7 @@ RAIL traps (pz-rail-gpz-v1 2.0.3) and what the pipeline does:
     into sub-chunks (the audit's recomputation, ``estimate.subchunk_rows``). Checked on
     this machine's OpenBLAS kernel (0.3.31, DYNAMIC_ARCH); another CPU may use other
     kernels and other last bits.
-  * Training draws its train/validation split from numpy's global RNG (``pzpipe.train``
+  * Training draws its train/validation split from numpy's global RNG (``pzpipe.stages.train``
     seeds it from ``training.seed``) and prints its iterations to stdout.
   * The trained ``GP`` keeps the wall-clock time of its last iteration (``timer``): two
     identical trainings gave different model files. ``clean_model`` zeroes it (prediction
@@ -48,7 +48,7 @@ import math
 
 import numpy as np
 
-from ..partition import ID_COL
+from pzpipe.core.columns import ID_COL
 from . import _gauss
 from ._base import Algorithm, FastPath, rail_default
 

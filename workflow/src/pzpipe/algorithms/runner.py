@@ -10,8 +10,8 @@ import pickle
 
 import numpy as np
 
-from ..partition import ID_COL
-from ..zgrid import from_config
+from pzpipe.core.columns import ID_COL
+from pzpipe.core.zgrid import from_config
 from ._base import Algorithm, chunk_seed, fast_path_for, load_ref, seed_everything, \
     seeded_default_rng, stage_params
 

@@ -8,7 +8,7 @@ RAIL traps handled here:
     and unseeded ``np.random.default_rng()`` (``mlz_utils/data.py``), so two runs differ.
     ``seed_global_rng``: the runner seeds numpy and ``random`` per chunk from
     ``estimate.seed`` and the chunk index, and makes every unseeded ``default_rng()``
-    a child of a seeded ``SeedSequence`` while RAIL runs; ``pzpipe.train`` does the same
+    a child of a seeded ``SeedSequence`` while RAIL runs; ``pzpipe.stages.train`` does the same
     from ``training.seed`` for the informer.
 
 Fast path: ``tpz_fast.TPZfastEstimator``, RAIL's estimator with its per-object, per-tree

@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 
 from .. import PipelineError
-from ..config import resolve_path, schema_defaults
+from pzpipe.run.config import resolve_path, schema_defaults
 from ._common import (DEDUP_STATUS, INSTRUMENTS, META_KEY, REJECT_REASONS, SPECZ_COLUMNS,
                       STAR_FLAG, fingerprint, log_to, read_meta, versions)
 from .compile import compile_specz, homogenise_catalog, read_table

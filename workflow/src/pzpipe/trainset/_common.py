@@ -13,9 +13,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..io import atomic_path, parquet_meta, write_json_atomic
-from ..jobs import log_to as _log_to
-from ..provenance import sha256_file
+from pzpipe.core.io import atomic_path, parquet_meta, write_json_atomic
+from pzpipe.core.jobs import log_to as _log_to
+from pzpipe.run.provenance import sha256_file
 
 logger = logging.getLogger("pzpipe.trainset")
 
@@ -80,14 +80,14 @@ def read_meta(path) -> dict:
 
 
 def fingerprint(path, max_content_bytes: int = 64 << 20) -> dict:
-    """Identify an input: a file by pzpipe.provenance.input_fingerprint (sha256 up to
+    """Identify an input: a file by pzpipe.run.provenance.input_fingerprint (sha256 up to
     1 GiB, size and parquet footer beyond); a directory (HATS catalog, parquet
     dataset) by the sha256 of its sorted listing of ``(relative path, size, sha256 of
     the content if <= max_content_bytes else '-')``, so that TB-sized catalogs are
     identified without reading them."""
     p = Path(path)
     if p.is_file():
-        from ..provenance import input_fingerprint
+        from pzpipe.run.provenance import input_fingerprint
 
         return {"type": "file", **input_fingerprint(str(p))}
     h = hashlib.sha256()
@@ -103,11 +103,11 @@ def fingerprint(path, max_content_bytes: int = 64 << 20) -> dict:
 
 
 def versions() -> dict:
-    """Package versions (pzpipe.provenance) plus those only the training set uses,
+    """Package versions (pzpipe.run.provenance) plus those only the training set uses,
     and the pipeline's git commit."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from ..provenance import code_version, package_versions
+    from pzpipe.run.provenance import code_version, package_versions
 
     out = dict(package_versions())
     for name in ("dask", "distributed", "nested-pandas", "matplotlib"):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .. import PipelineError
-from ..config import resolve_path
+from pzpipe.run.config import resolve_path
 from ._common import (INSTRUMENTS, REJECT_REASONS, STAR_FLAG, _write_json, _write_parquet,
                       fingerprint, log_to, logger)
 

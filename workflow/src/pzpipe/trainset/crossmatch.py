@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .. import PipelineError
-from ..hatsio import dask_client, is_hats
+from pzpipe.core.hatsio import dask_client, is_hats
 from ._common import (SPECZ_COLUMNS, _id_sort_columns, _write_json, _write_parquet,
                       fingerprint, log_to, logger, read_meta)
 

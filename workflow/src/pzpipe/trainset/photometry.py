@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ..hatsio import dask_client, is_hats  # noqa: F401  (shared with the Object import)
+from pzpipe.core.hatsio import dask_client, is_hats  # noqa: F401  (shared with the Object import)
 from ._common import log_to
 
 
 def _parquet_inputs(inputs) -> list[str]:
     """Parquet files named by paths, directories (recursive) and globs."""
-    from ..hatsio import expand_paths
+    from pzpipe.core.hatsio import expand_paths
 
     return expand_paths(inputs, "trainset.photometry.path", suffixes=(".parquet", ".pq"))
 
@@ -26,10 +26,10 @@ def import_photometry_hats(inputs, output, *, ra_column: str = "ra", dec_column:
     each partition (must be >= the crossmatch radius; ``margin_order`` >= 0 instead
     takes whole HEALPix pixels of that order, a wider margin that is faster to plan).
     ``lsdb.open_catalog(output)`` loads both. hats-import runs on
-    :func:`pzpipe.hatsio.dask_client` (``threads`` workers, ``mem_mb`` in total, or a
+    :func:`pzpipe.core.hatsio.dask_client` (``threads`` workers, ``mem_mb`` in total, or a
     running ``scheduler``). Files lacking the coordinate columns are named before the
     import starts. A failed import removes ``output``."""
-    from ..hatsio import check_same_columns, import_catalog
+    from pzpipe.core.hatsio import check_same_columns, import_catalog
 
     with log_to(log):
         files = _parquet_inputs(inputs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_path
+from pzpipe.core.io import atomic_path
 
 
 def _mag_for_plot(df: pd.DataFrame, mag_column: str | None):

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from .. import PipelineError
-from ..hatsio import dask_client
-from ..io import atomic_dir
-from ..provenance import sha256_file
+from pzpipe.core.hatsio import dask_client
+from pzpipe.core.io import atomic_dir
+from pzpipe.run.provenance import sha256_file
 from ._common import (_write_json, _write_parquet, fingerprint, log_to, logger, read_meta,
                       versions)
 from .plots import plot_split

@@ -1,0 +1,325 @@
+"""Job resources of the workflow's rules: one table, read by the rules and checked against
+the profiles (tests/test_profiles.py).
+
+* ``JOBS``: ``mem_mb`` and ``runtime`` (minutes) of every rule at attempt 1 (a retry
+  multiplies both by the attempt), with the values of a site (``sizing.site`` of the
+  site overlay, e.g. ``config/apollo.yaml``) where its nodes call for others. The rules
+  take them with ``resources: **rule_resources(CFG, "<rule>")`` (``rules/common.smk``);
+  the profiles set only site things (partition, account, threads, executor options) and
+  ``tests/test_profiles.py`` fails if one sets a rule's ``mem_mb`` or ``runtime``
+  (a profile's ``set-resources`` would silently win over the table).
+* ``estimate_batch`` is sized from the per-chunk cost of each algorithm in
+  ``resources/throughput.yaml`` (``estimate_mem_mb``, ``estimate_runtime_min``), scaled
+  by the attempt so that a retry asks for more memory and time, and sent to the smallest
+  partition whose time limit fits (``pick_partition``, with ``sizing.partitions``).
+
+Throughput figures are objects/second for one worker on one core of the reference
+machine; a site's ``core_speed`` converts them to that site's CPUs. The planner
+(``python -m pzpipe.planning.plan``) uses the same throughput functions for its job hours.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CHUNK_ROWS = 130_000
+# Package data (a symlink to resources/throughput.yaml in a clone), found by installs too
+DEFAULT_THROUGHPUT = Path(__file__).resolve().parents[1] / "data" / "throughput.yaml"
+
+# --------------------------------------------------------------------------
+# the table: mem_mb (MB) and runtime (minutes) at attempt 1, both x attempt
+# --------------------------------------------------------------------------
+# ``"config"``: the rule passes the value from the config (the dask rules:
+# ``inputs.to_hats.dask.mem_mb``, ``trainset.dask.mem_mb``). A missing key: the profile's
+# ``default-resources`` apply (Snakemake's own defaults without a profile).
+# ``mem_mb_per_thread``: added per thread of the job. ``sites``: a site's values
+# (``sizing.site``) replacing the defaults (Apollo and Santos Dumont jobs get larger
+# shares of their nodes' memory).
+JOBS: dict[str, dict[str, Any]] = {
+    "import_objects": {"mem_mb": "config", "runtime": 240},
+    "partition_batch": {"mem_mb": 2000, "runtime": 30, "sites": {
+        "apollo": {"mem_mb": 3000, "runtime": 60},
+        "sdumont": {"mem_mb": 8000, "runtime": 90}}},
+    "prepare_data": {"sites": {
+        "apollo": {"mem_mb": 2000, "runtime": 20},
+        "sdumont": {"mem_mb": 4000, "runtime": 20}}},
+    "train": {"mem_mb": 4000, "runtime": 120, "sites": {
+        "apollo": {"mem_mb": 16000},
+        "sdumont": {"mem_mb": 32000}}},
+    "estimate_batch": {},          # from resources/throughput.yaml: see rule_resources
+    "validate_estimate": {"mem_mb": 2000, "mem_mb_per_thread": 2000, "sites": {
+        "apollo": {"mem_mb": 8000, "mem_mb_per_thread": 0, "runtime": 60},
+        "sdumont": {"mem_mb": 16000, "mem_mb_per_thread": 0, "runtime": 60}}},
+    "validate": {"sites": {
+        "apollo": {"mem_mb": 8000, "runtime": 60},
+        "sdumont": {"mem_mb": 16000, "runtime": 60}}},
+    "export_batch": {"mem_mb": 4000, "runtime": 60},
+    "export_dedup": {"mem_mb": 4000, "runtime": 60},
+    "export": {"mem_mb": 2000, "runtime": 60, "sites": {
+        "apollo": {"mem_mb": 4000, "runtime": 240},
+        "sdumont": {"mem_mb": 8000, "runtime": 240}}},
+    "audit": {"mem_mb": 4000, "runtime": 120},
+    "specz_compile": {"mem_mb": 4000, "runtime": 30},
+    "specz_dedup": {"mem_mb": 4000, "runtime": 30},
+    "photometry_hats": {"mem_mb": "config", "runtime": 240},
+    "trainset_crossmatch": {"mem_mb": "config", "runtime": 120},
+    "trainset_split": {"mem_mb": 4000, "runtime": 60},
+}
+
+
+def job_size(rule: str, site: str | None = None, threads: int = 1,
+             mem_mb: int | None = None) -> dict[str, int]:
+    """``mem_mb`` and ``runtime`` (minutes) of ``rule`` at attempt 1 on ``site`` (None:
+    the defaults), the keys the table sets (see ``JOBS``).
+
+    ``mem_mb``: the config's value for a rule whose table entry says ``"config"``."""
+    if rule not in JOBS or rule == "estimate_batch":
+        raise KeyError(f"no job size for rule {rule!r} in pzpipe.planning.resources.JOBS "
+                       f"(estimate_batch is sized from the throughput file)")
+    e = {**JOBS[rule], **((JOBS[rule].get("sites") or {}).get(site) or {})}
+    out = {}
+    if "mem_mb" in e:
+        base = mem_mb if e["mem_mb"] == "config" else e["mem_mb"]
+        if base is None:
+            raise ValueError(f"rule {rule!r} takes mem_mb from the config: pass mem_mb")
+        out["mem_mb"] = int(base) + int(e.get("mem_mb_per_thread", 0)) * max(1, int(threads))
+    if "runtime" in e:
+        out["runtime"] = int(e["runtime"])
+    return out
+
+
+# --------------------------------------------------------------------------
+# throughput file
+# --------------------------------------------------------------------------
+def load_throughput(path: str | Path | Mapping | None = None) -> dict:
+    """Read ``resources/throughput.yaml`` (or return a given mapping)."""
+    if isinstance(path, Mapping):
+        return dict(path)
+    p = Path(path) if path else DEFAULT_THROUGHPUT
+    with open(p) as fh:
+        data = yaml.safe_load(fh)
+    if not isinstance(data, dict) or "algorithms" not in data:
+        raise ValueError(f"{p}: no 'algorithms' mapping")
+    return data
+
+
+def _algo_entry(throughput: Mapping, algo: str) -> Mapping:
+    try:
+        return throughput["algorithms"][algo]
+    except KeyError:
+        known = ", ".join(sorted(throughput.get("algorithms", {})))
+        raise KeyError(f"no throughput figure for algorithm {algo!r} (known: {known})") from None
+
+
+def _site_entry(throughput: Mapping, site: str | None) -> Mapping:
+    sites = throughput.get("sites", {}) or {}
+    if site is None:
+        return {"core_speed": 1.0}
+    if site not in sites:
+        raise KeyError(f"no site {site!r} in throughput file (known: {', '.join(sites)})")
+    return sites[site]
+
+
+
+# --------------------------------------------------------------------------
+# estimate_batch
+# --------------------------------------------------------------------------
+def batch_seconds(
+    algo: str,
+    chunks_per_batch: int,
+    threads: int = 1,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    throughput: Mapping | None = None,
+    site: str | None = None,
+) -> float:
+    """Expected wall seconds of one estimate_batch job with ``threads`` workers."""
+    tp = load_throughput(throughput)
+    rate = float(_algo_entry(tp, algo)["obj_per_s_core"]) * float(
+        _site_entry(tp, site).get("core_speed", 1.0)
+    )
+    workers = max(1, int(threads))
+    # chunks are handed to workers whole: the batch takes ceil(chunks/workers) rounds
+    rounds = math.ceil(chunks_per_batch / workers)
+    return rounds * chunk_rows / rate
+
+
+def estimate_runtime_min(
+    algo: str,
+    chunks_per_batch: int,
+    threads: int = 1,
+    attempt: int = 1,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    throughput: Mapping | None = None,
+    site: str | None = None,
+    margin: float = 2.0,
+    overhead_min: float = 5.0,
+    attempt_factor: float = 1.5,
+    max_min: int | None = None,
+) -> int:
+    """Slurm ``runtime`` (minutes) for estimate_batch, growing with ``attempt``."""
+    sec = batch_seconds(
+        algo, chunks_per_batch, threads, chunk_rows=chunk_rows, throughput=throughput, site=site
+    )
+    minutes = (sec * margin / 60.0 + overhead_min) * attempt_factor ** (max(1, attempt) - 1)
+    minutes = int(math.ceil(minutes))
+    if max_min:
+        minutes = min(minutes, int(max_min))
+    return max(1, minutes)
+
+
+def estimate_mem_mb(
+    algo: str,
+    threads: int = 1,
+    attempt: int = 1,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    throughput: Mapping | None = None,
+    base_mb: int = 1000,
+    attempt_factor: float = 1.5,
+    max_mb: int | None = None,
+) -> int:
+    """Slurm ``mem_mb`` for estimate_batch: base + per-worker peak, x attempt."""
+    tp = load_throughput(throughput)
+    ref_rows = int(tp.get("reference_chunk_rows", DEFAULT_CHUNK_ROWS))
+    per_worker = float(_algo_entry(tp, algo)["mem_mb_per_worker"]) * max(
+        0.25, chunk_rows / ref_rows
+    )
+    mb = (base_mb + max(1, int(threads)) * per_worker) * attempt_factor ** (max(1, attempt) - 1)
+    mb = int(math.ceil(mb / 100.0) * 100)
+    if max_mb:
+        mb = min(mb, int(max_mb))
+    return mb
+
+
+def _cfg(config: Mapping, *keys, default=None):
+    cur: Any = config
+    for k in keys:
+        if not isinstance(cur, Mapping) or k not in cur or cur[k] is None:
+            return default
+        cur = cur[k]
+    return cur
+
+
+
+# --------------------------------------------------------------------------
+# resource callables for the rules
+# --------------------------------------------------------------------------
+def rule_resources(config: Mapping, rule: str = "estimate_batch", *,
+                   mem_mb: int | None = None) -> dict:
+    """Resource callables for a rule, to unpack in a ``resources:`` directive.
+
+    Usage in ``workflow/rules/*.smk``::
+
+        rule estimate_batch:
+            threads: config["estimate"]["workers"]
+            resources:
+                **rule_resources(CFG, "estimate_batch"),
+
+    Every rule but ``estimate_batch``: the ``JOBS`` table for ``sizing.site``, times
+    the attempt (``mem_mb``: the config's value for the rules whose table entry says
+    ``"config"``). ``estimate_batch`` reads (all optional) ``config["sizing"]``:
+    ``throughput_file`` (default resources/throughput.yaml), ``site`` (key of ``sites``
+    in that file, set by config/apollo.yaml etc.), ``runtime_margin`` (2.0),
+    ``attempt_factor`` (1.5), ``max_runtime_min``, ``max_mem_mb``, ``partitions`` (list of
+    ``{name, max_runtime_min, account?}``: when set, estimate_batch also gets
+    ``slurm_partition`` (and ``slurm_account``) = the smallest partition whose time limit
+    fits the job, see ``pick_partition``); plus ``partition.chunk_rows`` and
+    ``batch.chunks_per_batch``. Each callable takes ``(wildcards, threads, attempt)`` or
+    ``(wildcards, attempt)`` as Snakemake passes them.
+
+    Note: a profile's ``set-resources`` for the same rule and resource wins over these,
+    so profiles must not set mem_mb/runtime (tests/test_profiles.py checks it).
+    """
+    sizing = _cfg(config, "sizing", default={}) or {}
+    site = sizing.get("site")
+    if rule != "estimate_batch":
+        size = job_size(rule, site, mem_mb=mem_mb)
+        e = {**JOBS[rule], **((JOBS[rule].get("sites") or {}).get(site) or {})}
+        out: dict[str, Any] = {}
+        if "mem_mb" in size:
+            per_thread = int(e.get("mem_mb_per_thread", 0))
+            if per_thread:
+                def mem_mb_fn(wildcards, threads, attempt):
+                    return job_size(rule, site, threads, mem_mb)["mem_mb"] * attempt
+            else:
+                def mem_mb_fn(wildcards, attempt):
+                    return int(size["mem_mb"] * attempt)
+            out["mem_mb"] = mem_mb_fn
+        if "runtime" in size:
+            def runtime(wildcards, attempt):
+                return int(size["runtime"] * attempt)
+            out["runtime"] = runtime
+        return out
+
+    tp_path = sizing.get("throughput_file") or DEFAULT_THROUGHPUT
+    margin = float(sizing.get("runtime_margin", 2.0))
+    factor = float(sizing.get("attempt_factor", 1.5))
+    max_rt = sizing.get("max_runtime_min")
+    max_mb = sizing.get("max_mem_mb")
+    chunk_rows = int(_cfg(config, "partition", "chunk_rows", default=DEFAULT_CHUNK_ROWS))
+    cpb = int(_cfg(config, "batch", "chunks_per_batch", default=1))
+
+    _cache: dict = {}
+
+    def _tp():
+        if "tp" not in _cache:
+            _cache["tp"] = load_throughput(tp_path)
+        return _cache["tp"]
+
+    def mem(wildcards, threads, attempt):
+        return estimate_mem_mb(
+            wildcards.algo, threads, attempt, chunk_rows=chunk_rows, throughput=_tp(),
+            attempt_factor=factor, max_mb=max_mb,
+        )
+
+    partitions = list(sizing.get("partitions") or [])
+
+    def _runtime(wildcards, threads, attempt):
+        return estimate_runtime_min(
+            wildcards.algo, cpb, threads, attempt, chunk_rows=chunk_rows, throughput=_tp(),
+            site=site, margin=margin, attempt_factor=factor, max_min=max_rt,
+        )
+
+    def runtime(wildcards, threads, attempt):
+        rt = _runtime(wildcards, threads, attempt)
+        if partitions:
+            rt = min(rt, int(pick_partition(partitions, rt)["max_runtime_min"]))
+        return rt
+
+    out = {"mem_mb": mem, "runtime": runtime}
+    if partitions:
+        def slurm_partition(wildcards, threads, attempt):
+            return str(pick_partition(partitions, _runtime(wildcards, threads, attempt))["name"])
+
+        out["slurm_partition"] = slurm_partition
+        if any(p.get("account") for p in partitions):
+            def slurm_account(wildcards, threads, attempt):
+                part = pick_partition(partitions, _runtime(wildcards, threads, attempt))
+                return str(part.get("account") or "")
+
+            out["slurm_account"] = slurm_account
+    return out
+
+
+def pick_partition(partitions: Sequence[Mapping], runtime_min: float) -> Mapping:
+    """The partition with the smallest time limit that fits ``runtime_min``.
+
+    ``partitions``: ``[{name, max_runtime_min, account?}, ...]`` in any order.
+    When none fits, the one with the largest limit (the job is capped to it).
+    """
+    if not partitions:
+        raise ValueError("no partitions configured")
+    ordered = sorted(partitions, key=lambda p: float(p["max_runtime_min"]))
+    for part in ordered:
+        if runtime_min <= float(part["max_runtime_min"]):
+            return part
+    return ordered[-1]
+
+

@@ -1,0 +1,5 @@
+"""The release format and its readers: point estimates from PDFs (``pointest``), the
+compressed-CDF PDF codec (``pdfstore``, numba) and its numpy reader (``read``), the
+release schema and column dictionary (``schema``), the release README (``readme``).
+``read`` stays importable with the light ``[read]`` install (numpy, pyarrow, qp).
+"""

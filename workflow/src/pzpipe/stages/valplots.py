@@ -1,0 +1,203 @@
+"""Validation figures (PNG). Each estimator keeps one colour in every figure."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pzpipe.core.io import atomic_path
+
+PANELS = [("n", "objects per bin"), ("bias", "bias = median(ez)"),
+          ("sigma_iqr", "sigma_IQR"), ("sigma_nmad", "sigma_NMAD"),
+          ("outlier_rate_3sigma", "outlier rate (qp, 3 sigma)"),
+          ("outlier_frac_015", "outlier fraction |ez| > 0.15"), ("pit_ks", "PIT KS statistic")]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colours(algos) -> dict:
+    return {a: f"C{i % 10}" for i, a in enumerate(algos)}
+
+
+def _grid(n, ncol=3):
+    ncol = min(n, ncol)
+    return int(np.ceil(n / ncol)), ncol
+
+
+def _save(fig, path):
+    plt = _plt()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def _off(axes, used):
+    for ax in list(axes.flat)[used:]:
+        ax.axis("off")
+
+
+def scatter(results: dict, path: str, point: str = "z_mode") -> None:
+    """z_phot against z_true per estimator (2D histogram, log colour scale)."""
+    from matplotlib.colors import LogNorm
+
+    plt = _plt()
+    nrow, ncol = _grid(len(results))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 4 * nrow), squeeze=False)
+    for ax, (algo, r) in zip(axes.flat, results.items()):
+        zt, zp, m = r["zt"], r["zp"], r["metrics"]
+        zmax = max(3.0, float(np.nanmax(zt)) if len(zt) else 3.0)
+        if len(zt):
+            ax.hist2d(zt, zp, bins=120, range=[[0, zmax], [0, zmax]], cmin=1, norm=LogNorm(),
+                      cmap="viridis")
+        x = np.linspace(0, zmax, 10)
+        ax.plot(x, x, "r-", lw=0.8)
+        ax.plot(x, x + 0.15 * (1 + x), "r--", lw=0.6)
+        ax.plot(x, x - 0.15 * (1 + x), "r--", lw=0.6)
+        ax.text(0.03, 0.97, f"n = {m['n']}\nbias = {m['bias']:.4f}\n"
+                f"sigma_IQR = {m['sigma_iqr']:.4f}\n3-sigma outliers = "
+                f"{m['outlier_rate_3sigma']:.3f}\n|ez| > 0.15: {m['outlier_frac_015']:.3f}",
+                transform=ax.transAxes, va="top", fontsize=7.5,
+                bbox=dict(facecolor="white", alpha=0.8, lw=0))
+        ax.set(xlabel="true z", ylabel=f"photo-z ({point})", title=algo, xlim=(0, zmax), ylim=(0, zmax))
+    _off(axes, len(results))
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def pit(results: dict, path: str) -> None:
+    """PIT histogram (top) and PIT QQ plot (bottom) per estimator."""
+    plt = _plt()
+    nrow, ncol = _grid(len(results))
+    fig, axes = plt.subplots(nrow * 2, ncol, figsize=(4.2 * ncol, 3.2 * 2 * nrow), squeeze=False)
+    for i, (algo, r) in enumerate(results.items()):
+        pits = r["pits"]
+        row, c = divmod(i, ncol)
+        ax = axes[2 * row, c]
+        ax.hist(pits, bins=50, range=(0, 1), density=True, color="C0", alpha=0.8)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set(title=f"{algo}: PIT (KS {r['metrics']['pit_ks']:.3f})", xlabel="PIT",
+               ylabel="density", xlim=(0, 1))
+        ax = axes[2 * row + 1, c]
+        q = np.linspace(0, 1, 101)
+        if len(pits):
+            ax.plot(q, np.quantile(pits, q), "C0-")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.set(title=f"{algo}: PIT QQ", xlabel="uniform quantile", ylabel="PIT quantile",
+               xlim=(0, 1), ylim=(0, 1))
+    used = {(2 * (i // ncol) + k, i % ncol) for i in range(len(results)) for k in (0, 1)}
+    for rr in range(axes.shape[0]):
+        for cc in range(axes.shape[1]):
+            if (rr, cc) not in used:
+                axes[rr, cc].axis("off")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def nz(results: dict, zgrid: np.ndarray, path: str) -> None:
+    """Whole-sample n(z): true-z histogram and stacked PDFs per estimator."""
+    plt = _plt()
+    nrow, ncol = _grid(len(results))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.4 * nrow), squeeze=False)
+    for ax, (algo, r) in zip(axes.flat, results.items()):
+        ax.hist(r["zt"], bins=60, range=(zgrid[0], zgrid[-1]), density=True, histtype="step",
+                color="k", label="true z")
+        ax.plot(zgrid, r["stacked"], "C1-", label="stacked PDFs")
+        ax.set(title=f"{algo}: n(z)", xlabel="z", ylabel="n(z) (unit area)")
+        ax.legend(fontsize=8)
+    _off(axes, len(results))
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def metrics_vs(binned, bin_var: str, xlabel: str, goals: dict, path: str,
+               min_objects: int = 1) -> None:
+    """Every binned metric against ``bin_var`` (one curve per estimator), with the
+    science-goal limits as grey lines."""
+    plt = _plt()
+    part = binned[binned["bin_var"] == bin_var]
+    algos = list(dict.fromkeys(part["algorithm"]))
+    col = _colours(algos)
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7.6), squeeze=False)
+    limits = {"bias": [(goals.get("abs_bias_max"), "requirement"),
+                       (-goals["abs_bias_max"] if goals.get("abs_bias_max") is not None else None,
+                        None)],
+              "sigma_iqr": [(goals.get("sigma_iqr_max"), "requirement"),
+                            (goals.get("sigma_iqr_goal"), "goal")],
+              "outlier_rate_3sigma": [(goals.get("outlier_rate_3sigma_max"), "requirement")]}
+    first = part[part["algorithm"] == algos[0]]
+    edges = np.append(first["lo"].to_numpy(), first["hi"].to_numpy()[-1])
+    counts = {a: part[part["algorithm"] == a]["n"].to_numpy() for a in algos}
+    same_n = all(np.array_equal(counts[a], counts[algos[0]]) for a in algos)
+    for ax, (key, label) in zip(axes.flat, PANELS):
+        if key == "n":
+            for a in algos[:1] if same_n else algos:
+                ax.stairs(counts[a], edges, color="k" if same_n else col[a],
+                          label="all estimators" if same_n else a)
+            ax.axhline(min_objects, color="0.4", ls=":", lw=0.9,
+                       label=f"min_objects ({min_objects})")
+            ax.set_ylim(bottom=0.7)
+            ax.legend(fontsize=8)
+        for a in algos if key != "n" else []:
+            p = part[part["algorithm"] == a]
+            x = 0.5 * (p["lo"].to_numpy() + p["hi"].to_numpy())
+            ax.plot(x, p[key].to_numpy(dtype=float), "o-", ms=3.5, lw=1.2, color=col[a],
+                    label=a)
+        for val, what in limits.get(key, []):
+            if val is not None:
+                ax.axhline(val, color="0.4", lw=0.9, ls="--" if what != "goal" else ":")
+                if what:
+                    ax.text(1.0, val, f" {what}", transform=ax.get_yaxis_transform(),
+                            fontsize=7, color="0.3", va="bottom", ha="right")
+        if key == "n":
+            ax.set_yscale("log")
+        if key == "bias":
+            ax.axhline(0, color="k", lw=0.6)
+        ax.set(xlabel=xlabel, ylabel=label, title=label, xlim=(edges[0], edges[-1]))
+        ax.grid(alpha=0.3)
+    ax = axes.flat[-1]
+    handles, labels = axes.flat[1].get_legend_handles_labels()
+    ax.axis("off")
+    ax.legend(handles, labels, loc="center", title="estimator", fontsize=11)
+    fig.suptitle(f"Validation metrics against {xlabel} (bins with too few objects omitted)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def tomo_nz(algo: str, r: dict, zgrid: np.ndarray, edges, path: str) -> None:
+    """One estimator: per photo-z bin, the true-z histogram against the stacked PDFs,
+    with both means marked."""
+    plt = _plt()
+    rows, curves = r["tomo_rows"], r["tomo_curves"]
+    idx = np.searchsorted(edges, r["zp"], side="right") - 1
+    idx = np.where(r["zp"] == edges[-1], len(edges) - 2, idx)
+    nrow, ncol = _grid(len(rows))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 3.3 * nrow), squeeze=False)
+    for i, (ax, row, curve) in enumerate(zip(axes.flat, rows, curves)):
+        zt = r["zt"][idx == i]
+        if row["n"]:
+            ax.hist(zt, bins=np.linspace(zgrid[0], zgrid[-1], 61), density=True,
+                    histtype="step", color="k", label="true z")
+            ax.plot(zgrid, curve, color="C1", label="stacked PDFs")
+            ax.axvline(row["mean_z_true"], color="k", ls="--", lw=0.8)
+            ax.axvline(row["mean_z_stacked"], color="C1", ls="--", lw=0.8)
+            ax.text(0.97, 0.95, f"n = {row['n']}\nmean true z = {row['mean_z_true']:.3f}\n"
+                    f"shift = {row['mean_shift']:+.4f}\nshift/(1+z) = "
+                    f"{row['mean_shift_1pz']:+.4f}", transform=ax.transAxes, ha="right",
+                    va="top", fontsize=7.5, bbox=dict(facecolor="white", alpha=0.8, lw=0))
+        else:
+            ax.text(0.5, 0.5, "no objects", transform=ax.transAxes, ha="center")
+        ax.axvspan(row["lo"], row["hi"], color="C0", alpha=0.08, lw=0)
+        ax.set(title=f"{row['lo']:g} <= photo-z < {row['hi']:g}", xlabel="z",
+               ylabel="n(z) (unit area)", xlim=(zgrid[0], zgrid[-1]))
+        if i == 0:
+            ax.legend(fontsize=7.5, loc="center right")
+    _off(axes, len(rows))
+    fig.suptitle(f"{algo}: tomographic n(z) (shaded: the photo-z bin; dashed: means)")
+    fig.tight_layout()
+    _save(fig, path)
