@@ -8,10 +8,10 @@ from pzpipe.run.config import config_hash, load_config, validate_config
 def test_default_config_validates_and_fills_defaults(cfg):
     assert cfg["partition"]["chunk_rows"] == 130000
     assert cfg["zgrid"] == {"zmin": 0.0, "zmax": 3.0, "nz": 301}
-    assert set(cfg["algorithms"]) == {"bpz", "fzboost", "knn", "tpz", "dnf", "gpz", "cmnn",
-                                      "lephare"}
-    assert [a for a, b in cfg["algorithms"].items() if b["enabled"]] == [
-        "bpz", "fzboost", "knn", "tpz", "dnf", "gpz", "cmnn"]
+    from pzpipe import algorithms
+
+    assert set(cfg["algorithms"]) == set(algorithms.REGISTRY)
+    assert [a for a, b in cfg["algorithms"].items() if b["enabled"]] == list(algorithms.default_names())
     assert cfg["partition"]["cuts"]["min_detected_bands"] == 1
 
 
@@ -29,7 +29,7 @@ def test_unknown_key_is_named(repo):
 
 def test_typo_in_algorithm_block(repo):
     raw = _raw(repo)
-    raw["algorithms"]["bpz"]["enabeld"] = False
+    raw["algorithms"]["bpz"] = {"enabeld": False}
     with pytest.raises(PipelineError, match=r"algorithms\.bpz.*enabeld"):
         validate_config(raw)
 
@@ -73,4 +73,37 @@ def test_release_name_rejects_shell_metacharacters(repo):
     raw = _raw(repo)
     raw["release"] = "dr1; rm -rf /"
     with pytest.raises(PipelineError, match="release"):
+        validate_config(raw)
+
+
+def test_estimator_blocks_and_defaults_come_from_the_registry(repo):
+    """Every registered estimator has a block, enabled as its module declares, with its
+    own settings' defaults (DNF's subchunk); a setting another estimator declares is a
+    typo for this one."""
+    from pzpipe import algorithms
+
+    cfg = validate_config(_raw(repo))
+    assert list(cfg["algorithms"]) == list(algorithms.REGISTRY)
+    for name, algo in algorithms.REGISTRY.items():
+        assert cfg["algorithms"][name]["enabled"] is algo.enabled_by_default
+        for key, spec in algo.settings.items():
+            assert cfg["algorithms"][name][key] == spec["default"]
+    assert cfg["algorithms"]["dnf"]["subchunk"] == algorithms.get("dnf").settings["subchunk"]["default"]
+    raw = _raw(repo)
+    raw["algorithms"]["knn"] = {"subchunk": 10}
+    with pytest.raises(PipelineError, match=r"algorithms\.knn.*subchunk"):
+        validate_config(raw)
+    raw = _raw(repo)
+    raw["algorithms"]["dnf"] = {"subchunk": 0}
+    with pytest.raises(PipelineError, match=r"algorithms\.dnf\.subchunk"):
+        validate_config(raw)
+
+
+def test_algorithm_modules_that_cannot_register_are_named(repo):
+    raw = _raw(repo)
+    raw["algorithm_modules"] = ["no_such_module_xyz"]
+    with pytest.raises(PipelineError, match=r"algorithm_modules.*no_such_module_xyz"):
+        validate_config(raw)
+    raw["algorithm_modules"] = ["json"]          # importable, declares no ALGORITHM
+    with pytest.raises(PipelineError, match=r"algorithm_modules.*json.*ALGORITHM"):
         validate_config(raw)

@@ -54,7 +54,7 @@ def test_tpz_is_deterministic_per_chunk(small):
 
 def test_dnf_internal_chunk_size_does_not_change_results(small):
     cfg, models, data, flags = small
-    c1 = deep_update(cfg, {"estimate": {"dnf_subchunk": 50}})
+    c1 = deep_update(cfg, {"algorithms": {"dnf": {"subchunk": 50}}})
     a = _table(cfg, models, "dnf", data, flags, 10000)
     b = _table(c1, models, "dnf", data, flags, 10000)
     assert a.equals(b)
@@ -70,7 +70,7 @@ def test_dnf_subchunks_equal_one_bare_rail_call(small):
     stage = est.make_stage(name="bare_dnf_ref", model=models["dnf"], output_mode="return",
                            calculated_point_estimates=[], **params)
     ens = stage.estimate({k: v.copy() for k, v in data.items()}).data
-    c = deep_update(cfg, {"estimate": {"dnf_subchunk": 70}})
+    c = deep_update(cfg, {"algorithms": {"dnf": {"subchunk": 70}}})
     r = algorithms.Runner(algo, models["dnf"], c, name="two_pass_dnf")
     pdf, extras = r.estimate(data)
     np.testing.assert_array_equal(pdf, ens.objdata["yvals"])    # RAIL's PDF values on the grid

@@ -73,10 +73,10 @@ import os, sys, glob
 import pzpipe, pzpipe.run.config as c, pzpipe.planning.plan as p
 site = {str(site)!r}
 assert pzpipe.__file__.startswith(site), pzpipe.__file__
-for f in (c.SCHEMA_PATH, p.DEFAULT_THROUGHPUT):
+for f in (c.SCHEMA_PATH, p.THROUGHPUT_FILE):
     assert str(f).startswith(site) and os.path.isfile(f) and not os.path.islink(f), f
 assert open(c.SCHEMA_PATH, 'rb').read() == {schema_src!r}
-assert open(p.DEFAULT_THROUGHPUT, 'rb').read() == {tp_src!r}
+assert open(p.THROUGHPUT_FILE, 'rb').read() == {tp_src!r}
 cfg = c.load_config({str(cfg)!r})
 assert cfg['zgrid']['nz'] == 301 and cfg['estimate']['pdf_bits'] == 10
 assert p.load_throughput()

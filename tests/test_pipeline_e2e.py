@@ -10,9 +10,11 @@ import pytest
 
 from helpers.runs import SNAKEMAKE, smk
 
+from pzpipe import algorithms
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-ALGOS = ("bpz", "fzboost", "knn", "tpz", "dnf", "gpz", "cmnn")      # the default run
+ALGOS = algorithms.default_names()      # the default run
 
 
 @pytest.fixture(scope="session")

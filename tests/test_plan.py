@@ -27,7 +27,7 @@ TP = {
 
 def test_repo_throughput_file_loads_and_covers_default_algorithms():
     tp = P.load_throughput()
-    for algo in P.DEFAULT_ALGORITHMS:
+    for algo in P.ALGORITHMS:
         e = tp["algorithms"][algo]
         assert e["obj_per_s_core"] > 0 and e["mem_mb_per_worker"] > 0
     assert {"apollo", "sdumont"} <= set(tp["sites"])
@@ -86,8 +86,9 @@ def test_plan_core_hours_wall_and_storage():
     assert fast["core_hours_reference"] == pytest.approx(n / 1000 / 3600)
     assert fast["apollo"]["core_hours"] == pytest.approx(n / 500 / 3600)
     assert fast["sdumont"]["core_hours"] == pytest.approx(n / 1000 / 3600)
-    # 2 chunks per batch on one thread at 500 obj/s
-    assert fast["apollo"]["job_hours"] == pytest.approx(2 * 130_000 / 500 / 3600)
+    # 2 chunks per batch on one thread at 500 obj/s, after loading the model (1 s per
+    # reference core, 2 s on apollo)
+    assert fast["apollo"]["job_hours"] == pytest.approx((2 + 2 * 130_000 / 500) / 3600)
     assert fast["apollo"]["wall_hours"] >= fast["apollo"]["core_hours"] / 10
     assert p["per_algorithm"]["slow"]["measured"] is True
     assert fast["bytes_per_object"] == 8 + 6 * 4 + 4 + 40
@@ -128,17 +129,47 @@ def test_warning_when_job_exceeds_partition_limit():
 
 def test_runtime_and_memory_grow_with_attempt():
     r1 = P.estimate_runtime_min("slow", 4, threads=2, attempt=1, throughput=TP, site="apollo",
-                                margin=1.0, overhead_min=0)
-    # 2 rounds of 130k objects at 50 obj/s
-    assert r1 == math.ceil(2 * 130_000 / 50 / 60)
+                                chunk_rows=130_000, margin=1.0, overhead_min=0)
+    # 2 rounds of 130k objects at 50 obj/s (100 x core_speed 0.5), after each worker's
+    # model load (load_s absent: 1 s per reference core -> 2 s on apollo)
+    assert r1 == math.ceil((2 + 2 * 130_000 / 50) / 60)
     r2 = P.estimate_runtime_min("slow", 4, threads=2, attempt=2, throughput=TP, site="apollo",
-                                margin=1.0, overhead_min=0)
+                                chunk_rows=130_000, margin=1.0, overhead_min=0)
     assert r2 > r1
-    m1 = P.estimate_mem_mb("slow", threads=4, attempt=1, throughput=TP)
-    m3 = P.estimate_mem_mb("slow", threads=4, attempt=3, throughput=TP)
-    assert m1 == 1000 + 4 * 3000
+    m1 = P.estimate_mem_mb("slow", threads=4, attempt=1, throughput=TP, chunk_rows=130_000)
+    m3 = P.estimate_mem_mb("slow", threads=4, attempt=3, throughput=TP, chunk_rows=130_000)
+    assert m1 == P.SIZING["base_mem_mb"] + 4 * 3000
     assert m3 > m1
-    assert P.estimate_mem_mb("slow", 4, 9, throughput=TP, max_mb=20000) == 20000
+    assert P.estimate_mem_mb("slow", 4, 9, throughput=TP, max_mb=20000, chunk_rows=130_000) == 20000
+
+
+def test_one_time_model_for_slurm_runtimes_and_the_planner():
+    """The Slurm runtime request, the planner's per-job hours and the forecast's
+    estimate job are the same number (pzpipe.planning.forecast)."""
+    from pzpipe.planning import forecast
+
+    tp = {**TP, "algorithms": {"slow": {**TP["algorithms"]["slow"], "load_s": 30.0}}}
+    sec = forecast.batch_seconds("slow", 5, 2, chunk_rows=100_000, throughput=tp, site="apollo")
+    assert sec == forecast.estimate_job_seconds([100_000] * 5, 50.0, 2, 60.0)
+    rt = P.estimate_runtime_min("slow", 5, 2, throughput=tp, site="apollo", chunk_rows=100_000,
+                                margin=1.0, overhead_min=0.0)
+    assert rt == math.ceil(sec / 60)
+    p = P.plan(5 * 100_000, chunk_rows=100_000, chunks_per_batch=5, algorithms=["slow"],
+               throughput=tp, threads=2)
+    assert p["per_algorithm"]["slow"]["apollo"]["job_hours"] == pytest.approx(sec / 3600)
+
+
+def test_unmeasured_estimator_gets_the_stated_fallback(caplog):
+    tp = {**TP, "unmeasured": {"obj_per_s_core": 7.0, "mem_mb_per_worker": 2000}}
+    from pzpipe.planning import forecast
+
+    with caplog.at_level("WARNING"):
+        e = forecast.algo_entry(tp, "toy-unlisted")
+    assert e["obj_per_s_core"] == 7.0
+    assert "toy-unlisted" in caplog.text and "unmeasured" in caplog.text
+    with pytest.raises(KeyError, match="no throughput figure"):
+        forecast.algo_entry(TP, "toy-unlisted")
+    assert "unmeasured" in P.load_throughput()      # the repo's file states one
 
 
 def test_pick_partition():

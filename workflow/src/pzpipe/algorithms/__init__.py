@@ -8,9 +8,14 @@ columns, and its fast path (``_base.FastPath``) with the package versions the fa
 equivalence tests ran on. The shared runner (``runner.Runner``) and helpers (``_base``)
 name no estimator.
 
-Adding an estimator: write ``<name>.py`` with an ``ALGORITHM``, add the module to
-``_MODULES`` below, give it a block in ``config/config.yaml`` and the schema. Plugging in a
-fast path: one ``fast=FastPath(...)`` line in the estimator's module.
+Adding an estimator: write ``<name>.py`` with an ``ALGORITHM`` (its RAIL classes, its own
+settings in ``settings=``, whether the default run enables it) and add the module to
+``_MODULES`` below; nothing else names it: the config schema's ``algorithms.<name>`` block,
+the default config, the tests' lists and the planner come from this registry. An estimator
+outside this package: list its module in the config's ``algorithm_modules`` (importable
+dotted names; ``register`` is called for each when the config is validated; the
+throughput file's ``unmeasured`` entry sizes its jobs until it has its own).
+Plugging in a fast path: one ``fast=FastPath(...)`` line in the estimator's module.
 
 Importing this package imports no RAIL code (the rules import it at parse time).
 """
@@ -26,11 +31,42 @@ from .runner import Runner
 _MODULES = (bpz, fzboost, knn, tpz, dnf, gpz, cmnn, lephare)
 
 REGISTRY: dict[str, Algorithm] = {m.ALGORITHM.name: m.ALGORITHM for m in _MODULES}
+BUILTIN: tuple[str, ...] = tuple(REGISTRY)
 
 __all__ = ["Algorithm", "DataDir", "FastPath", "REGISTRY", "Runner", "chunk_seed",
            "common_params", "data_dir_path", "default_names", "distributions", "fast_path_for",
            "get", "guarantees", "load_ref", "packages", "patched", "seed_everything", "seeded_default_rng",
-           "stage_params", "version_mismatches", "with_data_dir"]
+           "stage_params", "version_mismatches", "with_data_dir", "register", "load_modules"]
+
+
+def register(algo: Algorithm) -> Algorithm:
+    """Add an estimator declared outside this package (the config's ``algorithm_modules``).
+    Registering the same declaration again is a no-op; another one under a taken name is
+    an error."""
+    if not isinstance(algo, Algorithm):
+        raise TypeError(f"register() takes an Algorithm, not {type(algo).__name__}")
+    have = REGISTRY.get(algo.name)
+    if have is not None and have is not algo:
+        raise ValueError(f"an estimator named '{algo.name}' is already registered "
+                         f"({have.module}.{have.estimator})")
+    REGISTRY[algo.name] = algo
+    return algo
+
+
+def load_modules(names) -> list[str]:
+    """Import each dotted module name and register its ``ALGORITHM``; the names registered.
+    Raises ImportError / AttributeError naming the module."""
+    import importlib
+
+    out = []
+    for mod_name in names:
+        mod = importlib.import_module(mod_name)
+        algo = getattr(mod, "ALGORITHM", None)
+        if algo is None:
+            raise AttributeError(f"module '{mod_name}' declares no ALGORITHM "
+                                 f"(pzpipe.algorithms.Algorithm)")
+        out.append(register(algo).name)
+    return out
 
 
 def get(name: str) -> Algorithm:

@@ -116,6 +116,10 @@ class Algorithm:
     bench: dict = field(default_factory=dict)        # rows, reference_hours, ... (pzpipe.planning.bench)
     enabled_by_default: bool = True
     requires: tuple = ()               # importable modules besides `module` (checked by available())
+    # the estimator's own settings under ``algorithms.<name>`` besides enabled / inform /
+    # estimate / fast: JSON-schema properties (type, default, description), validated and
+    # filled in by pzpipe.run.config from this declaration (e.g. DNF's ``subchunk``)
+    settings: dict = field(default_factory=dict)
 
     def classes(self):
         mod = importlib.import_module(self.module)

@@ -1,7 +1,7 @@
 """DNF (directional neighbourhood fitting): RAIL's ``DNFInformer`` / ``DNFEstimator``
 (pz-rail-dnf).
 
-Parameters the pipeline sets: none beyond the shared ones. ``estimate.dnf_subchunk``
+Parameters the pipeline sets: none beyond the shared ones. ``algorithms.dnf.subchunk``
 (config) is the number of rows of one internal RAIL call.
 
 RAIL traps handled here:
@@ -54,7 +54,7 @@ FAST = FastPath(
 
 
 def estimate_chunk(runner, inp):
-    """DNF in sub-chunks of ``estimate.dnf_subchunk`` rows, equal to one RAIL call on the
+    """DNF in sub-chunks of ``algorithms.dnf.subchunk`` rows, equal to one RAIL call on the
     whole chunk.
 
     Two passes over the sub-chunks, both through RAIL's own ``DNFEstimator``:
@@ -70,7 +70,7 @@ def estimate_chunk(runner, inp):
     the time of one RAIL call.
     """
     n = len(inp[ID_COL])
-    step = max(1, int(runner.cfg["estimate"]["dnf_subchunk"]))
+    step = max(1, int(runner.cfg["algorithms"]["dnf"]["subchunk"]))
     bounds = [(s, min(n, s + step)) for s in range(0, n, step)]
     kept = []
     for s, e in bounds:
@@ -177,5 +177,9 @@ ALGORITHM = Algorithm(
     chunk_coupled=True,
     estimate_chunk=estimate_chunk,
     fast=FAST,
+    settings={"subchunk": {
+        "type": "integer", "minimum": 1, "default": 1000,
+        "description": "rows per sub-chunk of RAIL's two-pass path (fast: false): bounds "
+                       "DNF's memory; results do not depend on it (the fast path ignores it)"}},
     bench={"rows": 8000},
 )

@@ -37,7 +37,14 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pzpipe.planning.resources import _algo_entry as _algo  # the throughput entry of an estimator
+import logging
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+# Package data (a symlink to resources/throughput.yaml in a clone), found by installs too
+THROUGHPUT_FILE = Path(__file__).resolve().parents[1] / "data" / "throughput.yaml"
 
 STAGE_ORDER = ("prepare_data", "train", "partition_batch", "validate_estimate", "estimate_batch",
                "validate", "export_batch", "export_dedup", "export")
@@ -52,6 +59,58 @@ class Job:
     deps: list = field(default_factory=list)     # keys of jobs that must finish first
 
 
+# --------------------------------------------------------------------------
+# throughput file
+# --------------------------------------------------------------------------
+def load_throughput(path: str | Path | Mapping | None = None) -> dict:
+    """Read ``resources/throughput.yaml`` (or return a given mapping)."""
+    if isinstance(path, Mapping):
+        return dict(path)
+    p = Path(path) if path else THROUGHPUT_FILE
+    with open(p) as fh:
+        data = yaml.safe_load(fh)
+    if not isinstance(data, dict) or "algorithms" not in data:
+        raise ValueError(f"{p}: no 'algorithms' mapping")
+    return data
+
+
+_WARNED: set = set()
+
+
+def algo_entry(throughput: Mapping, algo: str) -> Mapping:
+    """The throughput entry of an estimator; an estimator without one gets the file's
+    ``unmeasured`` entry (a stated, deliberately pessimistic cost: see the file) with one
+    warning, until ``make bench`` measures it."""
+    algos = throughput.get("algorithms", {}) or {}
+    if algo in algos:
+        return algos[algo]
+    if "unmeasured" in throughput:
+        if algo not in _WARNED:
+            _WARNED.add(algo)
+            log.warning("no throughput figure for estimator '%s' in the throughput file: "
+                        "sizing and forecasts use its 'unmeasured' entry (%s obj/s/core, "
+                        "%s MB per worker); run `make bench` to measure it", algo,
+                        throughput["unmeasured"].get("obj_per_s_core"),
+                        throughput["unmeasured"].get("mem_mb_per_worker"))
+        return throughput["unmeasured"]
+    known = ", ".join(sorted(algos))
+    raise KeyError(f"no throughput figure for algorithm {algo!r} and no 'unmeasured' entry "
+                   f"in the throughput file (known: {known})")
+
+
+def site_entry(throughput: Mapping, site: str | None) -> Mapping:
+    sites = throughput.get("sites", {}) or {}
+    if site is None:
+        return {"core_speed": 1.0}
+    if site not in sites:
+        raise KeyError(f"no site {site!r} in throughput file (known: {', '.join(sites)})")
+    return sites[site]
+
+
+def _algo(tp: Mapping, algo: str) -> Mapping:
+    return algo_entry(tp, algo)
+
+
 def _stage(tp: Mapping, key: str, default: float) -> float:
     return float((tp.get("stages") or {}).get(key, default))
 
@@ -61,13 +120,28 @@ def estimate_job_seconds(chunk_rows: Sequence[int], rate: float, workers: int,
                          load_s: float = 0.0) -> float:
     """Seconds of one estimate_batch job: ``workers`` processes each load the model, then
     take the next chunk as they finish one (ProcessPoolExecutor.map)."""
-    workers = max(1, min(int(workers), len(chunk_rows) or 1))
+    workers = max(1, min(int(workers), len(chunk_rows)))
     free = [load_s] * workers
     heapq.heapify(free)
     for n in chunk_rows:
         t = heapq.heappop(free)
         heapq.heappush(free, t + n / rate)
     return max(free) if chunk_rows else 0.0
+
+
+def batch_seconds(algo: str, chunks_per_batch: int, threads: int, *, chunk_rows: int,
+                  throughput: Mapping | str | Path | None = None, site: str | None = None
+                  ) -> float:
+    """Wall seconds of one estimate_batch job of ``chunks_per_batch`` full chunks with
+    ``threads`` workers on ``site``: :func:`estimate_job_seconds` with the estimator's
+    rate and model-loading time, both converted by the site's ``core_speed``. The Slurm
+    runtime request (pzpipe.planning.resources) and the planner's per-job hours use this."""
+    tp = load_throughput(throughput)
+    e = algo_entry(tp, algo)
+    speed = float(site_entry(tp, site).get("core_speed", 1.0))
+    return estimate_job_seconds([int(chunk_rows)] * int(chunks_per_batch),
+                                float(e["obj_per_s_core"]) * speed, threads,
+                                float(e.get("load_s", 1.0)) / speed)
 
 
 def site_core_hours(objects: float, obj_per_s_core: float, site: Mapping) -> float:

@@ -26,27 +26,27 @@ from typing import Any
 from pzpipe import algorithms as _algorithms   # the registry (imports no RAIL code)
 from pzpipe.planning import forecast
 from pzpipe.run.layout import Layout, read_descriptor
-from pzpipe.planning.resources import (  # noqa: F401 - re-exported: pzpipe.planning.plan.load_throughput etc.
-    DEFAULT_CHUNK_ROWS,
-    DEFAULT_THROUGHPUT,
+from pzpipe.planning.forecast import THROUGHPUT_FILE, algo_entry, batch_seconds, load_throughput, site_entry
+from pzpipe.planning.resources import (  # noqa: F401 - re-exported: pzpipe.planning.plan.JOBS etc.
     JOBS,
-    _algo_entry,
-    _site_entry,
-    batch_seconds,
+    SIZING,
     estimate_mem_mb,
     estimate_runtime_min,
     job_size,
-    load_throughput,
     pick_partition,
     rule_resources,
 )
+from pzpipe.run.config import schema_defaults
 
-DEFAULT_ALGORITHMS = _algorithms.default_names()
-DEFAULT_MAX_JOBS = 3000
+# The planner's defaults are the workflow's (the schema is their only source)
+CHUNK_ROWS = schema_defaults("partition")["chunk_rows"]
+DEDUP_IDS_PER_JOB = schema_defaults("export")["dedup_ids_per_job"]
+MAX_JOBS = SIZING["max_jobs"]
+ARRAY_LIMIT = SIZING["array_limit"]
+ALGORITHMS = _algorithms.default_names()
 # Rules of the workflow with one job per release (not per batch).
 SINGLE_RULES = ("validate", "export")  # `summary` runs on demand, not in `all`
 # plus one `prepare_data` job per algorithm that declares a data directory
-DEDUP_IDS_PER_JOB = 150_000_000     # export.dedup_ids_per_job (schema default)
 
 # Output layout (DESIGN.md): object_id int64, six float32 point-estimate
 # columns (z_mode, z_mean, z_median, z_lo68, z_hi68, z_err68), flags int32,
@@ -65,8 +65,7 @@ def extra_bytes(algo: str) -> int:
     return 4 * len(a.extras) if a is not None else 0
 
 # Each task in a Slurm array counts against MaxSubmitJobs like a job; the plugin
-# submits at most --slurm-array-limit tasks per sbatch call.
-DEFAULT_ARRAY_LIMIT = 1000
+# submits at most --slurm-array-limit tasks per sbatch call (ARRAY_LIMIT above).
 
 
 # --------------------------------------------------------------------------
@@ -76,7 +75,7 @@ def input_layout(
     objects: float | None = None,
     rows_per_file: float | None = None,
     descriptor: Any = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> Layout:
     """The layout of the input described (pzpipe.run.layout.Layout, one chunk per batch).
 
@@ -111,7 +110,7 @@ def input_layout(
 
 
 def count_input(objects: float | None = None, rows_per_file: float | None = None,
-                descriptor: Any = None, chunk_rows: int = DEFAULT_CHUNK_ROWS
+                descriptor: Any = None, chunk_rows: int = CHUNK_ROWS
                 ) -> tuple[int, int, int]:
     """``(n_files, n_chunks, n_objects)`` of the input described (see ``input_layout``)."""
     lay = input_layout(objects, rows_per_file, descriptor, chunk_rows)
@@ -121,7 +120,7 @@ def count_input(objects: float | None = None, rows_per_file: float | None = None
 # --------------------------------------------------------------------------
 # the plan
 # --------------------------------------------------------------------------
-def suggest_chunks_per_batch(n_chunks: int, n_algorithms: int, max_jobs: int = DEFAULT_MAX_JOBS,
+def suggest_chunks_per_batch(n_chunks: int, n_algorithms: int, max_jobs: int = MAX_JOBS,
                              data_jobs: int = 1, n_dedup: int = 1) -> int:
     """Smallest chunks_per_batch keeping the whole DAG at or below ``max_jobs``."""
     # train + validate_estimate per algorithm, single rules, data preparation, the
@@ -157,18 +156,18 @@ def plan(
     *,
     descriptor: Any = None,
     rows_per_file: float | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int = CHUNK_ROWS,
     chunks_per_batch: int | None = None,
-    algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
+    algorithms: Sequence[str] = ALGORITHMS,
     throughput: str | Path | Mapping | None = None,
     cores_apollo: int = 2032,
     cores_sdumont: int = 2400,
     threads: int = 28,
-    max_jobs: int = DEFAULT_MAX_JOBS,
+    max_jobs: int = MAX_JOBS,
     max_submission_fraction: float | None = 0.01,
     job_limit_hours: float = 12.0,
     runtime_margin: float = 2.0,
-    array_limit: int = DEFAULT_ARRAY_LIMIT,
+    array_limit: int = ARRAY_LIMIT,
     pdf_bytes: float = PDF_BYTES_COMPRESSED,
     nz: int = 301,
     hats: bool = False,
@@ -247,7 +246,7 @@ def plan(
     per_algo: dict[str, dict] = {}
     sites = {"apollo": cores_apollo, "sdumont": cores_sdumont}
     for algo in algorithms:
-        a = _algo_entry(tp, algo)
+        a = algo_entry(tp, algo)
         rate = float(a["obj_per_s_core"])
         ref_core_h = n_obj / rate / 3600.0
         entry: dict[str, Any] = {
@@ -256,7 +255,7 @@ def plan(
             "measured": bool(a.get("measured", False)),
         }
         for site, cores in sites.items():
-            s = _site_entry(tp, site)
+            s = site_entry(tp, site)
             core_h = forecast.site_core_hours(n_obj, rate, s)
             job_h = batch_seconds(algo, cpb, threads, chunk_rows=chunk_rows, throughput=tp,
                                   site=site) / 3600.0
@@ -401,20 +400,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     src.add_argument("--descriptor", help="CSV with columns path,nrows")
     ap.add_argument("--rows-per-file", type=float, default=None,
                     help="rows per input file (synthetic descriptor); default: one file")
-    ap.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
+    ap.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS)
     ap.add_argument("--chunks-per-batch", type=int, default=None,
                     help="default: smallest value giving <= --max-jobs jobs")
-    ap.add_argument("--max-jobs", type=int, default=DEFAULT_MAX_JOBS)
+    ap.add_argument("--max-jobs", type=int, default=MAX_JOBS)
     ap.add_argument("--max-submission-fraction", type=float, default=0.01,
                     help="keep Slurm submissions (no arrays) below this fraction of chunks; 0: off")
-    ap.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS))
-    ap.add_argument("--throughput", default=str(DEFAULT_THROUGHPUT))
+    ap.add_argument("--algorithms", default=",".join(ALGORITHMS))
+    ap.add_argument("--throughput", default=str(THROUGHPUT_FILE))
     ap.add_argument("--cores-apollo", type=int, default=2032)
     ap.add_argument("--cores-sdumont", type=int, default=2400)
     ap.add_argument("--threads", type=int, default=28, help="workers per estimate_batch job")
     ap.add_argument("--job-limit-hours", type=float, default=12.0,
                     help="time limit of the estimate partition (Apollo cpu: 12)")
-    ap.add_argument("--array-limit", type=int, default=DEFAULT_ARRAY_LIMIT)
+    ap.add_argument("--array-limit", type=int, default=ARRAY_LIMIT)
     ap.add_argument("--pdf-bytes", type=float, default=PDF_BYTES_COMPRESSED,
                     help="compressed PDF bytes per object")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import yaml
+from pzpipe.planning.forecast import (THROUGHPUT_FILE, algo_entry, batch_seconds,  # noqa: F401
+                                      load_throughput, site_entry)
+from pzpipe.run.config import schema_defaults
 
-DEFAULT_CHUNK_ROWS = 130_000
-# Package data (a symlink to resources/throughput.yaml in a clone), found by installs too
-DEFAULT_THROUGHPUT = Path(__file__).resolve().parents[1] / "data" / "throughput.yaml"
+#: the ``sizing`` section's defaults, from the schema (its only source)
+SIZING = schema_defaults("sizing")
 
 # --------------------------------------------------------------------------
 # the table: mem_mb (MB) and runtime (minutes) at attempt 1, both x attempt
@@ -94,76 +94,25 @@ def job_size(rule: str, site: str | None = None, threads: int = 1,
 
 
 # --------------------------------------------------------------------------
-# throughput file
-# --------------------------------------------------------------------------
-def load_throughput(path: str | Path | Mapping | None = None) -> dict:
-    """Read ``resources/throughput.yaml`` (or return a given mapping)."""
-    if isinstance(path, Mapping):
-        return dict(path)
-    p = Path(path) if path else DEFAULT_THROUGHPUT
-    with open(p) as fh:
-        data = yaml.safe_load(fh)
-    if not isinstance(data, dict) or "algorithms" not in data:
-        raise ValueError(f"{p}: no 'algorithms' mapping")
-    return data
-
-
-def _algo_entry(throughput: Mapping, algo: str) -> Mapping:
-    try:
-        return throughput["algorithms"][algo]
-    except KeyError:
-        known = ", ".join(sorted(throughput.get("algorithms", {})))
-        raise KeyError(f"no throughput figure for algorithm {algo!r} (known: {known})") from None
-
-
-def _site_entry(throughput: Mapping, site: str | None) -> Mapping:
-    sites = throughput.get("sites", {}) or {}
-    if site is None:
-        return {"core_speed": 1.0}
-    if site not in sites:
-        raise KeyError(f"no site {site!r} in throughput file (known: {', '.join(sites)})")
-    return sites[site]
-
-
-
-# --------------------------------------------------------------------------
 # estimate_batch
 # --------------------------------------------------------------------------
-def batch_seconds(
-    algo: str,
-    chunks_per_batch: int,
-    threads: int = 1,
-    *,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    throughput: Mapping | None = None,
-    site: str | None = None,
-) -> float:
-    """Expected wall seconds of one estimate_batch job with ``threads`` workers."""
-    tp = load_throughput(throughput)
-    rate = float(_algo_entry(tp, algo)["obj_per_s_core"]) * float(
-        _site_entry(tp, site).get("core_speed", 1.0)
-    )
-    workers = max(1, int(threads))
-    # chunks are handed to workers whole: the batch takes ceil(chunks/workers) rounds
-    rounds = math.ceil(chunks_per_batch / workers)
-    return rounds * chunk_rows / rate
-
-
 def estimate_runtime_min(
     algo: str,
     chunks_per_batch: int,
     threads: int = 1,
     attempt: int = 1,
     *,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int,
     throughput: Mapping | None = None,
     site: str | None = None,
-    margin: float = 2.0,
-    overhead_min: float = 5.0,
-    attempt_factor: float = 1.5,
+    margin: float = SIZING["runtime_margin"],
+    overhead_min: float = SIZING["overhead_min"],
+    attempt_factor: float = SIZING["attempt_factor"],
     max_min: int | None = None,
 ) -> int:
-    """Slurm ``runtime`` (minutes) for estimate_batch, growing with ``attempt``."""
+    """Slurm ``runtime`` (minutes) for estimate_batch: the one time model's job seconds
+    (``forecast.batch_seconds``) x ``margin`` + ``overhead_min``, growing with ``attempt``
+    (defaults: the schema's ``sizing`` section)."""
     sec = batch_seconds(
         algo, chunks_per_batch, threads, chunk_rows=chunk_rows, throughput=throughput, site=site
     )
@@ -179,16 +128,17 @@ def estimate_mem_mb(
     threads: int = 1,
     attempt: int = 1,
     *,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int,
     throughput: Mapping | None = None,
-    base_mb: int = 1000,
-    attempt_factor: float = 1.5,
+    base_mb: int = SIZING["base_mem_mb"],
+    attempt_factor: float = SIZING["attempt_factor"],
     max_mb: int | None = None,
 ) -> int:
-    """Slurm ``mem_mb`` for estimate_batch: base + per-worker peak, x attempt."""
+    """Slurm ``mem_mb`` for estimate_batch: base + per-worker peak (the throughput file's
+    figure at its ``reference_chunk_rows``, scaled to ``chunk_rows``), x attempt."""
     tp = load_throughput(throughput)
-    ref_rows = int(tp.get("reference_chunk_rows", DEFAULT_CHUNK_ROWS))
-    per_worker = float(_algo_entry(tp, algo)["mem_mb_per_worker"]) * max(
+    ref_rows = int(tp["reference_chunk_rows"])
+    per_worker = float(algo_entry(tp, algo)["mem_mb_per_worker"]) * max(
         0.25, chunk_rows / ref_rows
     )
     mb = (base_mb + max(1, int(threads)) * per_worker) * attempt_factor ** (max(1, attempt) - 1)
@@ -196,16 +146,6 @@ def estimate_mem_mb(
     if max_mb:
         mb = min(mb, int(max_mb))
     return mb
-
-
-def _cfg(config: Mapping, *keys, default=None):
-    cur: Any = config
-    for k in keys:
-        if not isinstance(cur, Mapping) or k not in cur or cur[k] is None:
-            return default
-        cur = cur[k]
-    return cur
-
 
 
 # --------------------------------------------------------------------------
@@ -225,9 +165,10 @@ def rule_resources(config: Mapping, rule: str = "estimate_batch", *,
     Every rule but ``estimate_batch``: the ``JOBS`` table for ``sizing.site``, times
     the attempt (``mem_mb``: the config's value for the rules whose table entry says
     ``"config"``). ``estimate_batch`` reads (all optional) ``config["sizing"]``:
-    ``throughput_file`` (default resources/throughput.yaml), ``site`` (key of ``sites``
-    in that file, set by config/apollo.yaml etc.), ``runtime_margin`` (2.0),
-    ``attempt_factor`` (1.5), ``max_runtime_min``, ``max_mem_mb``, ``partitions`` (list of
+    ``throughput_file`` (null: resources/throughput.yaml), ``site`` (key of ``sites``
+    in that file, set by config/apollo.yaml etc.), ``runtime_margin``, ``overhead_min``,
+    ``attempt_factor``, ``base_mem_mb``, ``max_runtime_min``, ``max_mem_mb`` (defaults:
+    the schema's ``sizing`` section), ``partitions`` (list of
     ``{name, max_runtime_min, account?}``: when set, estimate_batch also gets
     ``slurm_partition`` (and ``slurm_account``) = the smallest partition whose time limit
     fits the job, see ``pick_partition``); plus ``partition.chunk_rows`` and
@@ -237,7 +178,7 @@ def rule_resources(config: Mapping, rule: str = "estimate_batch", *,
     Note: a profile's ``set-resources`` for the same rule and resource wins over these,
     so profiles must not set mem_mb/runtime (tests/test_profiles.py checks it).
     """
-    sizing = _cfg(config, "sizing", default={}) or {}
+    sizing = dict(config.get("sizing") or {})
     site = sizing.get("site")
     if rule != "estimate_batch":
         size = job_size(rule, site, mem_mb=mem_mb)
@@ -258,13 +199,16 @@ def rule_resources(config: Mapping, rule: str = "estimate_batch", *,
             out["runtime"] = runtime
         return out
 
-    tp_path = sizing.get("throughput_file") or DEFAULT_THROUGHPUT
-    margin = float(sizing.get("runtime_margin", 2.0))
-    factor = float(sizing.get("attempt_factor", 1.5))
-    max_rt = sizing.get("max_runtime_min")
-    max_mb = sizing.get("max_mem_mb")
-    chunk_rows = int(_cfg(config, "partition", "chunk_rows", default=DEFAULT_CHUNK_ROWS))
-    cpb = int(_cfg(config, "batch", "chunks_per_batch", default=1))
+    sizing = {**SIZING, **sizing}
+    tp_path = sizing["throughput_file"] or THROUGHPUT_FILE
+    margin = float(sizing["runtime_margin"])
+    factor = float(sizing["attempt_factor"])
+    overhead = float(sizing["overhead_min"])
+    base_mb = int(sizing["base_mem_mb"])
+    max_rt = sizing["max_runtime_min"]
+    max_mb = sizing["max_mem_mb"]
+    chunk_rows = int(config["partition"]["chunk_rows"])
+    cpb = int(config["batch"]["chunks_per_batch"])
 
     _cache: dict = {}
 
@@ -276,7 +220,7 @@ def rule_resources(config: Mapping, rule: str = "estimate_batch", *,
     def mem(wildcards, threads, attempt):
         return estimate_mem_mb(
             wildcards.algo, threads, attempt, chunk_rows=chunk_rows, throughput=_tp(),
-            attempt_factor=factor, max_mb=max_mb,
+            base_mb=base_mb, attempt_factor=factor, max_mb=max_mb,
         )
 
     partitions = list(sizing.get("partitions") or [])
@@ -284,7 +228,7 @@ def rule_resources(config: Mapping, rule: str = "estimate_batch", *,
     def _runtime(wildcards, threads, attempt):
         return estimate_runtime_min(
             wildcards.algo, cpb, threads, attempt, chunk_rows=chunk_rows, throughput=_tp(),
-            site=site, margin=margin, attempt_factor=factor, max_min=max_rt,
+            site=site, margin=margin, overhead_min=overhead, attempt_factor=factor, max_min=max_rt,
         )
 
     def runtime(wildcards, threads, attempt):

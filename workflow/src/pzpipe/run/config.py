@@ -1,7 +1,13 @@
 """Load, validate and hash the pipeline configuration.
 
 The schema (workflow/schemas/config.schema.yaml) forbids unknown keys, so a typo
-stops the run with a message naming the key, and fills in defaults.
+stops the run with a message naming the key, and fills in defaults. Its ``algorithms``
+section is completed from the estimator registry (``pzpipe.algorithms``): one block per
+registered estimator (built-in, or listed in ``algorithm_modules``), made of the shared
+keys (``definitions.algo``: enabled, inform, estimate, fast) and the estimator's own
+``settings`` as its module declares them; ``enabled`` defaults to the estimator's
+``enabled_by_default``. The schema file and those declarations are the only sources of
+defaults (``schema_defaults``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import jsonschema
 import yaml
 
 from pzpipe import PipelineError
+from pzpipe import algorithms as _algorithms
 
 REPO_ROOT = Path(__file__).resolve().parents[4]   # the clone (meaningless when installed)
 # Package data, so that a non-editable install finds it; in a clone it is a symlink to
@@ -24,8 +31,44 @@ SCHEMA_PATH = Path(__file__).resolve().parents[1] / "data" / "config.schema.yaml
 
 
 def _load_schema() -> dict:
+    """The schema with its ``algorithms`` section built from the registry."""
     with open(SCHEMA_PATH) as f:
-        return yaml.safe_load(f)
+        schema = yaml.safe_load(f)
+    schema["properties"]["algorithms"]["properties"] = algorithm_schemas(schema)
+    return schema
+
+
+def algorithm_schemas(schema: dict) -> dict:
+    """``algorithms.<name>`` of every registered estimator, in registry order."""
+    shared = schema["definitions"]["algo"]
+    out = {}
+    for name, algo in _algorithms.REGISTRY.items():
+        block = copy.deepcopy(shared)
+        block["default"] = {}
+        block["properties"]["enabled"] = {**block["properties"]["enabled"],
+                                          "default": bool(algo.enabled_by_default)}
+        clash = set(algo.settings) & set(block["properties"])
+        if clash:
+            raise ValueError(f"estimator '{name}' declares settings {sorted(clash)} that are "
+                             f"shared keys of every estimator")
+        block["properties"].update(copy.deepcopy(algo.settings))
+        block["description"] = f"{algo.title or name} ({algo.module}.{algo.estimator})"
+        out[name] = block
+    return out
+
+
+def _load_modules(config: dict) -> None:
+    """Register the estimators of ``algorithm_modules`` before the schema is built."""
+    mods = config.get("algorithm_modules") or []
+    if not isinstance(mods, list) or not all(isinstance(m, str) for m in mods):
+        raise PipelineError("config error at 'algorithm_modules': a list of importable "
+                            "module names (each declaring ALGORITHM)")
+    for m in mods:
+        try:
+            _algorithms.load_modules([m])
+        except (ImportError, AttributeError, ValueError, TypeError) as exc:
+            raise PipelineError(f"config error at 'algorithm_modules': cannot register "
+                                f"'{m}': {exc} (is its directory on PYTHONPATH?)") from None
 
 
 def _fill_defaults(instance: Any, schema: dict, root: dict) -> Any:
@@ -65,6 +108,7 @@ def validate_config(config: dict) -> dict:
 
     Raises PipelineError naming the offending key.
     """
+    _load_modules(config)
     schema = _load_schema()
     cfg = copy.deepcopy(dict(config))
     validator = jsonschema.Draft202012Validator(schema)
@@ -103,7 +147,7 @@ def validate_config(config: dict) -> dict:
         if missing:
             raise PipelineError(f"config error at 'partition.deredden.coefficients': "
                                 f"no coefficient for band(s) {missing}")
-    _check_validate_section(cfg)
+    check_validate_section(cfg)
     inp = cfg["inputs"]
     if not inp["files"] and not inp["hats"] and inp["descriptor"] is None:
         raise PipelineError("config error at 'inputs': give 'hats' (a HATS Object catalog), "
@@ -168,10 +212,12 @@ def config_hash(cfg: dict, sections: list[str] | None = None) -> str:
 
 
 def enabled_algorithms(cfg: dict) -> list[str]:
-    return [name for name, a in cfg["algorithms"].items() if a.get("enabled", True)]
+    """The enabled estimators in registry order (the release's column order)."""
+    on = {name for name, a in cfg["algorithms"].items() if a.get("enabled", True)}
+    return [n for n in _algorithms.REGISTRY if n in on] + sorted(on - set(_algorithms.REGISTRY))
 
 
-def _check_validate_section(cfg: dict) -> None:
+def check_validate_section(cfg: dict) -> None:
     """Checks of the ``validate`` section the schema cannot express."""
     b = cfg["validate"]["bins"]
     for key in ("mag_edges", "z_edges", "tomo_edges"):

@@ -596,7 +596,7 @@ def check_conservation(release_dir: Path, manifest: dict, cfg: dict, inputs: Inp
         c.fail(f"manifest_files.csv is missing or unreadable ({exc})")
         return c
     idc = cfg["columns"]["id"]
-    n_obj = manifest.get("inputs", {}).get("n_objects") or 1
+    n_obj = max(1, int(manifest.get("inputs", {}).get("n_objects") or 0))
     k = export.n_buckets(int(n_obj), cfg["export"]["dedup_ids_per_job"])
     totals, cut = Counter(), Counter()
     work = Path(work_dir)

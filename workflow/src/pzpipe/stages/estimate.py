@@ -140,7 +140,7 @@ def run_batch(algo_name: str, partition_file: str, model_path: str, cfg: dict,
         "model_sha256": sha256_file(model_path),
         "chunks": [{"chunk": ch["chunk"], "rows": ch["rows_out"]} for ch in meta["chunks"]],
     }
-    workers = max(1, min(int(workers), len(tasks) or 1))
+    workers = max(1, min(int(workers), max(1, len(tasks))))
     t0 = time.time()
     n_rows = 0
     with atomic_path(output) as tmp:

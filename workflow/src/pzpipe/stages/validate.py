@@ -27,6 +27,7 @@ from pzpipe.stages import metrics
 from pzpipe.release import pdfstore
 from pzpipe.core.io import atomic_path, parquet_meta, write_json_atomic
 from pzpipe.stages.partition import ID_COL
+from pzpipe.run.config import check_validate_section
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,7 @@ def run(estimate_files: dict[str, str], cfg: dict, out: dict) -> dict:
     from pzpipe.stages import valplots
     from pzpipe.core.zgrid import from_config as make_zgrid
 
-    check_config(cfg)
+    check_validate_section(cfg)
     zgrid = make_zgrid(cfg)
     point = cfg["validate"]["point_estimate"]
     results, sample_info, edges = {}, None, None
