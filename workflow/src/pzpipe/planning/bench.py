@@ -60,18 +60,13 @@ def _sample(cfg, n, seed=0):
 
 
 def _write_partition(d, path, chunk_rows):
+    """The sample as a partition file, written by the partition stage's writer."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    n = len(d["object_id"])
-    chunks = []
-    with pq.ParquetWriter(path, pa.table({k: v[:0] for k, v in d.items()}).schema) as w:
-        for i, s in enumerate(range(0, n, chunk_rows)):
-            e = min(n, s + chunk_rows)
-            w.write_table(pa.table({k: v[s:e] for k, v in d.items()}), row_group_size=e - s)
-            chunks.append({"chunk": i, "rows_in": e - s, "rows_out": e - s, "cut": {},
-                           "row_group": i})
-        w.add_key_value_metadata({"pzpipe": json.dumps({"batch": "b000000", "chunks": chunks})})
+    from pzpipe.stages.partition import sample_chunks, write_partition
+
+    schema = pa.table({k: v[:0] for k, v in d.items()}).schema
+    write_partition(path, schema, sample_chunks(d, schema, chunk_rows), {"batch": "b000000"})
 
 
 def bare_rail(algo_name, model, cfg, d):

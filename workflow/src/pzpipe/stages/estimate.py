@@ -191,22 +191,14 @@ def estimate_sample(algo_name: str, model_path: str, cfg: dict, data: dict[str, 
     estimated by ``run_batch`` with ``workers`` processes."""
     import tempfile
 
-    from pzpipe.stages.partition import partition_schema
+    from pzpipe.stages.partition import partition_schema, sample_chunks, write_partition
 
     n = len(data[ID_COL])
     chunk_rows = chunk_rows or max(1, min(cfg["partition"]["chunk_rows"], -(-n // max(workers, 1))))
     schema = partition_schema({**cfg, "columns": {**cfg["columns"], "ra": None, "dec": None}})
     with tempfile.TemporaryDirectory(prefix="pzpipe-sample-") as td:
         part = os.path.join(td, "sample.parquet")
-        chunks = []
-        with pq.ParquetWriter(part, schema) as w:
-            for i, s in enumerate(range(0, n, chunk_rows)):
-                e = min(n, s + chunk_rows)
-                w.write_table(pa.table({f.name: pa.array(data[f.name][s:e], type=f.type)
-                                        for f in schema}), row_group_size=e - s)
-                chunks.append({"chunk": i, "rows_in": e - s, "rows_out": e - s, "cut": {},
-                               "row_group": i})
-            w.add_key_value_metadata({"pzpipe": json.dumps({"batch": "sample", "chunks": chunks})})
+        write_partition(part, schema, sample_chunks(data, schema, chunk_rows), {"batch": "sample"})
         out = os.path.join(td, "estimates.parquet")
         run_batch(algo_name, part, model_path, cfg, out, workers=workers, data_dir=data_dir)
         return pq.read_table(out)

@@ -334,34 +334,60 @@ def _batch_chunks_with_raw(chunks: list[Chunk], cfg: dict, hats: bool, source: s
         del raw
 
 
+def write_partition(path: str, schema: pa.Schema, chunks, meta: dict) -> dict:
+    """Write a partition file (the one writer: the partition stage, the validation sample,
+    the benchmark): one row group per non-empty chunk of ``chunks`` (an iterable of
+    ``(table, stats)``; ``stats`` gets its ``row_group``: None for a chunk whose rows were
+    all cut), zstd, and the ``pzpipe`` key-value metadata ``meta`` + ``chunks`` (the list of
+    stats). Returns the metadata written. The caller makes the write atomic."""
+    stats_all = []
+    n_groups = 0
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for table, stats in chunks:
+            stats["row_group"] = None
+            if table.num_rows:
+                stats["row_group"] = n_groups
+                n_groups += 1
+                writer.write_table(table.cast(schema), row_group_size=table.num_rows)
+            stats_all.append(stats)
+        meta = {**meta, "chunks": stats_all}
+        writer.add_key_value_metadata({"pzpipe": json.dumps(meta)})
+    return meta
+
+
+def sample_chunks(data: dict, schema: pa.Schema, chunk_rows: int):
+    """An in-memory sample (columns of ``schema``) as ``(table, stats)`` chunks of
+    ``chunk_rows`` rows, nothing cut, for :func:`write_partition`."""
+    n = len(data[ID_COL])
+    for i, s in enumerate(range(0, n, chunk_rows)):
+        e = min(n, s + chunk_rows)
+        table = pa.table({f.name: pa.array(data[f.name][s:e], type=f.type) for f in schema})
+        yield table, {"chunk": i, "rows_in": e - s, "rows_out": e - s, "cut": {}}
+
+
 def run_batch(layout: Layout, batch: str, cfg: dict, output: str) -> dict:
     """Partition the chunks of one batch into ``output`` (one row group per chunk)."""
     schema = partition_schema(cfg, layout.is_hats)
     chunks = layout.batch_chunks(batch)
     if not chunks:
         raise PipelineError(f"batch {batch} has no chunks in the current layout")
-    stats_all = []
     seen_ids = []
+
+    def tables():
+        for ch, raw in _batch_chunks_with_raw(chunks, cfg, layout.is_hats, layout.source):
+            table, stats = process_chunk(ch, cfg, raw, layout.is_hats)
+            seen_ids.append(table.column(ID_COL).to_numpy())
+            log.info("chunk %d (%s rows %d-%d): %d in, %d out, cut %s", ch.index, ch.file,
+                     ch.start, ch.stop, stats["rows_in"], stats["rows_out"], stats["cut"])
+            yield table, stats
+        ids = np.concatenate(seen_ids) if seen_ids else np.array([], dtype=np.int64)
+        check_unique(ids, f"batch {batch} (files {layout.batch_files(batch)[:5]})",
+                     cfg["columns"]["id"])
+
     with atomic_path(output) as tmp:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for ch, raw in _batch_chunks_with_raw(chunks, cfg, layout.is_hats, layout.source):
-                table, stats = process_chunk(ch, cfg, raw, layout.is_hats)
-                seen_ids.append(table.column(ID_COL).to_numpy())
-                stats["row_group"] = None
-                if table.num_rows:
-                    stats["row_group"] = sum(1 for s in stats_all if s["row_group"] is not None)
-                    writer.write_table(table, row_group_size=max(table.num_rows, 1))
-                stats_all.append(stats)
-                log.info("chunk %d (%s rows %d-%d): %d in, %d out, cut %s", ch.index, ch.file,
-                         ch.start, ch.stop, stats["rows_in"], stats["rows_out"], stats["cut"])
-            ids = np.concatenate(seen_ids) if seen_ids else np.array([], dtype=np.int64)
-            check_unique(ids, f"batch {batch} (files {layout.batch_files(batch)[:5]})",
-                         cfg["columns"]["id"])
-            meta = {"batch": batch, "chunks": stats_all, "bands": cfg["bands"],
-                    "id_column": cfg["columns"]["id"], "kind": layout.kind,
-                    "nondetect_val": cfg["partition"]["nondetect_val"]}
-            writer.add_key_value_metadata({"pzpipe": json.dumps(meta)})
-    return meta
+        return write_partition(tmp, schema, tables(), {
+            "batch": batch, "bands": cfg["bands"], "id_column": cfg["columns"]["id"],
+            "kind": layout.kind, "nondetect_val": cfg["partition"]["nondetect_val"]})
 
 
 def read_meta(path: str) -> dict:
