@@ -539,7 +539,8 @@ def main(argv=None) -> int:
     r.add_argument("--objects", default="1e6")
     r.add_argument("--label", required=True)
     r.add_argument("--algos", default="default", help="comma list, or 'default'")
-    r.add_argument("--workdir", default="/work/rehearsal")
+    r.add_argument("--workdir", default="results/rehearsal",
+                   help="where the catalogs and run directories go (large: ~2 GB per 1e7 objects)")
     r.add_argument("--profile", default="profiles/local")
     r.add_argument("--rows-per-pixel", default="500000")
     r.add_argument("--chunks-per-batch", type=int, default=8)

@@ -154,7 +154,21 @@ def test_paths_only_in_common_smk():
         if f.name == "common.smk":
             continue
         text = f.read_text()
-        assert not re.search(r'\{RESULTS\}|["\']results/', text), f"{f.name}: builds a path"
+        assert not re.search(r'\{RESULTS\}|["\']results/|\{TRAINSET_DIR\}/|PATHS\[[^\]]+\]\}/',
+                             text), f"{f.name}: builds a path"
+
+
+def test_every_rule_has_log_and_benchmark():
+    """Each job writes its log and Snakemake's benchmark file (time, peak memory). The one
+    exception: `summary`, which has no output so that it always runs (a benchmark file
+    would be an output)."""
+    for rule, text in _rule_blocks().items():
+        assert re.search(r"^\s+log:", text, re.M), f"rule {rule}: no log:"
+        if rule == "summary":
+            assert not re.search(r"^\s+benchmark:", text, re.M)
+            continue
+        assert re.search(r"^\s+benchmark:\n\s+\"logs/benchmarks/", text, re.M), \
+            f"rule {rule}: no benchmark: under logs/benchmarks/"
 
 
 def test_table_sites_are_the_site_overlays():

@@ -1,5 +1,5 @@
 """Tests of the training-set maker (pzpipe.trainset) on synthetic catalogs built from
-the real DC2 photometry (pzpipe.testdata). The whole pipeline runs once per session
+the real DC2 photometry (tests/helpers/testdata.py). The whole pipeline runs once per session
 (~30-40 s on 2 cores: hats-import, numba compilation of hats' pixel alignment)."""
 
 from __future__ import annotations

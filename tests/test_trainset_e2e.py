@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_pipeline_with_trainset(tmp_path):
-    from pzpipe.testdata import make_trainset_testdata
+    from helpers.testdata import make_trainset_testdata
 
     data = make_trainset_testdata(tmp_path / "data", n_phot=3000)
     overlay = {

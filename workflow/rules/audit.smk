@@ -10,6 +10,8 @@ rule audit:
     log:
         log="logs/audit.log",
         report="logs/audit.report.md",
+    benchmark:
+        "logs/benchmarks/audit.tsv"
     resources:
         **rule_resources(CFG, "audit"),
     params:

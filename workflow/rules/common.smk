@@ -39,6 +39,28 @@ PATHS = {
     "validation_estimate": f"{RESULTS}/validation/estimates/{{algo}}.parquet",
     "trainset": f"{RESULTS}/trainset",  # the training-set maker's outputs (rules/trainset.smk)
 }
+# the training-set maker's files (docs/trainset.md), all under PATHS["trainset"]
+PATHS.update(
+    {
+        f"trainset_{k}": f"{PATHS['trainset']}/{v}"
+        for k, v in {
+            "compiled": "specz_compiled.parquet",
+            "compiled_report": "specz_compiled.json",
+            "dedup": "specz_dedup.parquet",
+            "dedup_report": "specz_dedup.json",
+            "photometry_hats": "photometry_hats",
+            "matched": "matched.parquet",
+            "matched_report": "matched.json",
+            "train": "train.parquet",
+            "test": "test.parquet",
+            "train_hats": "train_hats",
+            "test_hats": "test_hats",
+            "summary": "summary.json",
+            "plot": "split.png",
+            "provenance": "provenance.json",
+        }.items()
+    }
+)
 RELEASE_DIR = PATHS["release"]
 VALIDATION = validate.output_paths(RESULTS, ALGOS)  # rule validate's outputs by name
 VALIDATION_OUTPUTS = [p for v in VALIDATION.values() for p in (v if isinstance(v, list) else [v])]
@@ -108,14 +130,14 @@ TRAINSET_ON = CFG["trainset"].get("enabled", False)
 def training_file(wildcards=None):
     """The training sample: the training-set maker's train split when it is enabled."""
     if TRAINSET_ON:
-        return f"{PATHS['trainset']}/train.parquet"
+        return PATHS["trainset_train"]
     return resolve_path(CFG["training"]["file"])
 
 
 def validation_file(wildcards=None):
     """The held-out sample: the training-set maker's test split when it is enabled."""
     if TRAINSET_ON:
-        return f"{PATHS['trainset']}/test.parquet"
+        return PATHS["trainset_test"]
     return resolve_path(CFG["validation"]["file"])
 
 

@@ -5,6 +5,8 @@ rule prepare_data:
         directory(PATHS["algo_data"]),
     log:
         "logs/prepare_data/{algo}.log",
+    benchmark:
+        "logs/benchmarks/prepare_data/{algo}.tsv"
     resources:
         **rule_resources(CFG, "prepare_data"),
     params:
@@ -22,6 +24,8 @@ rule train:
         sidecar=PATHS["sidecar"],
     log:
         "logs/train/{algo}.log",
+    benchmark:
+        "logs/benchmarks/train/{algo}.tsv"
     resources:
         **rule_resources(CFG, "train"),
     params:

@@ -14,18 +14,14 @@ TS_MEM_MB = TS["dask"]["mem_mb"]
 # Decided at parse time from the path alone (cheap: looks for a *.properties file).
 TS_PHOT = TS["photometry"]["path"]
 TS_PHOT_IS_HATS = bool(TS_PHOT) and trainset.is_hats(resolve_path(TS_PHOT))
-TS_PHOT_HATS = resolve_path(TS_PHOT) if TS_PHOT_IS_HATS else f"{TRAINSET_DIR}/photometry_hats"
+TS_PHOT_HATS = resolve_path(TS_PHOT) if TS_PHOT_IS_HATS else PATHS["trainset_photometry_hats"]
 TS_SPLIT_HATS = (
-    [directory(f"{TRAINSET_DIR}/train_hats"), directory(f"{TRAINSET_DIR}/test_hats")]
+    [directory(PATHS["trainset_train_hats"]), directory(PATHS["trainset_test_hats"])]
     if TS["split"]["write_hats"]
     else []
 )
 TRAINSET_OUTPUTS = [
-    f"{TRAINSET_DIR}/train.parquet",
-    f"{TRAINSET_DIR}/test.parquet",
-    f"{TRAINSET_DIR}/summary.json",
-    f"{TRAINSET_DIR}/split.png",
-    f"{TRAINSET_DIR}/provenance.json",
+    PATHS[f"trainset_{k}"] for k in ("train", "test", "summary", "plot", "provenance")
 ]
 # Hash of the trainset sub-sections each rule depends on (declared as a param so that
 # Snakemake reruns the rule, and what follows, when they change).
@@ -46,10 +42,12 @@ rule specz_compile:
     input:
         [resolve_path(c["path"]) for c in TS["specz"]["catalogs"]],
     output:
-        table=f"{TRAINSET_DIR}/specz_compiled.parquet",
-        report=f"{TRAINSET_DIR}/specz_compiled.json",
+        table=PATHS["trainset_compiled"],
+        report=PATHS["trainset_compiled_report"],
     log:
         "logs/trainset/specz_compile.log",
+    benchmark:
+        "logs/benchmarks/trainset/specz_compile.tsv"
     resources:
         **rule_resources(CFG, "specz_compile"),
     params:
@@ -63,10 +61,12 @@ rule specz_dedup:
     input:
         rules.specz_compile.output.table,
     output:
-        table=f"{TRAINSET_DIR}/specz_dedup.parquet",
-        report=f"{TRAINSET_DIR}/specz_dedup.json",
+        table=PATHS["trainset_dedup"],
+        report=PATHS["trainset_dedup_report"],
     log:
         "logs/trainset/specz_dedup.log",
+    benchmark:
+        "logs/benchmarks/trainset/specz_dedup.tsv"
     resources:
         **rule_resources(CFG, "specz_dedup"),
     params:
@@ -85,6 +85,8 @@ if not TS_PHOT_IS_HATS:
             directory(TS_PHOT_HATS),
         log:
             "logs/trainset/photometry_hats.log",
+        benchmark:
+            "logs/benchmarks/trainset/photometry_hats.tsv"
         threads: TS_THREADS
         resources:
             **rule_resources(CFG, "photometry_hats", mem_mb=TS_MEM_MB),
@@ -100,10 +102,12 @@ rule trainset_crossmatch:
         specz=rules.specz_dedup.output.table,
         photometry=TS_PHOT_HATS,
     output:
-        table=f"{TRAINSET_DIR}/matched.parquet",
-        report=f"{TRAINSET_DIR}/matched.json",
+        table=PATHS["trainset_matched"],
+        report=PATHS["trainset_matched_report"],
     log:
         "logs/trainset/trainset_crossmatch.log",
+    benchmark:
+        "logs/benchmarks/trainset/trainset_crossmatch.tsv"
     threads: TS_THREADS
     resources:
         **rule_resources(CFG, "trainset_crossmatch", mem_mb=TS_MEM_MB),
@@ -119,13 +123,15 @@ rule trainset_split:
         rules.trainset_crossmatch.output.table,
     output:
         *TS_SPLIT_HATS,
-        train=f"{TRAINSET_DIR}/train.parquet",
-        test=f"{TRAINSET_DIR}/test.parquet",
-        summary=f"{TRAINSET_DIR}/summary.json",
-        plot=f"{TRAINSET_DIR}/split.png",
-        provenance=f"{TRAINSET_DIR}/provenance.json",
+        train=PATHS["trainset_train"],
+        test=PATHS["trainset_test"],
+        summary=PATHS["trainset_summary"],
+        plot=PATHS["trainset_plot"],
+        provenance=PATHS["trainset_provenance"],
     log:
         "logs/trainset/trainset_split.log",
+    benchmark:
+        "logs/benchmarks/trainset/trainset_split.tsv"
     threads: min(TS_THREADS, 2)
     resources:
         **rule_resources(CFG, "trainset_split"),

@@ -7,6 +7,8 @@ rule validate_estimate:
         PATHS["validation_estimate"],
     log:
         "logs/validate_estimate/{algo}.log",
+    benchmark:
+        "logs/benchmarks/validate_estimate/{algo}.tsv"
     threads: CFG["estimate"]["workers"]
     resources:
         **rule_resources(CFG, "validate_estimate"),
@@ -97,6 +99,8 @@ rule validate:
         ),
     log:
         "logs/validate.log",
+    benchmark:
+        "logs/benchmarks/validate.tsv"
     resources:
         **rule_resources(CFG, "validate"),
     params:

@@ -13,7 +13,8 @@ RAIL traps handled here:
   * One call on a 130k-object chunk needs tens of GB (its preselection holds 4,000
     neighbours x bands per object; 6.8-7.0 GB at 20k objects). ``estimate_chunk`` runs
     the chunk in two passes over sub-chunks, through RAIL's own ``DNFEstimator``, equal
-    to one RAIL call on the whole chunk (tests/test_algo_dnf.py).
+    to one RAIL call on the whole chunk (tests/test_estimate.py, the two-pass path;
+    tests/test_algo_dnf_fast.py, the fast path).
   * With a pandas DataFrame under pandas 3, RAIL's DNF silently skips the non-detection
     replacement: the pipeline always passes a dict of numpy arrays.
 

@@ -1,4 +1,5 @@
-"""Infrastructure every other layer uses: configuration and its schema defaults, atomic
-I/O, per-job logging, provenance, the z grid, the numba cache setting, column names,
-chunk/batch layout and HATS I/O. Imports nothing from the other subpackages.
+"""Infrastructure every other layer uses: atomic I/O and parquet metadata (``io``), per-job
+logging (``jobs``), the z grid (``zgrid``), the numba cache setting (``numba_cache``), the
+skinny tables' column names and flags (``columns``) and HATS I/O (``hatsio``). Imports no
+other subpackage of pzpipe.
 """
