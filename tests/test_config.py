@@ -107,3 +107,15 @@ def test_algorithm_modules_that_cannot_register_are_named(repo):
     raw["algorithm_modules"] = ["json"]          # importable, declares no ALGORITHM
     with pytest.raises(PipelineError, match=r"algorithm_modules.*json.*ALGORITHM"):
         validate_config(raw)
+
+
+def test_code_defaults_are_the_schema_defaults():
+    """The few defaults the code must know without a config (the reader's z grid, which
+    runs without the schema's dependencies) equal the schema's."""
+    import numpy as np
+
+    from pzpipe.core import zgrid
+    from pzpipe.run.config import schema_defaults
+
+    z = schema_defaults("zgrid")
+    np.testing.assert_array_equal(zgrid.DEFAULT, np.linspace(z["zmin"], z["zmax"], z["nz"]))
