@@ -976,7 +976,7 @@ class FastBPZ:
         tb = np.empty(n, np.int64)
         todds = np.empty(n)
         zmean = np.empty(n)
-        nthr = max(1, int(cfg.get("n_threads", 1) or 1))
+        nthr = max(1, int(cfg.get("n_threads") or 0))    # RAIL-style stage option; unset: 1
         args = (f64, ef2, nonobs, foo, f_t, zmt_at_a, pdf, zidx, tb, todds, zmean)
         if nthr == 1 or n < 2 * nthr:
             self._run_range(0, n, *args)
