@@ -1,12 +1,17 @@
 """pzpipe's TPZfastEstimator (trees applied per chunk) equals RAIL's TPZliteEstimator
-bit for bit, with the same seeding."""
+bit for bit, with the same seeding, and the fast path does the work: every object goes
+through the per-tree whole-chunk prediction (``tree_histograms``) and ``smoothed_pdf``
+and none through RAIL's per-object ``get_hist`` / ``get_pdf`` (counted, ``helpers.counting``);
+with ``fast: false`` the reverse."""
 import numpy as np
 import pytest
+from helpers.counting import Through, one, rows_of
 
 from pzpipe import algorithms
 from pzpipe.stages import train
 from pzpipe.run.config import REPO_ROOT, deep_update, load_config
 from pzpipe.stages.samples import read_sample
+from pzpipe.algorithms import tpz_fast
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +28,28 @@ def tpz(tmp_path_factory):
     return cfg, model, data
 
 
+@pytest.fixture
+def through(monkeypatch):
+    from rail.estimation.algos.mlz_utils import analysis
+
+    t = Through(monkeypatch)
+    t.wrap(tpz_fast, "tree_histograms", "fast_trees", rows_of(1))     # rows: X, all trees
+    t.wrap(tpz_fast, "smoothed_pdf", "fast_pdf", one)
+    t.wrap(analysis.GetPz_short, "get_hist", "rail_hist", one)        # per object and tree
+    t.wrap(analysis.GetPz_short, "get_pdf", "rail_pdf", one)          # per object
+    return t
+
+
+def assert_did_the_work(through, n, fast):
+    """All ``n`` objects through the fast code (fast) or RAIL's per-object loop (not)."""
+    if fast:
+        assert through["fast_trees"] == n and through["fast_pdf"] == n, through
+        assert through["rail_hist"] == 0 and through["rail_pdf"] == 0, through
+    else:
+        assert through["fast_trees"] == 0 and through["fast_pdf"] == 0, through
+        assert through["rail_pdf"] == n and through["rail_hist"] >= n, through
+
+
 def _run(cfg, model, data, fast, chunk=7):
     c = deep_update(cfg, {"algorithms": {"tpz": {"fast": fast}}})
     r = algorithms.Runner(algorithms.get("tpz"), model, c, name=f"tpz{fast}")
@@ -31,18 +58,23 @@ def _run(cfg, model, data, fast, chunk=7):
     return ens_pdf, r
 
 
-def test_fast_tpz_equals_rail(tpz):
+def test_fast_tpz_equals_rail(tpz, through):
     cfg, model, data = tpz
+    n = len(data["object_id"])
     slow, _ = _run(cfg, model, data, False)
+    assert_did_the_work(through, n, False)
+    through.reset()
     fast, _ = _run(cfg, model, data, True)
+    assert_did_the_work(through, n, True)
     assert np.isfinite(fast).all()
     np.testing.assert_array_equal(fast, slow)
 
 
-def test_fast_tpz_ancil_zmode_equals_rail(tpz):
+def test_fast_tpz_ancil_zmode_equals_rail(tpz, through):
     cfg, model, data = tpz
     out = {}
     for fast in (False, True):
+        through.reset()
         c = deep_update(cfg, {"algorithms": {"tpz": {"fast": fast}}})
         r = algorithms.Runner(algorithms.get("tpz"), model, c, name=f"tpzz{fast}")
         r.begin_chunk(3)
@@ -51,6 +83,7 @@ def test_fast_tpz_ancil_zmode_equals_rail(tpz):
         with joblib.parallel_config(backend="sequential"), algorithms.seeded_default_rng(5):
             ens = r.stage.estimate({k: v.copy() for k, v in data.items()}).data
         out[fast] = np.asarray(ens.ancil["zmode"]).ravel()
+        assert_did_the_work(through, len(data["object_id"]), fast)
     np.testing.assert_array_equal(out[True], out[False])
 
 
