@@ -6,6 +6,9 @@ shuffled DC2 validation objects with extra non-detections and copies of training
 objects; FastKNN must give exactly (``assert_array_equal``) the PDFs RAIL's ensemble
 gives on the grid (``ens.pdf(zgrid)``, what the pipeline stores) and RAIL's ``zmode``.
 The slow test compares the whole validation sample (20,449 objects).
+
+Every FastKNN call is counted (``_fast``): all its objects go through the compiled
+exponent and mixture kernels and none through RAIL's estimator.
 """
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ import pytest
 
 pytest.importorskip("rail.estimation.algos.k_nearneigh")
 
+from helpers.counting import Through, rows_of  # noqa: E402
+
+from pzpipe.algorithms import knn_fast  # noqa: E402
 from pzpipe.algorithms.knn_fast import FastKNN, _exp_zero_below  # noqa: E402
 
 from pzpipe.planning.bench import DC2_BANDS as BANDS  # noqa: E402
@@ -75,6 +81,29 @@ def assert_same_as_rail(pdf, anc, ens, zgrid):
     np.testing.assert_array_equal(anc["zmode"], np.asarray(ens.ancil["zmode"]).ravel())
 
 
+@pytest.fixture
+def through(monkeypatch):
+    from rail.estimation.algos.k_nearneigh import KNearNeighEstimator
+
+    t = Through(monkeypatch)
+    t.wrap(knn_fast, "_exponents", "kernel_exp")                  # rows: means
+    t.wrap(knn_fast, "_mixture", "kernel_mix", rows_of(6))        # rows: out
+    t.wrap(KNearNeighEstimator, "_process_chunk", "rail",
+           lambda self, start, end, *a, **k: end - start)
+    return t
+
+
+def _fast(f, d, through):
+    """``f.estimate(d)``, counted: every object through both compiled kernels, none
+    through RAIL's estimator."""
+    n = len(d["object_id"])
+    through.reset()
+    pdf, anc = f.estimate(d)
+    assert through["kernel_exp"] == n and through["kernel_mix"] == n, through
+    assert through["rail"] == 0, through
+    return pdf, anc
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("knnfast")
@@ -104,73 +133,73 @@ def _hostile_sample(setup, n, seed):
     return d
 
 
-def test_equals_one_rail_call(setup):
+def test_equals_one_rail_call(setup, through):
     d = _hostile_sample(setup, 3000, seed=3)
     before = {k: v.copy() for k, v in d.items()}
     f = FastKNN(setup["model"], PARAMS, subchunk=256)
-    pdf, anc = f.estimate(d)
+    pdf, anc = _fast(f, d, through)
     for k in d:                                       # inputs untouched
         np.testing.assert_array_equal(d[k], before[k])
     assert pdf.shape == (3000, 301) and pdf.dtype == np.float64
     assert_same_as_rail(pdf, anc, rail_knn(setup["path"], d), f.zgrid)
 
 
-def test_one_object_and_empty(setup):
+def test_one_object_and_empty(setup, through):
     d = _hostile_sample(setup, 100, seed=5)
     f = FastKNN(setup["model"], PARAMS)
     for i in (0, 9):
         one = {k: v[i:i + 1] for k, v in d.items()}
-        pdf, anc = f.estimate(one)
+        pdf, anc = _fast(f, one, through)
         assert_same_as_rail(pdf, anc, rail_knn(setup["path"], one), f.zgrid)
     pdf, anc = f.estimate({k: v[:0] for k, v in d.items()})
     assert pdf.shape == (0, 301) and len(anc["zmode"]) == 0
 
 
-def test_more_neighbours_than_eight(setup):
+def test_more_neighbours_than_eight(setup, through):
     """nneigh >= 8 changes numpy's summation scheme for the weights (pairwise blocks)."""
     model = dict(setup["model"], nneigh=9)
     path = _save(setup["tmp"], model, "knn9")
     d = _hostile_sample(setup, 800, seed=7)
     f = FastKNN(model, PARAMS)
-    pdf, anc = f.estimate(d)
+    pdf, anc = _fast(f, d, through)
     assert_same_as_rail(pdf, anc, rail_knn(path, d), f.zgrid)
 
 
-def test_reference_magnitude_model(setup):
+def test_reference_magnitude_model(setup, through):
     """A model trained with only_colors=True (RAIL then adds the ref_band magnitude)."""
     path, model = _train(setup["tmp"], setup["training"], name="knn_ref", only_colors=True)
     assert model["only_colors"] is True and model["kdtree"].data.shape[1] == 6
     d = _hostile_sample(setup, 800, seed=11)
     f = FastKNN(model, PARAMS)
-    pdf, anc = f.estimate(d)
+    pdf, anc = _fast(f, d, through)
     assert_same_as_rail(pdf, anc, rail_knn(path, d), f.zgrid)
 
 
-def test_nan_as_the_non_detection_value(setup):
+def test_nan_as_the_non_detection_value(setup, through):
     d = _hostile_sample(setup, 800, seed=19)
     for m in PARAMS["bands"]:
         d[m][d[m] == 99.0] = np.nan
     f = FastKNN(setup["model"], {**PARAMS, "nondetect_val": np.nan})
-    pdf, anc = f.estimate(d)
+    pdf, anc = _fast(f, d, through)
     assert_same_as_rail(pdf, anc, rail_knn(setup["path"], d, nondetect_val=np.nan), f.zgrid)
 
 
-def test_float64_catalogue(setup):
+def test_float64_catalogue(setup, through):
     d = {k: (v.astype(np.float64) if v.dtype == np.float32 else v)
          for k, v in _hostile_sample(setup, 800, seed=13).items()}
     f = FastKNN(setup["model"], PARAMS)
-    pdf, anc = f.estimate(d)
+    pdf, anc = _fast(f, d, through)
     assert_same_as_rail(pdf, anc, rail_knn(setup["path"], d), f.zgrid)
 
 
-def test_four_bands(setup):
+def test_four_bands(setup, through):
     sub = {"bands": [f"mag_{b}_lsst" for b in "griz"],
            "err_bands": [f"mag_err_{b}_lsst" for b in "griz"]}
     path, model = _train(setup["tmp"], setup["training"], name="knn4", **sub)
     assert model["kdtree"].data.shape[1] == 3
     d = _hostile_sample(setup, 500, seed=23)
     f = FastKNN(model, {**PARAMS, **sub})
-    pdf, anc = f.estimate(d)
+    pdf, anc = _fast(f, d, through)
     assert_same_as_rail(pdf, anc, rail_knn(path, d, **sub), f.zgrid)
 
 
@@ -196,8 +225,8 @@ def test_skipped_exponents_underflow_to_zero():
 
 
 @pytest.mark.slow
-def test_whole_dc2_validation_sample(setup):
+def test_whole_dc2_validation_sample(setup, through):
     d = setup["val"]
     f = FastKNN(setup["model"], PARAMS)
-    pdf, anc = f.estimate(d)
+    pdf, anc = _fast(f, d, through)
     assert_same_as_rail(pdf, anc, rail_knn(setup["path"], d), f.zgrid)
