@@ -8,10 +8,10 @@ import pytest
 from helpers.counting import Through, one, rows_of
 
 from pzpipe import algorithms
-from pzpipe.stages import train
-from pzpipe.run.config import REPO_ROOT, deep_update, load_config
-from pzpipe.stages.samples import read_sample
 from pzpipe.algorithms import tpz_fast
+from pzpipe.run.config import REPO_ROOT, deep_update, load_config
+from pzpipe.stages import train
+from pzpipe.stages.samples import read_sample
 
 
 @pytest.fixture(scope="module")
