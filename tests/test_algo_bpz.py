@@ -7,6 +7,10 @@ zmean (``assert_array_equal``, NaN == NaN), in every configuration tested except
 ``gauss_kernel > 0``, where the smoothing convolution sums in another order: PDFs within
 1e-14 relative there (measured max 1.1e-15). ``exact=False`` is held to 1e-6.
 The pipeline's Runner with the fast path equals the Runner with RAIL's own class exactly.
+Every FastBPZ call compared with RAIL is counted (``_fast``): all its objects go through
+the compiled likelihood (``_stage_a``) and posterior (``_stage_c``) kernels and none
+through RAIL's per-object ``_estimate_pdf`` (in the Runner test: the reverse with
+``fast: false``).
 Runs in ~30-60 s (most of it: RAIL, and generating the 48 BPZ "AB" files once into a
 temporary copy of the data directory).
 """
@@ -23,6 +27,9 @@ import pytest
 pytest.importorskip("rail.estimation.algos.bpz_lite")
 pytest.importorskip("numba")
 
+from helpers.counting import Through, one, rows_of  # noqa: E402
+
+from pzpipe.algorithms import bpz_fast  # noqa: E402
 from pzpipe.algorithms.bpz_fast import FastBPZ  # noqa: E402
 
 BANDS = "ugrizy"
@@ -90,6 +97,28 @@ def env(tmp_path_factory):
                 model_path=model_path, model=model)
 
 
+@pytest.fixture
+def through(monkeypatch):
+    from rail.estimation.algos.bpz_lite import BPZliteEstimator
+
+    t = Through(monkeypatch)
+    t.wrap(bpz_fast, "_stage_a", "kernel_chi2", rows_of(2))       # rows: fluxes of a block
+    t.wrap(bpz_fast, "_stage_c", "kernel_posterior")              # rows: L of a block
+    t.wrap(BPZliteEstimator, "_estimate_pdf", "rail", one)        # RAIL: one per object
+    return t
+
+
+def _fast(fb, d, through):
+    """``fb.estimate(d)``, counted: every object through both compiled kernels, none
+    through RAIL's per-object code."""
+    n = len(next(iter(d.values())))
+    through.reset()
+    pdf, extras = fb.estimate(d)
+    assert through["kernel_chi2"] == n and through["kernel_posterior"] == n, through
+    assert through["rail"] == 0, through
+    return pdf, extras
+
+
 _counter = [0]
 
 
@@ -144,7 +173,7 @@ def _with_nondetections(valid, seed, nan=False):
     return d
 
 
-def test_matches_rail_nondetect_99(env):
+def test_matches_rail_nondetect_99(env, through):
     """Default config (nondetect_val=99) with 99s, -99s, and 5 NaN magnitudes
     (not non-detections for RAIL: those objects get NaN PDFs in both)."""
     d = _with_nondetections(env["valid"], 1)
@@ -154,7 +183,7 @@ def test_matches_rail_nondetect_99(env):
     fb = FastBPZ(env["model"], dict(bpz_ref_data_path=env["data_dir"], **COMMON))
     fb.estimate({k: v[:5] for k, v in d.items()})  # compile
     t0 = time.perf_counter()
-    pdf, extras = fb.estimate(d)
+    pdf, extras = _fast(fb, d, through)
     t_fast = time.perf_counter() - t0
     for k in d:  # inputs untouched
         np.testing.assert_array_equal(d[k], before[k])
@@ -165,16 +194,16 @@ def test_matches_rail_nondetect_99(env):
     print(f"bit-identical {frac:.6f}; RAIL {len(pdf)/t_rail:.0f} obj/s, FastBPZ {len(pdf)/t_fast:.0f} obj/s")
 
 
-def test_matches_rail_nondetect_nan(env):
+def test_matches_rail_nondetect_nan(env, through):
     d = _with_nondetections(env["valid"], 2, nan=True)
     ens, _ = _run_rail(env, d, nondetect_val=np.nan)
     fb = FastBPZ(env["model"], dict(bpz_ref_data_path=env["data_dir"], nondetect_val=np.nan, **COMMON))
-    pdf, extras = fb.estimate(d)
+    pdf, extras = _fast(fb, d, through)
     assert not np.isnan(pdf).any()
     _compare(ens, pdf, extras, "nondetect=NaN")
 
 
-def test_matches_rail_more_chunks_blocks_threads(env):
+def test_matches_rail_more_chunks_blocks_threads(env, through):
     """RAIL in several chunks (its chunk_size) vs FastBPZ with odd block sizes,
     two numba threads, and float64 inputs."""
     d = _with_nondetections(env["valid"], 3)
@@ -182,24 +211,25 @@ def test_matches_rail_more_chunks_blocks_threads(env):
     ens, _ = _run_rail(env, d, chunk_size=400)
     for cfg in (dict(block_size=7), dict(block_size=1000, n_threads=2)):
         fb = FastBPZ(env["model"], dict(bpz_ref_data_path=env["data_dir"], **cfg))
-        pdf, extras = fb.estimate(d)
+        pdf, extras = _fast(fb, d, through)
         _compare(ens, pdf, extras, str(cfg))
     d64 = {k: (v.astype(np.float64) if v.dtype == np.float32 else v) for k, v in d.items()}
     ens64, _ = _run_rail(env, d64, chunk_size=400)
-    pdf, extras = FastBPZ(env["model"], dict(bpz_ref_data_path=env["data_dir"])).estimate(d64)
+    pdf, extras = _fast(FastBPZ(env["model"], dict(bpz_ref_data_path=env["data_dir"])), d64,
+                        through)
     _compare(ens64, pdf, extras, "float64 input")
 
 
-def test_inexact_mode_close(env):
+def test_inexact_mode_close(env, through):
     d = {k: v[:500] for k, v in env["valid"].items()}
     ens, _ = _run_rail(env, d)
     fb = FastBPZ(env["model"], dict(bpz_ref_data_path=env["data_dir"], exact=False))
-    pdf, extras = fb.estimate(d)
+    pdf, extras = _fast(fb, d, through)
     np.testing.assert_allclose(pdf, ens.objdata["yvals"], rtol=1e-6, atol=1e-300)
     np.testing.assert_array_equal(extras["zmode"], np.ravel(ens.ancil["zmode"]))
 
 
-def test_fitted_single_type_prior_kernel_noprior(env):
+def test_fitted_single_type_prior_kernel_noprior(env, through):
     """A prior fitted by BPZliteInformer (one broad type), Gaussian smoothing,
     no prior, and other grid/p_min settings."""
     from rail.estimation.algos.bpz_lite import BPZliteInformer
@@ -220,7 +250,8 @@ def test_fitted_single_type_prior_kernel_noprior(env):
     ]
     for mpath, model, cfg in cases:
         ens, _ = _run_rail(env, d, model_path=mpath, **cfg)
-        pdf, extras = FastBPZ(model, dict(bpz_ref_data_path=env["data_dir"], **cfg)).estimate(d)
+        pdf, extras = _fast(FastBPZ(model, dict(bpz_ref_data_path=env["data_dir"], **cfg)), d,
+                            through)
         _compare(ens, pdf, extras, f"{mpath and 'fitted'} {cfg}",
                  rtol=1e-14 if cfg.get("gauss_kernel") else 0.0)
 
@@ -235,7 +266,7 @@ def test_empty_and_errors(env):
         FastBPZ(env["model"], dict(bpz_ref_data_path=str(env["tmp"] / "missing")))
 
 
-def test_runner_fast_path_equals_runner_with_rail(env, tmp_path, monkeypatch):
+def test_runner_fast_path_equals_runner_with_rail(env, tmp_path, monkeypatch, through):
     """What the pipeline stores: Runner with FastBPZ vs Runner with RAIL's own class, on
     the pipeline grid, through the registry (the prepared data dir passed as the rules do)."""
     from pzpipe import algorithms
@@ -251,7 +282,13 @@ def test_runner_fast_path_equals_runner_with_rail(env, tmp_path, monkeypatch):
                               deep_update(cfg, {"algorithms": {"bpz": {"fast": fast}}}),
                               name=f"runner{fast}", data_dir=env["data_dir"])
         assert (r.fast is not None) == fast and (r.fast_path is not None) == fast
+        through.reset()
         out[fast] = r.estimate(d, chunk_index=3)
+        n = len(d["object_id"])
+        if fast:     # every object through the compiled kernels, none through RAIL's code
+            assert through["kernel_chi2"] == n and through["rail"] == 0, through
+        else:
+            assert through["kernel_chi2"] == 0 and through["rail"] == n, through
     np.testing.assert_array_equal(out[True][0], out[False][0])
     assert set(out[True][1]) == {"todds", "t_best"} == set(out[False][1])
     for k in out[True][1]:

@@ -11,6 +11,7 @@ Only functions looked up at call time can be counted: module attributes called f
 """
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable
 
@@ -32,13 +33,15 @@ class Through:
     def __init__(self, monkeypatch):
         self.mp = monkeypatch
         self.n: Counter = Counter()
+        self._lock = threading.Lock()     # fast paths may call from threads
 
     def wrap(self, owner, name: str, key: str, rows: Callable = rows_of(0)) -> None:
         """Replace ``owner.name`` (module or class attribute) by a counting wrapper."""
         f = getattr(owner, name)
 
         def counted(*a, **k):
-            self.n[key] += int(rows(*a, **k))
+            with self._lock:
+                self.n[key] += int(rows(*a, **k))
             return f(*a, **k)
 
         counted.__wrapped__ = f
