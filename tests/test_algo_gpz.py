@@ -5,13 +5,17 @@ class through the runner) must equal RAIL's GPzEstimator exactly: the PDF on the
 (qp norm evaluated by scipy) and the Gaussian's loc/scale. RAIL is called on a sample
 whose size and chunk_size are multiples of gpz.PAD, where RAIL's own results do not
 depend on how the calls are cut; the runner pads every call to such a size.
+The fast path's work is counted (``helpers.counting``): with it, every object goes through
+FastGPz's own PDF evaluation (``_gauss.norm_pdf_grid``) and none through RAIL's
+estimator; without it, the reverse.
 """
 import numpy as np
 import pytest
+from helpers.counting import Through
 
 from pzpipe import PipelineError, algorithms
 from pzpipe.stages import train
-from pzpipe.algorithms import gpz
+from pzpipe.algorithms import _gauss, gpz
 from pzpipe.run.config import REPO_ROOT, deep_update, load_config
 from pzpipe.stages.estimate import estimate_table
 from pzpipe.stages.samples import read_sample
@@ -55,12 +59,28 @@ def _runner(cfg, model, fast, name):
     return r
 
 
+@pytest.fixture
+def through(monkeypatch):
+    from rail.estimation.algos.gpz import GPzEstimator
+
+    t = Through(monkeypatch)
+    t.wrap(_gauss, "norm_pdf_grid", "fast_pdf")                   # rows: loc
+    t.wrap(GPzEstimator, "_process_chunk", "rail", lambda self, start, end, *a, **k: end - start)
+    return t
+
+
 @pytest.mark.parametrize("fast", [True, False])
-def test_runner_equals_rail(env, fast):
+def test_runner_equals_rail(env, fast, through):
     cfg, model, data, _ = env
     pdf_ref, loc, scale = _rail(cfg, model, data)
     r = _runner(cfg, model, fast, f"gpz_eq_{fast}")
+    through.reset()
     pdf, extras = r.estimate(data)
+    n = len(data["object_id"])                       # a multiple of PAD: no padding rows
+    if fast:
+        assert through["fast_pdf"] == n and through["rail"] == 0, through
+    else:
+        assert through["fast_pdf"] == 0 and through["rail"] == n, through
     np.testing.assert_array_equal(pdf, pdf_ref)
     np.testing.assert_array_equal(extras["pdf_loc"], loc)
     np.testing.assert_array_equal(extras["pdf_scale"], scale)
