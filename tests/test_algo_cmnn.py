@@ -58,17 +58,40 @@ def _out(ens):
             np.asarray(ens.ancil["Ncm"]).ravel(), np.asarray(ens.ancil["ncolors"]).ravel())
 
 
+@pytest.fixture
+def through(monkeypatch):
+    """Objects through the compiled mode-1 kernel and through RAIL's per-object code (the
+    fast class's copy of RAIL's loop body, ``_one_object``), counted independently of
+    the estimator's own ``path_counts``."""
+    from types import SimpleNamespace
+
+    from helpers.counting import Through, one
+
+    t = Through(monkeypatch)
+    distances, mode1 = cmnn._kernels()
+    holder = SimpleNamespace(mode1=mode1)
+    t.wrap(holder, "mode1", "kernel")                     # rows: test colours
+    monkeypatch.setattr(cmnn, "_MODE1", (distances, holder.mode1))
+    t.wrap(cmnn.CMNNfastEstimator, "_one_object", "rail_object", one)
+    return t
+
+
 @pytest.mark.parametrize("mode,replace", [(1, False), (1, True), (0, False), (2, False)])
-def test_fast_estimator_equals_rail(env, mode, replace):
+def test_fast_estimator_equals_rail(env, mode, replace, through):
     from rail.estimation.algos.cmnn import CMNNEstimator
 
     cfg, models, data, _ = env
     res = {}
     for cls in (CMNNEstimator, cmnn.CMNNfastEstimator):
         st = _stage(cls, models[replace], cfg, selection_mode=mode, chunk_size=400, seed=11)
+        through.reset()
         res[cls.__name__] = _out(st.estimate({k: v.copy() for k, v in data.items()}).data)
         if cls is not CMNNEstimator:
             counts = st.path_counts
+            n = len(data["object_id"])
+            # independent of path_counts: objects into the kernel, objects through RAIL's code
+            assert through["kernel"] == (n if mode == 1 else 0), through
+            assert through["rail_object"] == counts[1] and counts.sum() == n, (through, counts)
     for a, b in zip(res["CMNNEstimator"], res["CMNNfastEstimator"]):
         np.testing.assert_array_equal(a, b)
     loc = res["CMNNEstimator"][0]
