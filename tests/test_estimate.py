@@ -52,30 +52,75 @@ def test_tpz_is_deterministic_per_chunk(small):
     assert a.equals(b)
 
 
-def test_dnf_internal_chunk_size_does_not_change_results(small):
+def _dnf_fallback(cfg, subchunk):
+    """DNF's fallback (RAIL's own estimator, two passes over sub-chunks): ``fast: false``
+    and the sub-chunk size (the one place that names its config key)."""
+    return deep_update(cfg, {"algorithms": {"dnf": {"fast": False, "subchunk": subchunk}}})
+
+
+@pytest.fixture
+def dnf_calls(monkeypatch):
+    """RAIL calls of the runner, objects through RAIL's DNFEstimator and through FastDNF."""
+    from helpers.counting import Through, one
+    from rail.estimation.algos.dnf import DNFEstimator
+
+    from pzpipe.algorithms.dnf_fast import FastDNF
+    from pzpipe.algorithms.runner import Runner
+
+    t = Through(monkeypatch)
+    t.wrap(Runner, "rail_call", "rail_calls", one)
+    t.wrap(DNFEstimator, "_process_chunk", "rail_rows", lambda self, start, end, *a, **k: end - start)
+    t.wrap(FastDNF, "estimate", "fast_rows", lambda self, d: len(d["object_id"]))
+    return t
+
+
+def _assert_two_passes(calls, n, subchunk):
+    """The fallback ran: every object through RAIL twice (neighbours, then the fit with the
+    chunk's truncation), in ceil(n / subchunk) calls per pass; FastDNF not at all."""
+    k = -(-n // subchunk)
+    assert calls["rail_calls"] == 2 * k and calls["rail_rows"] == 2 * n, calls
+    assert calls["fast_rows"] == 0, calls
+
+
+def test_dnf_internal_chunk_size_does_not_change_results(small, dnf_calls):
+    """The fallback with sub-chunks of 50 and 1000 rows: the same table."""
     cfg, models, data, flags = small
-    c1 = deep_update(cfg, {"algorithms": {"dnf": {"subchunk": 50}}})
-    a = _table(cfg, models, "dnf", data, flags, 10000)
-    b = _table(c1, models, "dnf", data, flags, 10000)
+    n = len(data["object_id"])
+    a = _table(_dnf_fallback(cfg, 1000), models, "dnf", data, flags, 10000)
+    _assert_two_passes(dnf_calls, n, 1000)
+    dnf_calls.reset()
+    b = _table(_dnf_fallback(cfg, 50), models, "dnf", data, flags, 10000)
+    _assert_two_passes(dnf_calls, n, 50)
     assert a.equals(b)
 
 
-def test_dnf_subchunks_equal_one_bare_rail_call(small):
-    """pzpipe's two-pass DNF (kept neighbours, forced truncation) gives bit-identical
-    PDFs and DNF_Z/photozerr (z_fit/z_fit_err) to one unpatched RAIL DNFEstimator call on the whole chunk."""
+def test_dnf_subchunks_equal_one_bare_rail_call(small, dnf_calls):
+    """DNF's fallback (``algorithms.dnf.fast: false``: pzpipe's two passes over sub-chunks
+    through RAIL's own DNFEstimator, kept neighbours and forced truncation) gives
+    bit-identical PDFs and DNF_Z/photozerr (z_fit/z_fit_err) to one unpatched RAIL
+    DNFEstimator call on the whole chunk; the counts prove the fallback, not FastDNF,
+    ran (before, this test ran FastDNF: the fallback raising left it passing)."""
     cfg, models, data, flags = small
     algo = algorithms.get("dnf")
     _, est = algo.classes()
     params = algorithms.stage_params(algo, cfg, "estimate")
+    n = len(data["object_id"])
     stage = est.make_stage(name="bare_dnf_ref", model=models["dnf"], output_mode="return",
-                           calculated_point_estimates=[], **params)
+                           calculated_point_estimates=[], chunk_size=n, **params)
     ens = stage.estimate({k: v.copy() for k, v in data.items()}).data
-    c = deep_update(cfg, {"algorithms": {"dnf": {"subchunk": 70}}})
-    r = algorithms.Runner(algo, models["dnf"], c, name="two_pass_dnf")
+    dnf_calls.reset()
+    r = algorithms.Runner(algo, models["dnf"], _dnf_fallback(cfg, 70), name="two_pass_dnf")
+    assert r.fast_path is None and r.fast is None and type(r.stage) is est
     pdf, extras = r.estimate(data)
+    _assert_two_passes(dnf_calls, n, 70)
     np.testing.assert_array_equal(pdf, ens.objdata["yvals"])    # RAIL's PDF values on the grid
     np.testing.assert_array_equal(extras["z_fit"], np.asarray(ens.ancil["DNF_Z"]).ravel())
     np.testing.assert_array_equal(extras["z_fit_err"], np.asarray(ens.ancil["photozerr"]).ravel())
+    # the coupling is real on this sample: sub-chunks run as separate RAIL calls differ
+    parts = [stage.estimate({k: v[s:s + 70].copy() for k, v in data.items()}).data
+             for s in range(0, n, 70)]
+    alone = np.concatenate([np.asarray(e.objdata["yvals"]) for e in parts])
+    assert not np.array_equal(alone, pdf)
 
 
 def test_empty_chunk(small):
