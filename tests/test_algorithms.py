@@ -90,45 +90,122 @@ def test_fast_paths_are_verified_on_the_installed_versions():
     assert set(algorithms.guarantees()) == {"bpz", "fzboost", "tpz", "gpz", "cmnn", "dnf", "knn"}
 
 
-@pytest.fixture
-def other_versions(monkeypatch):
-    """Pretend every package a fast path was verified on is at another version."""
+GUARDED = [(name, dist) for name, algo in sorted(algorithms.REGISTRY.items())
+           if algo.fast is not None for dist in sorted(algo.fast.verified)]
+
+
+def _fake_version(monkeypatch, dists, version="999.0"):
+    """Pretend the distributions ``dists`` are installed at ``version`` (None: not
+    installed), the others at their real versions; the guard's warnings start afresh."""
     monkeypatch.setattr(_base, "_WARNED", set())
     real = _base.installed_version
     monkeypatch.setattr(_base, "installed_version",
-                        lambda dist: "999.0" if dist.startswith("pz-rail-") else real(dist))
+                        lambda dist: version if dist in dists else real(dist))
 
 
-@pytest.mark.parametrize("name", ["bpz", "fzboost", "tpz", "gpz", "cmnn"])
-def test_version_guard_falls_back_with_one_warning_line(name, other_versions, caplog):
+def _imported_roots(mod: str, seen: set) -> set:
+    """Top-level names of every module ``mod`` imports (anywhere in its code, functions
+    included), following pzpipe.algorithms' own modules."""
+    if mod in seen:
+        return set()
+    seen.add(mod)
+    path = SRC / "algorithms" / (mod.rsplit(".", 1)[-1] + ".py")
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 1:                         # from . import x / from ._numba import
+                names = ([f"pzpipe.algorithms.{node.module}"] if node.module else
+                         [f"pzpipe.algorithms.{a.name}" for a in node.names])
+            elif node.level == 0:
+                names = [node.module]
+        for n in names:
+            if n.startswith("pzpipe.algorithms."):
+                if (SRC / "algorithms" / (n.rsplit(".", 1)[-1] + ".py")).exists():
+                    roots |= _imported_roots(n, seen)
+            else:
+                roots.add(n.split(".")[0])
+    return roots
+
+
+def test_fast_paths_that_compile_guard_numba_and_llvmlite():
+    """A fast path whose code imports numba or llvmlite (its estimator module, the module
+    of its ``ref`` and the pzpipe.algorithms modules they import) compiles with them: both
+    are in its ``verified`` versions, so another numba or llvmlite turns it off."""
+    compiled = set()
+    for name, algo in algorithms.REGISTRY.items():
+        if algo.fast is None:
+            continue
+        roots = _imported_roots(f"pzpipe.algorithms.{name}", set())
+        roots |= _imported_roots(algo.fast.ref.split(":")[0], set())
+        if roots & {"numba", "llvmlite"}:
+            compiled.add(name)
+            missing = {"numba", "llvmlite"} - set(algo.fast.verified)
+            assert not missing, f"{name}: fast path compiles with numba but does not guard {missing}"
+    # the scan sees what it should (bpz_fast calls llvmlite directly; cmnn imports numba
+    # inside a function)
+    assert {"bpz", "cmnn", "dnf", "fzboost", "knn"} <= compiled, compiled
+    assert not compiled & {"tpz", "gpz"}, compiled
+
+
+@pytest.mark.parametrize("name,dist", GUARDED, ids=[f"{n}-{d}" for n, d in GUARDED])
+def test_version_guard_falls_back_with_one_warning_line(name, dist, monkeypatch, caplog):
+    """Another version of any one guarded package turns the fast path off, with one
+    warning line naming the package."""
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
     algo = algorithms.get(name)
+    assert algorithms.fast_path_for(algo, cfg) is algo.fast      # the real versions: on
+    _fake_version(monkeypatch, {dist})
     with caplog.at_level(logging.WARNING, logger="pzpipe.algorithms"):
         assert algorithms.fast_path_for(algo, cfg) is None
         assert algorithms.fast_path_for(algo, cfg) is None       # once per process
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "\n" not in lines[0]
     assert lines[0].startswith(f"{name}: fast path off, running RAIL's own {algo.estimator}")
-    assert f"{algo.distribution} 999.0 (verified: " in lines[0]
+    assert f"{dist} 999.0 (verified: " in lines[0]
 
 
-def test_version_guard_runner_runs_rail_code(tmp_path, other_versions, caplog):
-    """A Runner under other versions uses RAIL's own class, and its results are RAIL's."""
-    from rail.estimation.algos.cmnn import CMNNEstimator
+@pytest.mark.parametrize("name", sorted(n for n, a in algorithms.REGISTRY.items() if a.fast))
+def test_version_guard_a_missing_package_turns_the_fast_path_off(name, monkeypatch, caplog):
+    cfg = load_config(REPO_ROOT / "config" / "config.yaml")
+    algo = algorithms.get(name)
+    dist = sorted(algo.fast.verified)[0]
+    _fake_version(monkeypatch, {dist}, version=None)
+    with caplog.at_level(logging.WARNING, logger="pzpipe.algorithms"):
+        assert algorithms.fast_path_for(algo, cfg) is None
+    assert [f"{dist} not installed (verified: " in r.getMessage() for r in caplog.records] == [True]
 
+
+@pytest.fixture(scope="module")
+def cmnn_model(tmp_path_factory):
     from pzpipe.stages.samples import read_sample
 
+    tmp = tmp_path_factory.mktemp("guard")
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
     cfg = deep_update(cfg, {"training": {"max_rows": 1000}})
-    model = str(tmp_path / "cmnn.pkl")
-    train.run("cmnn", cfg, model, str(tmp_path / "cmnn.json"))
+    model = str(tmp / "cmnn.pkl")
+    train.run("cmnn", cfg, model, str(tmp / "cmnn.json"))
     data = read_sample(cfg, dict(cfg["validation"], max_rows=200))
     data.pop("redshift")
     data.pop("flags")
+    return cfg, model, data
+
+
+@pytest.mark.parametrize("dist", ["pz-rail-cmnn", "numba", "llvmlite"])
+def test_version_guard_runner_runs_rail_code(cmnn_model, dist, monkeypatch, caplog):
+    """A Runner under another version of a guarded package (RAIL's, numba, llvmlite) uses
+    RAIL's own class, and its results are RAIL's."""
+    from rail.estimation.algos.cmnn import CMNNEstimator
+
+    cfg, model, data = cmnn_model
+    _fake_version(monkeypatch, {dist})
     with caplog.at_level(logging.WARNING, logger="pzpipe.algorithms"):
         r = algorithms.Runner(algorithms.get("cmnn"), model, cfg, name="guard")
     assert r.fast_path is None and type(r.stage) is CMNNEstimator
-    assert len([x for x in caplog.records if "fast path off" in x.getMessage()]) == 1
+    msgs = [x.getMessage() for x in caplog.records if "fast path off" in x.getMessage()]
+    assert len(msgs) == 1 and f"{dist} 999.0" in msgs[0], msgs
     pdf, extras = r.estimate(data, chunk_index=0)
     ok = algorithms.Runner(algorithms.get("cmnn"), model,
                            deep_update(cfg, {"algorithms": {"cmnn": {"fast": False}}}),

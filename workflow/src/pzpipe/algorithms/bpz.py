@@ -32,7 +32,8 @@ FAST = FastPath(
     ref="pzpipe.algorithms.bpz_fast:FastBPZ",
     kind="standalone",
     verified={"pz-rail-bpz": "2.2.0", "desc-bpz": "0.4.0", "pz-rail-base": "2.0.11",
-              "qp-prob": "1.1.4", "numpy": "2.4.6"},
+              "qp-prob": "1.1.4", "numpy": "2.4.6",
+              "numba": "0.68.1", "llvmlite": "0.50.0"},
     guarantee=("bit-identical to RAIL's BPZliteEstimator: PDFs, zmode, t_best, todds and "
                "zmean compared with exact equality against RAIL itself in "
                "tests/test_algo_bpz.py (DC2 objects with non-detections, NaN and -99 "

@@ -407,7 +407,7 @@ FAST = FastPath(
     ref="pzpipe.algorithms.cmnn:CMNNfastEstimator",
     kind="estimator",
     verified={"pz-rail-cmnn": "2.0.2", "pz-rail-base": "2.0.11", "qp-prob": "1.1.4",
-              "scipy": "1.17.1", "numpy": "2.4.6"},
+              "scipy": "1.17.1", "numpy": "2.4.6", "numba": "0.68.1", "llvmlite": "0.50.0"},
     guarantee=("bit-identical PDFs, Gaussian parameters, n_match and n_colors to RAIL's "
                "CMNNEstimator with the same seed (exact equality in all three "
                "selection modes, tests/test_algo_cmnn.py runs RAIL itself)"),

@@ -47,7 +47,8 @@ FAST = FastPath(
     ref="pzpipe.algorithms.dnf_fast:FastDNF",
     kind="standalone",
     verified={"pz-rail-dnf": "2.0.4", "scikit-learn": "1.9.1", "numpy": "2.4.6",
-              "scipy": "1.17.1", "qp-prob": "1.1.4", "pz-rail-base": "2.0.11"},
+              "scipy": "1.17.1", "qp-prob": "1.1.4", "pz-rail-base": "2.0.11",
+              "numba": "0.68.1", "llvmlite": "0.50.0"},
     guarantee=("bit-identical to one RAIL DNFEstimator call on the whole chunk: every PDF "
                "value and ancil array (DNF_Z, photozerr, ...) of the DC2 validation sample "
                "(tests/test_algo_dnf_fast.py runs RAIL itself)"),

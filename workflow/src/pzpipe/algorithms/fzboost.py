@@ -23,7 +23,8 @@ from ._base import Algorithm, FastPath
 FAST = FastPath(
     ref="pzpipe.algorithms.fzboost_fast:patched",
     kind="context",
-    verified={"flexcode": "0.2.3", "pz-rail-flexzboost": "2.0.3", "numpy": "2.4.6"},
+    verified={"flexcode": "0.2.3", "pz-rail-flexzboost": "2.0.3", "numpy": "2.4.6",
+              "numba": "0.68.1", "llvmlite": "0.50.0"},
     guarantee=("bit-identical PDFs to RAIL's FlexZBoostEstimator (exact equality, "
                "tests/test_algo_fzboost.py runs RAIL itself and checks the fast path was active)"),
 )

@@ -23,7 +23,8 @@ FAST = FastPath(
     ref="pzpipe.algorithms.knn_fast:FastKNN",
     kind="standalone",
     verified={"pz-rail-sklearn": "2.0.3", "scikit-learn": "1.9.1", "numpy": "2.4.6",
-              "scipy": "1.17.1", "qp-prob": "1.1.4", "pz-rail-base": "2.0.11"},
+              "scipy": "1.17.1", "qp-prob": "1.1.4", "pz-rail-base": "2.0.11",
+              "numba": "0.68.1", "llvmlite": "0.50.0"},
     guarantee=("bit-identical PDFs and zmode to RAIL's KNearNeighEstimator on the DC2 "
                "validation sample (tests/test_algo_knn_fast.py runs RAIL itself)"),
 )
