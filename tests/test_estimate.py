@@ -45,6 +45,39 @@ def test_subchunks_do_not_change_results(small, algo):
     np.testing.assert_array_equal(a.column("object_id").to_numpy(), data["object_id"])
 
 
+@pytest.mark.parametrize("algo", ["knn", "dnf"])
+def test_runner_fast_path_did_the_work(small, algo, monkeypatch):
+    """The Runner (what the estimate jobs run) uses the standalone fast path and every
+    object goes through its compiled kernels, none through RAIL; with ``fast: false`` the
+    reverse; both give the same PDFs and extras."""
+    from helpers.counting import Through, one
+
+    from pzpipe.algorithms import dnf_fast, knn_fast
+    from pzpipe.algorithms.runner import Runner
+
+    kernel = {"knn": (knn_fast, "_exponents"), "dnf": (dnf_fast, "_preselect_metric")}[algo]
+    t = Through(monkeypatch)
+    t.wrap(*kernel, "kernel")
+    t.wrap(Runner, "rail_call", "rail_calls", one)
+    cfg, models, data, flags = small
+    n = len(data["object_id"])
+    out = {}
+    for fast in (True, False):
+        t.reset()
+        c = deep_update(cfg, {"algorithms": {algo: {"fast": fast}}})
+        r = algorithms.Runner(algorithms.get(algo), models[algo], c, name=f"did{algo}{fast}")
+        assert (r.fast is not None) == fast
+        out[fast] = r.estimate(data, chunk_index=2)
+        if fast:
+            assert t["kernel"] == n and t["rail_calls"] == 0, t
+        else:
+            assert t["kernel"] == 0 and t["rail_calls"] >= 1, t
+    np.testing.assert_array_equal(out[True][0], out[False][0])
+    assert set(out[True][1]) == set(out[False][1])
+    for k in out[True][1]:
+        np.testing.assert_array_equal(out[True][1][k], out[False][1][k])
+
+
 def test_tpz_is_deterministic_per_chunk(small):
     cfg, models, data, flags = small
     a = _table(cfg, models, "tpz", data, flags, 10000, chunk=5)
