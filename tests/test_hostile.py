@@ -220,7 +220,8 @@ def test_hdf5_wrong_group_and_missing_column(tmp_path):
 
 def test_duplicate_ids_across_files_are_caught_at_export(tmp_path):
     """Duplicates inside a batch stop the partition job; duplicates across batches (files)
-    are found by the export's bucketed duplicate check, which names them."""
+    are found by the export's bucketed duplicate check, which names them and, given the
+    config (as the rule passes it), the user's files and rows that hold them."""
     from pzpipe.stages import export
 
     a = write_parquet(tmp_path / "a.parquet", make_flux_table(40))
@@ -233,10 +234,131 @@ def test_duplicate_ids_across_files_are_caught_at_export(tmp_path):
         run_batch(lay, bid, cfg, str(p))
         ids.append(str(tmp_path / f"ids-{bid}.parquet"))
         export.write_id_buckets(pq.read_table(p, columns=["object_id"]).column(0).to_numpy(),
-                                1, ids[-1])
+                                1, ids[-1], bid)
     with pytest.raises(PipelineError, match=r"10 object id\(s\) appear in more than one batch.*31"):
         export.run_dedup(ids, 0, str(tmp_path / "dedup.json"))
+    with pytest.raises(PipelineError) as ei:
+        export.run_dedup(ids, 0, str(tmp_path / "dedup.json"), cfg)
+    msg = str(ei.value)
+    assert "\n" not in msg and "id column 'objectId'" in msg
+    assert f"id 31 at file '{a}' row 30 and file '{b}' row 0" in msg, msg
     assert not (tmp_path / "dedup.json").exists()
+
+
+def test_duplicate_ids_in_a_batch_name_the_files_and_rows(tmp_path):
+    """Within one batch (the partition's check): the same id in two files and twice in
+    one file, each named with its rows."""
+    ta, tb = make_flux_table(30), make_flux_table(30, seed=1, start_id=100)
+    ta["objectId"][7] = ta["objectId"][3]                 # twice in a.parquet
+    tb["objectId"][12] = ta["objectId"][20]               # in a.parquet and b.parquet
+    a = write_parquet(tmp_path / "a.parquet", ta)
+    b = write_parquet(tmp_path / "b.parquet", tb)
+    cfg = flux_config([a, b], partition={"chunk_rows": 30}, batch={"chunks_per_batch": 2})
+    with pytest.raises(PipelineError) as ei:
+        run_batch(make_layout(cfg), "b000000", cfg, str(tmp_path / "out" / "b000000.parquet"))
+    msg = str(ei.value)
+    assert "\n" not in msg and msg.startswith("2 duplicate value(s) in id column 'objectId'")
+    assert f"id 4 at file '{a}' row 3 and file '{a}' row 7" in msg, msg
+    assert f"id 21 at file '{a}' row 20 and file '{b}' row 12" in msg, msg
+    assert _leftovers(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("dtype,value,limit", [
+    (np.float64, 2.0**53 + 2, 53),       # integral, but beyond 2**53: already rounded
+    (np.float64, 12.5, 53),              # a fraction
+    (np.float32, 2.0**24 + 2, 24),       # float32: exact only to 2**24
+])
+def test_float_ids_are_refused_unless_exact_integers(tmp_path, dtype, value, limit):
+    cols = make_flux_table(20)
+    ids = cols["objectId"].astype(dtype)
+    ids[5] = value
+    cols["objectId"] = ids
+    msg = _partition_fails(
+        tmp_path, cols, rf"file '.*in\.parquet' rows 0-20: id column 'objectId' holds "
+                        rf"floating-point ids.*1 are not exact integers.*2\*\*{limit}")
+    shown = str(int(value)) if value == int(value) else repr(value)
+    assert f"e.g. {shown} in row 5)" in msg, msg
+
+
+def test_float_ids_that_are_exact_integers_are_accepted(tmp_path):
+    """Integral float64 ids up to 2**53 (negative too) are the same ids as integers."""
+    cols = make_flux_table(20)
+    ids = cols["objectId"].astype(np.int64)
+    ids[0], ids[1] = 2**53, -(2**53)
+    cols["objectId"] = ids.astype(np.float64)
+    t, _ = _partition_ok(tmp_path, cols)
+    np.testing.assert_array_equal(t.column("object_id").to_numpy(), ids)
+
+
+def test_import_refuses_float_ids_naming_the_users_file(tmp_path):
+    """The HATS import (rule import_objects) checks the user's files first: the error names
+    the file and column, not the imported catalog, and nothing is imported."""
+    from pzpipe.stages.partition import import_objects
+
+    ta, tb = make_flux_table(30), make_flux_table(30, seed=1, start_id=100)
+    tb["objectId"] = tb["objectId"].astype(np.float64)
+    tb["objectId"][29] = 2.0**60
+    a = write_parquet(tmp_path / "a.parquet", ta)
+    b = write_parquet(tmp_path / "b.parquet", tb, row_group_size=10)
+    cfg = flux_config([a, b])
+    with pytest.raises(PipelineError, match=rf"^file '{re.escape(b)}' rows 0-30: id column "
+                                            r"'objectId' holds floating-point ids.*e\.g\. "
+                                            r"1152921504606846976 in row 29\)") as ei:
+        import_objects([a, b], cfg, str(tmp_path / "objects_hats"))
+    assert "\n" not in str(ei.value)
+    assert not (tmp_path / "objects_hats").exists()
+
+
+@pytest.fixture(scope="module")
+def imported_collisions(tmp_path_factory):
+    """Two user files imported as HATS by the import rule's function; rows 5-7 of b.parquet
+    reuse the ids of rows 10-12 of a.parquet at other positions (colliding ids of distinct
+    objects), so the imported catalog holds them in other pixels."""
+    from pzpipe.stages.partition import import_objects
+
+    d = tmp_path_factory.mktemp("imported")
+    ta, tb = make_flux_table(60), make_flux_table(60, seed=1, start_id=1000)
+    tb["objectId"][5:8] = ta["objectId"][10:13]
+    tb["ra"][5:8] = ta["ra"][10:13] + 20.0
+    a = write_parquet(d / "a.parquet", ta)
+    b = write_parquet(d / "b.parquet", tb)
+    cfg = flux_config([a, b], inputs={"to_hats": {"enabled": True, "pixel_threshold": 20,
+                                                   "dask": {"threads": 1}}})
+    out = d / "objects_hats"
+    import_objects([a, b], cfg, str(out), threads=1, mem_mb=2000)
+    return cfg, str(out), a, b
+
+
+def test_duplicate_ids_of_an_imported_catalog_name_the_users_files(imported_collisions, tmp_path):
+    """Partition (one batch of every chunk) and export (one chunk per batch: the bucketed
+    check) of the imported catalog: the error names the user's files and rows, never the
+    pipeline's imported pixel files."""
+    from pzpipe.run.config import deep_update
+    from pzpipe.stages import export
+
+    cfg0, cat, a, b = imported_collisions
+    expect = [f"id {i} at file '{a}' row {i - 1} and file '{b}' row {i - 6}" for i in (11, 12, 13)]
+    cfg = deep_update(cfg0, {"partition": {"chunk_rows": 1000}, "batch": {"chunks_per_batch": 1000}})
+    lay = make_layout(cfg, imported=cat)
+    assert len(lay.batch_ids()) == 1 and all(c.file.startswith(cat) for c in lay.chunks())
+    with pytest.raises(PipelineError) as ei:
+        run_batch(lay, lay.batch_ids()[0], cfg, str(tmp_path / "p.parquet"))
+    msg = str(ei.value)
+    assert "\n" not in msg and all(e in msg for e in expect) and cat not in msg, msg
+
+    cfg = deep_update(cfg0, {"partition": {"chunk_rows": 1000}, "batch": {"chunks_per_batch": 1}})
+    lay = make_layout(cfg, imported=cat)
+    ids = []
+    for bid in lay.batch_ids():           # each batch alone has no duplicate
+        p = tmp_path / f"{bid}.parquet"
+        run_batch(lay, bid, cfg, str(p))
+        ids.append(str(tmp_path / f"ids-{bid}.parquet"))
+        export.write_id_buckets(pq.read_table(p, columns=["object_id"]).column(0).to_numpy(),
+                                1, ids[-1], bid)
+    with pytest.raises(PipelineError, match=r"^3 object id\(s\) appear in more than one batch") as ei:
+        export.run_dedup(ids, 0, str(tmp_path / "dedup.json"), cfg)
+    msg = str(ei.value)
+    assert "\n" not in msg and all(e in msg for e in expect) and cat not in msg, msg
 
 
 def test_training_sample_problems_name_file_and_column(tmp_path):

@@ -42,7 +42,7 @@ rule export_dedup:
     resources:
         **rule_resources(CFG, "export_dedup"),
     run:
-        logged(log[0], export.run_dedup, list(input), int(wildcards.bucket), output[0])
+        logged(log[0], export.run_dedup, list(input), int(wildcards.bucket), output[0], CFG)
 
 
 rule export:

@@ -103,9 +103,10 @@ def bucket_of(h: np.ndarray, k: int) -> np.ndarray:
     return np.searchsorted(bucket_thresholds(k), h, side="right")
 
 
-def write_id_buckets(ids: np.ndarray, k: int, path: str) -> None:
+def write_id_buckets(ids: np.ndarray, k: int, path: str, batch: str | None = None) -> None:
     """The batch's ids as sorted hashes, one row group per non-empty bucket; the metadata
-    maps bucket -> row group. ``ids`` (int64) is overwritten with the hashes."""
+    maps bucket -> row group and names the ``batch``. ``ids`` (int64) is overwritten with
+    the hashes."""
     ids = np.asarray(ids, dtype=np.int64)
     # the caller's array becomes the hashes (no copy) unless it is read-only
     h = mix64(ids, inplace=ids.flags.writeable)
@@ -122,7 +123,7 @@ def write_id_buckets(ids: np.ndarray, k: int, path: str) -> None:
                     groups[j] = len(groups)
                     w.write_table(pa.table({"h": h[lo:hi]}, schema=schema), row_group_size=hi - lo)
             w.add_key_value_metadata({"pzpipe": json.dumps({"buckets": k, "row_groups": groups,
-                                                            "n": int(len(h))})})
+                                                            "n": int(len(h)), "batch": batch})})
 
 
 # ---------------------------------------------------------------------------- per batch
@@ -253,15 +254,19 @@ def run_batch(layout: Layout, batch: str, algos: list[str], cfg: dict, partition
                   "files": written, "empty_pixels": [t["pixel"] for t in tiles.values()
                                                      if t["rows"] == 0 and t["pixel"]]}
         write_json_atomic(tmp / REPORT, report)
-        write_id_buckets(ids_all[:n_ids], int(buckets), ids_out)
+        write_id_buckets(ids_all[:n_ids], int(buckets), ids_out, batch)
         del ids_all
     log.info("export %s: %d rows in %d file(s)", batch, prow, len(written))
     return report
 
 
 # ---------------------------------------------------------------------------- duplicates
-def run_dedup(ids_files: list[str], bucket: int, out: str) -> dict:
-    """Object ids seen in more than one batch, for one hash bucket."""
+def run_dedup(ids_files: list[str], bucket: int, out: str, cfg: dict | None = None) -> dict:
+    """Object ids seen in more than one batch, for one hash bucket.
+
+    With ``cfg``, an error names where the first duplicates are in the user's input files
+    (``partition.locate_ids``: the batches holding them, or ``inputs.files`` when they
+    were imported as HATS)."""
     # one array of the bucket's hashes, filled file by file (the footers give the sizes):
     # the job's memory is 8 bytes per id of the bucket, once
     groups = []
@@ -282,10 +287,23 @@ def run_dedup(ids_files: list[str], bucket: int, out: str) -> dict:
     report = {"bucket": bucket, "ids": int(len(h)), "duplicate_ids": int(len(ids)),
               "examples": ids[:20].tolist()}
     if len(ids):
-        raise PipelineError(f"{len(ids)} object id(s) appear in more than one batch of the "
-                            f"release (e.g. {ids[:5].tolist()}): the input catalog has duplicate "
-                            f"ids in different files/pixels. Deduplicate the input (or set "
-                            f"columns.id to a unique column) and rerun.")
+        head = f"{len(ids)} object id(s) appear in more than one batch of the release"
+        if cfg is None:
+            raise PipelineError(f"{head} (e.g. {ids[:5].tolist()}): the input catalog has "
+                                f"duplicate ids in different files/pixels. Deduplicate the "
+                                f"input (or set columns.id to a unique column) and rerun.")
+        from pzpipe.stages.partition import duplicate_ids_error
+
+        del h
+        # the batches whose hashes include the first duplicates (re-read: error path only)
+        want = mix64(ids[:3])
+        batches = []
+        for f, rg, _ in groups:
+            if np.isin(want, pq.ParquetFile(f).read_row_group(rg).column("h").to_numpy()).any():
+                batches.append(parquet_meta(f, required=True).get("batch"))
+        raise duplicate_ids_error(cfg, ids, f"{head}, id column '{cfg['columns']['id']}'",
+                                  batches if None not in batches else None,
+                                  f"batches {batches[:5]}")
     write_json_atomic(out, report)
     return report
 

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from pzpipe import PipelineError
 from pzpipe.core.hatsio import HEALPIX_COL, spatial_index
 from pzpipe.core.io import atomic_path, available_columns, parquet_meta, read_rows
-from pzpipe.core.columns import FLAG_BAD_ERR, ID_COL, err_col, mag_col
+from pzpipe.core.columns import FLAG_BAD_ERR, ID_COL, err_col, int_ids, mag_col
 from pzpipe.run.layout import Chunk, Layout
 
 log = logging.getLogger(__name__)
@@ -119,22 +119,12 @@ def transform(raw: dict[str, np.ndarray], cfg: dict, path: str = "<memory>",
     kind = cfg["inputs"]["photometry"]
     nd = float(p["nondetect_val"])
     bands = cfg["bands"]
-    ids = raw[c["id"]]
+    first = rows.split("-")[0] if rows else ""
+    ids = int_ids(raw[c["id"]], f"file '{path}' rows {rows}", c["id"],
+                  int(first) if first.isdigit() else None)
     n = len(ids)
-    if ids.dtype.kind not in "iu":
-        if ids.dtype.kind == "f" and np.all(np.isfinite(ids)) and np.all(ids == np.round(ids)):
-            ids = ids.astype(np.int64)
-        else:
-            raise PipelineError(
-                f"file '{path}' rows {rows}: id column '{c['id']}' must hold integers "
-                f"(found dtype {ids.dtype}{', with NaN' if ids.dtype.kind == 'f' else ''}). "
-                f"Set columns.id to the object id column.")
-    if ids.dtype.kind == "u" and n and ids.max() > np.iinfo(np.int64).max:
-        raise PipelineError(
-            f"file '{path}' rows {rows}: id column '{c['id']}' has values above the int64 "
-            f"range (max {int(ids.max())}); object ids are stored as int64.")
     flags = np.zeros(n, dtype=np.int32)
-    out = {ID_COL: ids.astype(np.int64)}
+    out = {ID_COL: ids}
     detected = np.zeros((n, len(bands)), dtype=bool)
     for bi, b in enumerate(bands):
         vname = c[kind].format(band=b)
@@ -244,6 +234,56 @@ def check_unique(ids: np.ndarray, where: str, idname: str) -> None:
             f"{where}: {len(dup)} duplicate value(s) in id column '{idname}' "
             f"(e.g. {dup[:5].tolist()}). Every object must have a unique id: deduplicate the "
             f"input or set columns.id to the unique object id column.")
+
+
+def locate_ids(cfg: dict, ids, batches: list[str] | None = None, per_id: int = 2,
+               max_ids: int = 3) -> dict[int, list[str]]:
+    """Where ``ids`` (the first ``max_ids``) are in the user's input: for each, up to
+    ``per_id`` places "file 'X' row r" (rows counted from 0 in the file).
+
+    The user's input is ``inputs.files`` when the pipeline imported them as HATS (the
+    imported catalog is the pipeline's own file, which the user never wrote), else the
+    configured input (files or the user's HATS catalog), restricted to ``batches`` when
+    given. Reads only the id column, one chunk at a time (memory of one chunk), and stops
+    once every id has ``per_id`` places: called on the error path only."""
+    from pzpipe.run.layout import import_enabled, make_layout
+
+    lay = make_layout(cfg)            # without `imported`: inputs.files themselves
+    if batches is not None and not import_enabled(cfg):
+        chunks = [c for b in batches for c in lay.batch_chunks(b)]
+    else:
+        chunks = lay.chunks()
+    want = np.unique(np.asarray(ids, dtype=np.int64))[:max_ids]
+    found: dict[int, list[str]] = {int(i): [] for i in want}
+    col, group = cfg["columns"]["id"], cfg["inputs"]["hdf5_group"]
+    for ch in chunks:
+        v = read_rows(ch.file, [col], ch.start, ch.stop, group)[col]
+        for h in np.flatnonzero(np.isin(v, want)):
+            places = found[int(v[h])]
+            if len(places) < per_id:
+                places.append(f"file '{ch.file}' row {ch.start + int(h)}")
+        if all(len(p) >= per_id for p in found.values()):
+            break
+    return found
+
+
+def duplicate_ids_error(cfg: dict, dup, head: str, batches: list[str] | None = None,
+                        where: str = "") -> PipelineError:
+    """One line for the duplicate object ids ``dup``: ``head`` (how many, what), examples,
+    and where the first ones are in the user's input files (``locate_ids``; ``where`` if
+    they cannot be located)."""
+    dup = np.asarray(dup, dtype=np.int64)
+    try:
+        found = locate_ids(cfg, dup, batches)
+    except Exception as exc:  # noqa: BLE001 - the duplicates are the error to report
+        log.warning("could not locate the duplicate ids in the input: %s", exc)
+        found = {}
+    places = "; ".join(f"id {i} at {' and '.join(p)}" for i, p in found.items() if p)
+    return PipelineError(
+        f"{head} (e.g. {dup[:5].tolist()})"
+        + (f": {places} (rows counted from 0)" if places else f" in {where}" if where else "")
+        + ". Every object must have a unique id: deduplicate the input or set columns.id "
+          "to the unique object id column.")
 
 
 def partition_schema(cfg: dict, hats: bool = False) -> pa.Schema:
@@ -381,8 +421,13 @@ def run_batch(layout: Layout, batch: str, cfg: dict, output: str) -> dict:
                      ch.start, ch.stop, stats["rows_in"], stats["rows_out"], stats["cut"])
             yield table, stats
         ids = np.concatenate(seen_ids) if seen_ids else np.array([], dtype=np.int64)
-        check_unique(ids, f"batch {batch} (files {layout.batch_files(batch)[:5]})",
-                     cfg["columns"]["id"])
+        seen_ids.clear()
+        ids.sort()
+        dup = np.unique(ids[1:][ids[1:] == ids[:-1]])
+        if len(dup):
+            raise duplicate_ids_error(
+                cfg, dup, f"{len(dup)} duplicate value(s) in id column "
+                          f"'{cfg['columns']['id']}' of the input", [batch], f"batch {batch}")
 
     with atomic_path(output) as tmp:
         return write_partition(tmp, schema, tables(), {
@@ -395,6 +440,17 @@ def read_meta(path: str) -> dict:
     return parquet_meta(path, required=True)
 
 
+def check_id_column(path: str, column: str, batch_rows: int = 1 << 20) -> None:
+    """The id column of the parquet file ``path`` holds ids the partition accepts
+    (``core.columns.int_ids``), read ``batch_rows`` at a time (the memory of one batch):
+    the import checks the user's files, whose rows the imported catalog reorders."""
+    start = 0
+    for b in pq.ParquetFile(path).iter_batches(columns=[column], batch_size=batch_rows):
+        v = b.column(0).to_numpy(zero_copy_only=False)
+        int_ids(v, f"file '{path}' rows {start}-{start + len(v)}", column, start)
+        start += len(v)
+
+
 def import_objects(files, cfg: dict, output: str, threads: int = 1, mem_mb: int = 4000) -> str:
     """Rule entry point: ``inputs.files`` (with coordinates) -> a HATS catalog at ``output``
     with hats-import, after checking that every file has the columns the run needs (one
@@ -404,6 +460,8 @@ def import_objects(files, cfg: dict, output: str, threads: int = 1, mem_mb: int 
     files = [str(f) for f in files]
     for f in files:                   # same message as the partition's (names file + column)
         check_columns(f, cfg)
+    for f in files:                   # ids the partition would refuse, named in the user's file
+        check_id_column(f, cfg["columns"]["id"])
     th = cfg["inputs"]["to_hats"]
     return hatsio.import_catalog(
         files, output, ra_column=cfg["columns"]["ra"], dec_column=cfg["columns"]["dec"],
