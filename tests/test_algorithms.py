@@ -106,26 +106,26 @@ def _fake_version(monkeypatch, dists, version="999.0"):
 def _imported_roots(mod: str, seen: set) -> set:
     """Top-level names of every module ``mod`` imports (anywhere in its code, functions
     included), following pzpipe.algorithms' own modules."""
+    import importlib.util
+
     if mod in seen:
         return set()
     seen.add(mod)
-    path = SRC / "algorithms" / (mod.rsplit(".", 1)[-1] + ".py")
     roots = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(Path(importlib.util.find_spec(mod).origin).read_text())):
         names = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level == 1:                         # from . import x / from ._numba import
+            if node.level == 1 and mod.startswith("pzpipe.algorithms."):
                 names = ([f"pzpipe.algorithms.{node.module}"] if node.module else
                          [f"pzpipe.algorithms.{a.name}" for a in node.names])
             elif node.level == 0:
                 names = [node.module]
         for n in names:
-            if n.startswith("pzpipe.algorithms."):
-                if (SRC / "algorithms" / (n.rsplit(".", 1)[-1] + ".py")).exists():
-                    roots |= _imported_roots(n, seen)
-            else:
+            if n.startswith("pzpipe.algorithms.") and importlib.util.find_spec(n) is not None:
+                roots |= _imported_roots(n, seen)
+            elif not n.startswith("pzpipe"):
                 roots.add(n.split(".")[0])
     return roots
 
@@ -135,10 +135,11 @@ def test_fast_paths_that_compile_guard_numba_and_llvmlite():
     of its ``ref`` and the pzpipe.algorithms modules they import) compiles with them: both
     are in its ``verified`` versions, so another numba or llvmlite turns it off."""
     compiled = set()
-    for name, algo in algorithms.REGISTRY.items():
+    for mod in algorithms._MODULES:             # the built-in estimators' modules
+        name, algo = mod.ALGORITHM.name, mod.ALGORITHM
         if algo.fast is None:
             continue
-        roots = _imported_roots(f"pzpipe.algorithms.{name}", set())
+        roots = _imported_roots(mod.__name__, set())
         roots |= _imported_roots(algo.fast.ref.split(":")[0], set())
         if roots & {"numba", "llvmlite"}:
             compiled.add(name)
