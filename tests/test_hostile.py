@@ -606,6 +606,33 @@ def test_cli_missing_column_one_line_and_no_output(tmp_path):
     assert _leftovers(wd / "results") == []
 
 
+@pytest.mark.slow            # snakemake + hats-import: ~60 s on 2 busy cores
+def test_cli_duplicate_ids_of_imported_files_name_the_users_files(tmp_path):
+    """Through ``snakemake``: the same three objects in two user files imported as HATS
+    (rule import_objects), then the partition: one line naming the user's files and rows,
+    not the imported catalog's pixel files, and no partition file."""
+    ta, tb = make_flux_table(60), make_flux_table(60, seed=1, start_id=1000)
+    for k in ta:
+        tb[k][5:8] = ta[k][10:13]
+    a = write_parquet(tmp_path / "a.parquet", ta)
+    b = write_parquet(tmp_path / "b.parquet", tb)
+    cf = _write_cfg(tmp_path / "c.yaml", [a, b], partition={"chunk_rows": 1000},
+                    batch={"chunks_per_batch": 1000},
+                    inputs={"to_hats": {"enabled": True, "pixel_threshold": 20,
+                                        "dask": {"threads": 1}}})
+    wd = tmp_path / "wd"
+    r = smk(wd, "results/partition/b000000.parquet", configfile=cf, check=False, timeout=600)
+    assert r.returncode != 0
+    assert (wd / "results" / "objects_hats").is_dir()            # the import ran
+    lines = _pzpipe_lines(r.stderr)
+    assert len(lines) == 1, r.stderr[-3000:]
+    assert "3 duplicate value(s) in id column 'objectId'" in lines[0], lines[0]
+    for i in (11, 12, 13):
+        assert f"id {i} at file '{a}' row {i - 1} and file '{b}' row {i - 6}" in lines[0], lines[0]
+    assert "objects_hats" not in lines[0]
+    assert _leftovers(wd / "results" / "partition") == []
+
+
 def test_cli_config_typo_one_line_and_no_output(tmp_path):
     f = write_parquet(tmp_path / "objects.parquet", make_flux_table(60))
     cf = _write_cfg(tmp_path / "c.yaml", [f], partition={"chunk_row": 40})
