@@ -387,7 +387,7 @@ def test_training_sample_problems_name_file_and_column(tmp_path):
     (lambda r: r["zgrid"].__setitem__("zmax", -1.0), r"'zgrid'.*zmax"),
     (lambda r: r["partition"].__setitem__("chunk_rows", 1.5), r"'partition\.chunk_rows'.*integer"),
     (lambda r: r["partition"].__setitem__("chunk_rows", True), r"'partition\.chunk_rows'.*integer"),
-    (lambda r: r["algorithms"]["knn"].__setitem__("enabled", "no"), r"'algorithms\.knn\.enabled'"),
+    (lambda r: r["algorithms"].__setitem__("knn", {"enabled": "no"}), r"'algorithms\.knn\.enabled'"),
     (lambda r: r["inputs"].__setitem__("photometry", "flux "), r"'inputs\.photometry'"),
     (lambda r: r.__setitem__("relase", "x"), r"'relase' was unexpected"),
     (lambda r: r.pop("training"), r"'training' is a required property"),
@@ -411,7 +411,7 @@ def test_typo_in_rail_parameter_is_named():
     from pzpipe import algorithms
 
     raw = _raw_config()
-    raw["algorithms"]["tpz"]["inform"] = {"n_random": 2, "ntrees": 2}     # ntrees: typo
+    raw["algorithms"]["tpz"] = {"inform": {"n_random": 2, "ntrees": 2}}     # ntrees: typo
     cfg = validate_config(raw)
     with pytest.raises(PipelineError, match=r"algorithms\.tpz\.inform.*'ntrees'.*n_trees"):
         algorithms.stage_params(algorithms.get("tpz"), cfg, "inform")

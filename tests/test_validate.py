@@ -269,12 +269,6 @@ def test_rubin_catalog_with_dc2_training_file_trains_reads(tmp_path):
     assert len(d["redshift"]) == 800
 
 
-def test_partition_reexports_read_sample():
-    from pzpipe.stages import partition, samples
-
-    assert partition.read_sample is samples.read_sample
-
-
 def test_cuts_are_validated_by_the_schema():
     raw = yaml.safe_load(open(REPO / "config" / "config.yaml"))
     raw["training"]["cuts"] = {"require_tru": ["x"]}
