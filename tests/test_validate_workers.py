@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pzpipe import algorithms
-from pzpipe.core.config import REPO_ROOT, deep_update, load_config
+from pzpipe.run.config import REPO_ROOT, deep_update, load_config
 from pzpipe.stages import train, validate
 
 ALGOS = algorithms.default_names()
