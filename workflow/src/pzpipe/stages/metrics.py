@@ -247,42 +247,44 @@ def _lerp(a, b, t):
     return np.where(t >= 0.5, b - d * (1.0 - t), a + d * t)
 
 
-def wquantile(values: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
+def _rank_value(v, cum, k, rows):
+    """Value at (0-based) rank k of each row's count-weighted sample: the element whose
+    cumulative count first exceeds k."""
+    j = np.minimum((cum <= k[:, None]).sum(axis=1), max(cum.shape[1] - 1, 0))
+    return v[rows, j]
+
+
+def wquantile(values: np.ndarray, counts: np.ndarray, q: float,
+              cum: np.ndarray | None = None) -> np.ndarray:
     """Per row of ``counts`` (B, n): the q-quantile (numpy 'linear', as np.percentile) of
     the sample that holds values[j] counts[b, j] times. ``values`` is sorted, (n,) or
-    (B, n) sorted per row. NaN for an empty row."""
-    cum = np.cumsum(counts, axis=1, dtype=np.int64)
-    m = cum[:, -1] if cum.shape[1] else np.zeros(len(counts), np.int64)
+    (B, n) sorted per row; ``cum``: the row-wise cumulative counts, if already computed.
+    NaN for an empty row."""
+    if not counts.shape[1]:
+        return np.full(len(counts), np.nan)
+    cum = np.cumsum(counts, axis=1, dtype=np.int64) if cum is None else cum
+    m = cum[:, -1]
     h = (m - 1) * float(q)
     lo = np.floor(h).astype(np.int64)
     t = h - lo
     hi = np.minimum(lo + 1, m - 1)
-    # index of the element at (0-based) rank k: number of elements with cum <= k
-    j_lo = np.minimum((cum <= lo[:, None]).sum(axis=1), max(cum.shape[1] - 1, 0))
-    j_hi = np.minimum((cum <= hi[:, None]).sum(axis=1), max(cum.shape[1] - 1, 0))
     v = np.broadcast_to(values, counts.shape)
     rows = np.arange(len(counts))
-    if not counts.shape[1]:
-        return np.full(len(counts), np.nan)
-    out = _lerp(v[rows, j_lo], v[rows, j_hi], t)
+    out = _lerp(_rank_value(v, cum, lo, rows), _rank_value(v, cum, hi, rows), t)
     return np.where(m > 0, out, np.nan)
 
 
-def wmedian(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def wmedian(values: np.ndarray, counts: np.ndarray, cum: np.ndarray | None = None) -> np.ndarray:
     """Per row: numpy.median of the count-weighted sample (mean of the two middle values
     for an even count). ``values`` sorted as in ``wquantile``."""
-    cum = np.cumsum(counts, axis=1, dtype=np.int64)
-    if not cum.shape[1]:
+    if not counts.shape[1]:
         return np.full(len(counts), np.nan)
+    cum = np.cumsum(counts, axis=1, dtype=np.int64) if cum is None else cum
     m = cum[:, -1]
-    k1 = (m - 1) // 2
-    k2 = m // 2
-    last = cum.shape[1] - 1
-    j1 = np.minimum((cum <= k1[:, None]).sum(axis=1), last)
-    j2 = np.minimum((cum <= k2[:, None]).sum(axis=1), last)
     v = np.broadcast_to(values, counts.shape)
     rows = np.arange(len(counts))
-    a, b = v[rows, j1], v[rows, j2]
+    a = _rank_value(v, cum, (m - 1) // 2, rows)
+    b = _rank_value(v, cum, m // 2, rows)
     out = np.where(m % 2 == 1, a, (a + b) / 2.0)
     return np.where(m > 0, out, np.nan)
 
@@ -301,9 +303,10 @@ def point_metrics_counts(ez_values: np.ndarray, counts: np.ndarray) -> dict:
     o = np.argsort(ez_values, kind="stable")
     v = np.asarray(ez_values, dtype=np.float64)[o]
     c = counts[:, o]
-    bias = wmedian(v, c)
-    x75 = wquantile(v, c, 0.75)
-    x25 = wquantile(v, c, 0.25)
+    cum = np.cumsum(c, axis=1, dtype=np.int64)
+    bias = wmedian(v, c, cum)
+    x75 = wquantile(v, c, 0.75, cum)
+    x25 = wquantile(v, c, 0.25, cum)
     sig = (x75 - x25) / 1.349
     cut = np.maximum(0.06, 3.0 * sig)
     av = np.abs(v)

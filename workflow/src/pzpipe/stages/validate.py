@@ -232,10 +232,12 @@ def tomo_checks(obj: dict, counts: np.ndarray, ts: dict, default_edges, min_obje
                        margin_sigma=_margin_sigma(margin, err), **{"pass": abs(rel) < limit})
         bins.append(row)
     checked = [r for r in bins if r["checked"]]
-    worst = None
-    if checked:
-        worst = min(checked, key=lambda r: (r["margin_sigma"] if r["margin_sigma"] is not None
-                                            else r["margin"] / 1e-300))
+    def least(r):       # smallest margin in sigma; a bin without an error by its margin's sign
+        if r["margin_sigma"] is not None:
+            return r["margin_sigma"]
+        return -math.inf if r["margin"] < 0 else math.inf
+
+    worst = min(checked, key=least) if checked else None
     return {"limit": limit, "bins": bins, "n_checked": len(checked),
             "n_fail": sum(not r["pass"] for r in checked), "worst": worst,
             "pass": bool(checked) and all(r["pass"] for r in checked)}

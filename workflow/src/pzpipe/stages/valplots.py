@@ -122,20 +122,22 @@ SET_STYLES = ("--", ":", "-.")
 
 
 def _set_lines(ax, key: str, sets: list[dict]) -> None:
-    """The requirement sets' limits on ``key`` as grey lines, labelled by set title."""
+    """The requirement sets' limits on ``key`` as grey lines, one style per set; sets with
+    the same limit share the line and its label."""
+    by_value: dict[float, list[str]] = {}
+    styles: dict[float, str] = {}
     for k, rs in enumerate(sets):
-        ls = SET_STYLES[k % len(SET_STYLES)]
-        lines = {"bias": [rs.get("abs_bias_max"), -rs["abs_bias_max"]
-                          if rs.get("abs_bias_max") is not None else None],
-                 "sigma_iqr": [rs.get("sigma_iqr_max")],
-                 "outlier_rate_3sigma": [rs.get("outlier_rate_3sigma_max")]}.get(key, [])
-        for j, val in enumerate(lines):
-            if val is None:
-                continue
-            ax.axhline(val, color="0.35", lw=0.9, ls=ls)
-            if j == 0:
-                ax.text(1.0, val, f" {rs['title']}", transform=ax.get_yaxis_transform(),
-                        fontsize=6.5, color="0.3", va="bottom", ha="right")
+        limit = {"bias": rs.get("abs_bias_max"), "sigma_iqr": rs.get("sigma_iqr_max"),
+                 "outlier_rate_3sigma": rs.get("outlier_rate_3sigma_max")}.get(key)
+        if limit is None:
+            continue
+        by_value.setdefault(float(limit), []).append(rs["title"])
+        styles.setdefault(float(limit), SET_STYLES[k % len(SET_STYLES)])
+    for val, titles in by_value.items():
+        for v in ((val, -val) if key == "bias" else (val,)):
+            ax.axhline(v, color="0.35", lw=0.9, ls=styles[val])
+        ax.text(1.0, val, " " + ", ".join(titles), transform=ax.get_yaxis_transform(),
+                fontsize=6.5, color="0.3", va="bottom", ha="right")
 
 
 def _errorbars(ax, x, y, err, small, colour, label, xerr=None):
@@ -228,14 +230,14 @@ def comparison(results: dict, binned, bin_var: str, xlabel: str, sets: list[dict
     ax.legend(fontsize=7.5, ncol=2)
     ax = axes[0, 2]
     x = np.arange(len(algos))
-    for k, (key, nominal, off) in enumerate((("coverage_68", 0.68, -0.18),
-                                            ("coverage_95", 0.95, 0.18))):
-        v = np.array([results[a]["metrics"][key] for a in algos])
-        e = np.array([results[a]["metrics"][f"{key}_err"] for a in algos])
-        ax.errorbar(x + off, v, yerr=e, fmt="o" if k == 0 else "s", ms=5, capsize=3,
-                    color="0.2", label=f"{key[-2:]}% interval")
+    for k, (key, nominal, off) in enumerate((("coverage_68", 0.68, -0.15),
+                                            ("coverage_95", 0.95, 0.15))):
+        marker = "o" if k == 0 else "s"
         for i, a in enumerate(algos):
-            ax.plot(x[i] + off, v[i], "o" if k == 0 else "s", ms=5, color=col[a])
+            ax.errorbar(x[i] + off, results[a]["metrics"][key],
+                        yerr=results[a]["metrics"][f"{key}_err"], fmt=marker, ms=6,
+                        capsize=3, color=col[a])
+        ax.plot([], [], marker, color="0.3", label=f"{key[-2:]}% interval")
         ax.axhline(nominal, color="0.4", ls="--" if k == 0 else ":", lw=0.9)
     ax.set_xticks(x, algos, rotation=30)
     ax.set(ylabel="fraction with z_true inside", title="coverage of the PDF intervals "
