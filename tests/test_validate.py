@@ -1,4 +1,4 @@
-"""Validation tables, goals, release gate, per-sample cuts (no training: synthetic estimates)."""
+"""Validation tables, bootstrap errors, requirement sets, release gate, per-sample cuts (no training: synthetic estimates)."""
 import json
 import re
 
