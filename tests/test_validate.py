@@ -1,5 +1,6 @@
-"""Validation tables, goals, release gate, per-sample cuts (no training: synthetic estimates)."""
+"""Validation tables, bootstrap errors, requirement sets, release gate, per-sample cuts (no training: synthetic estimates)."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,7 @@ def _estimates(path, seed, n=1500, scatter=0.03, outliers=0.05, bad=3):
     from pzpipe.release.pointest import point_estimates
 
     pe, badrow = point_estimates(pdf, ZGRID)
+    full = pa.FixedSizeListArray.from_arrays(pa.array(pdf.ravel()), len(ZGRID))
     mag = rng.uniform(18, 25.3, n)
     mag[5] = np.nan                                   # not detected in the reference band
     info = {"section": "validation", "file": "x.hdf5", "rows_in": n, "rows_after_cuts": n,
@@ -42,8 +44,9 @@ def _estimates(path, seed, n=1500, scatter=0.03, outliers=0.05, bad=3):
             "cuts": {"require_true": [], "ref_mag_max": None}, "skipped_require_true": []}
     t = pa.table({"object_id": np.arange(n, dtype=np.int64),
                   "z_mode": pe["z_mode"].astype(np.float32),
-                  "z_median": pe["z_median"].astype(np.float32), "pdf": enc,
-                  "z_true": zt, "ref_mag": mag})
+                  "z_median": pe["z_median"].astype(np.float32),
+                  **{c: pe[c].astype(np.float32) for c in validate.INTERVAL_COLS},
+                  "pdf": enc, "pdf_full": full, "z_true": zt, "ref_mag": mag})
     t = t.replace_schema_metadata({"pzpipe": json.dumps({"validation_sample": info})})
     pq.write_table(t, path)
     return path
@@ -53,6 +56,8 @@ def _estimates(path, seed, n=1500, scatter=0.03, outliers=0.05, bad=3):
 def ran(tmp_path_factory):
     d = tmp_path_factory.mktemp("val")
     cfg = load_config(REPO / "config" / "config.yaml")
+    # ~100 objects per 0.5-mag bin, fewer in some z bins: small_n 100 marks some bins small
+    cfg = deep_update(cfg, {"validate": {"bins": {"small_n": 100}}})
     files = {"good": _estimates(str(d / "good.parquet"), 1),
              "poor": _estimates(str(d / "poor.parquet"), 2, scatter=0.08, outliers=0.2)}
     out = validate.output_paths(str(d / "results"), list(files))
@@ -74,6 +79,10 @@ def test_metrics_csv_equals_library_on_the_stored_estimates(ran):
     cfg, files, out, _ = ran
     m = pd.read_csv(out["csv"]).set_index("algorithm")
     assert list(m.columns) == validate.METRIC_COLS[1:]
+    for col in ("bias", "sigma_iqr", "outlier_rate_3sigma", "coverage_68", "coverage_95",
+                "pit_ks", "pit_outlier_rate", "cde_loss"):
+        assert (m[f"{col}_err"] > 0).all(), col                  # a bootstrap error each
+    assert (m["n_boot"] == cfg["validate"]["bootstrap"]["n"]).all()
     for algo, path in files.items():
         t = pq.read_table(path)
         zp = t.column("z_mode").to_numpy().astype(np.float64)
@@ -86,7 +95,10 @@ def test_metrics_csv_equals_library_on_the_stored_estimates(ran):
             assert m.loc[algo, col] == pytest.approx(cls().evaluate(zp[ok], zt[ok]), rel=1e-5)
     md = open(out["md"]).read()
     for col in validate.METRIC_COLS[1:]:
-        assert f"- `{col}`: " in md          # one definition line per metric
+        if not col.endswith("_err"):
+            assert f"- `{col}`: " in md          # one definition line per metric
+    assert f"N = {cfg['validate']['bootstrap']['n']} bootstrap resamples" in md
+    assert " ± " in md
 
 
 def test_binned_table(ran):
@@ -110,20 +122,82 @@ def test_binned_table(ran):
     row = b[(b.algorithm == "good") & (b.bin_var == "z_true") & np.isclose(b["lo"], 1.0)].iloc[0]
     assert row["n"] == sel.sum()
     assert row["sigma_iqr"] == pytest.approx(PointSigmaIQR().evaluate(zp[sel], zt[sel]), rel=1e-5)
+    # errors, coverage and the small-bin mark
+    for col in ("bias", "sigma_iqr", "outlier_rate_3sigma", "outlier_frac_015", "coverage_68",
+                "coverage_95", "pit_ks", "pit_outlier_rate"):
+        assert f"{col}_err" in b.columns and row[f"{col}_err"] > 0, col
+    small_n = cfg["validate"]["bins"]["small_n"]
+    assert (b["small"] == (b["n"] < small_n)).all() and b["small"].any()
+    md = open(out["binned_md"]).read()
+    assert re.search(r"\| \d+\* \|", md)                        # small bins marked n*
 
 
-def test_requirements_and_gate(ran, tmp_path):
-    cfg, _, out, _ = ran
+def test_coverage_and_pit_from_the_full_precision_pdfs(ran):
+    """Coverage and the PIT outlier rate counted directly from the stored intervals and
+    the full-precision PDFs; qp's PIT values on the same PDFs kept beside, labelled."""
+    cfg, files, out, _ = ran
+    m = pd.read_csv(out["csv"]).set_index("algorithm")
+    t = pq.read_table(files["poor"])
+    zp = t.column("z_mode").to_numpy().astype(np.float64)
+    zt = t.column("z_true").to_numpy()
+    full = t.column("pdf_full").combine_chunks()
+    pdf = full.flatten().to_numpy().reshape(len(full), -1)
+    ok = np.isfinite(zp)
+    lo, hi = (t.column(c).to_numpy().astype(np.float64)[ok] for c in ("z_err68_low", "z_err68_high"))
+    assert m.loc["poor", "coverage_68"] == pytest.approx(np.mean((lo <= zt[ok]) & (zt[ok] <= hi)),
+                                                        rel=1e-5)
+    pits = metrics.pit_values(pdf[ok], ZGRID, zt[ok])
+    direct = np.mean((pits < 1e-4) | (pits > 0.9999))
+    assert m.loc["poor", "pit_outlier_rate"] == pytest.approx(direct, rel=1e-5)
+    qp_meta = metrics.pit_metrics(metrics.pit(metrics.ensemble(pdf[ok], ZGRID), zt[ok]))
+    for k in ("ks", "cvm", "ad", "outlier_rate"):
+        assert m.loc["poor", f"pit_{k}_qp"] == pytest.approx(qp_meta[f"pit_{k}"], rel=1e-5)
+    md = open(out["md"]).read()
+    assert "- `pit_outlier_rate`: fraction of objects with PIT < 1e-4 or PIT > 0.9999, counted directly" in md
+    assert "- `pit_outlier_rate_qp`: " in md
+
+
+def test_requirements_both_sets_with_margins_in_sigma(ran):
+    cfg, files, out, _ = ran
     req = json.load(open(out["req_json"]))
-    assert req["goals"] == cfg["validate"]["goals"]
+    v = cfg["validate"]
+    assert req["requirements"] == v["requirements"] and req["bootstrap"] == v["bootstrap"]
     good, poor = req["algorithms"]["good"], req["algorithms"]["poor"]
-    names = [c["name"] for c in good["checks"]]
+    assert set(good["sets"]) == {"lsst_science_book", "lsst_srd"}
+    assert set(good["tomo_sets"]) == set(v["tomo_requirements"])
+    names = [c["name"] for c in good["sets"]["lsst_science_book"]["checks"]]
     assert names == ["sigma_iqr", "outlier_rate_3sigma", "abs_bias", "sigma_iqr_goal"]
-    for c in good["checks"]:
-        assert c["margin"] == pytest.approx(c["limit"] - c["value"])
-        assert c["pass"] == (c["value"] < c["limit"])
+    assert [c["name"] for c in good["sets"]["lsst_srd"]["checks"]] == names[:3]
+    for s in (good, poor):
+        for st in s["sets"].values():
+            for c in st["checks"]:
+                assert c["margin"] == pytest.approx(c["limit"] - c["value"])
+                assert c["pass"] == (c["value"] < c["limit"])
+                assert c["error"] > 0
+                assert c["margin_sigma"] == pytest.approx(c["margin"] / c["error"])
     assert poor["pass"] is False
-    assert "FAIL" in open(out["req_md"]).read()
+    # the SRD sample: i < 25, 0.3 <= z < 3, valid objects
+    t = pq.read_table(files["good"])
+    zp = t.column("z_mode").to_numpy().astype(np.float64)
+    zt, mag = t.column("z_true").to_numpy(), t.column("ref_mag").to_numpy()
+    sel = np.isfinite(zp) & (mag < 25.0) & (zt >= 0.3) & (zt < 3.0)
+    srd = good["sets"]["lsst_srd"]
+    assert srd["n"] == sel.sum()
+    assert srd["metrics"]["sigma_iqr"] == PointSigmaIQR().evaluate(zp[sel], zt[sel])
+    # DESC SRD mean-z sets: per bin, with errors
+    lss = good["tomo_sets"]["desc_srd_lss_y10"]
+    assert [b["lo"] for b in lss["bins"]] == v["tomo_requirements"]["desc_srd_lss_y10"]["tomo_edges"][:-1]
+    for bn in lss["bins"]:
+        if bn["checked"]:
+            assert bn["error"] > 0 and bn["pass"] == (bn["value"] < lss["limit"])
+    md = open(out["req_md"]).read()
+    for rs in list(v["requirements"].values()) + list(v["tomo_requirements"].values()):
+        assert f"## {rs['title']}" in md and rs["source"] in md
+    assert "FAIL" in md and "σ" in md and f"N = {v['bootstrap']['n']} bootstrap" in md
+
+
+def test_release_gate(ran, tmp_path):
+    cfg, _, out, _ = ran
     validate.check_release_gate(out["req_json"], cfg)               # gate off: no error
     on = deep_update(cfg, {"validate": {"release_gate": True}, "algorithms": {
         k: {"enabled": False} for k in cfg["algorithms"]}})
@@ -132,54 +206,106 @@ def test_requirements_and_gate(ran, tmp_path):
         validate.check_release_gate(out["req_json"], on)
 
 
-def _req(tmp_path, checks, goals):
+def _req(tmp_path, sets_by_algo, cfg):
     p = tmp_path / "requirements.json"
-    p.write_text(json.dumps({"goals": goals, "algorithms": {
-        a: {"pass": all(c["pass"] for c in cs if c["required"]), "checks": cs}
-        for a, cs in checks.items()}}))
+    v = cfg["validate"]
+    p.write_text(json.dumps({
+        "requirements": v["requirements"], "tomo_requirements": v["tomo_requirements"],
+        "algorithms": {a: {"sets": sets, "tomo_sets": {}} for a, sets in sets_by_algo.items()}}))
     return str(p)
 
 
-def test_release_gate_names_estimator_goal_and_margin(tmp_path, cfg):
+def _checks(cfg, name, **m):
+    rs = cfg["validate"]["requirements"][name]
+    checks = validate.goal_checks(m, rs)
+    return {"title": rs["title"], "gate": rs["gate"], "checks": checks,
+            "pass": all(c["pass"] for c in checks if c["required"])}
+
+
+def test_release_gate_names_estimator_set_check_and_sigma(tmp_path, cfg):
     cfg = deep_update(cfg, {"validate": {"release_gate": True}})
-    goals = cfg["validate"]["goals"]
-    ok = validate.goal_checks({"sigma_iqr": 0.02, "outlier_rate_3sigma": 0.05, "bias": -0.001},
-                              [], goals, 10)
-    bad = validate.goal_checks({"sigma_iqr": 0.0623, "outlier_rate_3sigma": 0.05,
-                                "bias": 0.004}, [], goals, 10)
-    assert [c["pass"] for c in bad] == [False, True, False, False]
-    checks = {a: ok for a in cfg["algorithms"]}
-    validate.check_release_gate(_req(tmp_path, checks, goals), cfg)   # all pass: no error
-    checks["knn"] = bad
+    good = dict(sigma_iqr=0.015, sigma_iqr_err=0.001, outlier_rate_3sigma=0.05,
+                outlier_rate_3sigma_err=0.002, bias=-0.001, bias_err=0.0005)
+    bad = dict(sigma_iqr=0.0623, sigma_iqr_err=0.001, outlier_rate_3sigma=0.05,
+               outlier_rate_3sigma_err=0.002, bias=0.004, bias_err=0.0005)
+    sb = "lsst_science_book"
+    assert [c["pass"] for c in _checks(cfg, sb, **bad)["checks"]] == [False, True, False, False]
+    sets = {a: {n: _checks(cfg, n, **good) for n in ("lsst_science_book", "lsst_srd")}
+            for a in cfg["algorithms"]}
+    validate.check_release_gate(_req(tmp_path, sets, cfg), cfg)       # all pass: no error
+    sets["knn"] = {n: _checks(cfg, n, **bad) for n in ("lsst_science_book", "lsst_srd")}
     with pytest.raises(PipelineError) as e:
-        validate.check_release_gate(_req(tmp_path, checks, goals), cfg)
+        validate.check_release_gate(_req(tmp_path, sets, cfg), cfg)
     msg = str(e.value)
     assert "['knn']" in msg
-    assert "knn: sigma_iqr = 0.0623, limit < 0.05 (fails by 0.0123)" in msg
-    assert "knn: abs_bias = 0.004, limit < 0.003 (fails by 0.001)" in msg
+    assert ("knn: lsst_science_book sigma_iqr = 0.0623 ± 0.001, limit < 0.05 (fails by "
+            "0.0123, -12.3σ)") in msg
+    assert "knn: lsst_science_book abs_bias = 0.004 ± 0.0005, limit < 0.003 (fails by 0.001, -2.0σ)" in msg
+    assert "knn: lsst_srd sigma_iqr" in msg
     assert "sigma_iqr_goal" not in msg                     # the goal is not a requirement
-    # stale json (other goals) is refused
-    stale = dict(goals, sigma_iqr_max=0.04)
-    with pytest.raises(PipelineError, match="computed with goals"):
-        validate.check_release_gate(_req(tmp_path, {a: ok for a in cfg["algorithms"]}, stale),
-                                    cfg)
+    # a set that does not gate is not checked
+    nogate = deep_update(cfg, {"validate": {"requirements": {"lsst_srd": {"gate": False}}}})
+    sets["knn"]["lsst_srd"]["gate"] = False
+    with pytest.raises(PipelineError) as e:
+        validate.check_release_gate(_req(tmp_path, sets, nogate), nogate)
+    assert "lsst_srd" not in str(e.value)
+    # stale json (other requirement sets) is refused
+    stale = deep_update(cfg, {"validate": {"requirements": {sb: {"sigma_iqr_max": 0.04}}}})
+    with pytest.raises(PipelineError, match="computed with other validate.requirements"):
+        validate.check_release_gate(_req(tmp_path, sets, stale), cfg)
     # off: nothing read at all
     off = deep_update(cfg, {"validate": {"release_gate": False}})
     validate.check_release_gate(str(tmp_path / "missing.json"), off)
 
 
-def test_goal_checks_optional_tomo_and_null_limits(cfg):
-    goals = dict(cfg["validate"]["goals"], tomo_mean_shift_max=0.01, sigma_iqr_goal=None)
-    tomo = [{"n": 50, "mean_shift_1pz": -0.004}, {"n": 50, "mean_shift_1pz": 0.02},
-            {"n": 2, "mean_shift_1pz": 0.5}]                      # below min_objects: ignored
+def test_goal_checks_null_limits_and_empty_sample(cfg):
+    rs = dict(cfg["validate"]["requirements"]["lsst_science_book"], sigma_iqr_goal=None,
+              abs_bias_max=None)
     c = {x["name"]: x for x in validate.goal_checks(
-        {"sigma_iqr": 0.03, "outlier_rate_3sigma": 0.05, "bias": 0.0}, tomo, goals, 10)}
-    assert "sigma_iqr_goal" not in c
-    assert c["tomo_mean_shift"]["value"] == 0.02 and not c["tomo_mean_shift"]["pass"]
+        {"sigma_iqr": 0.03, "sigma_iqr_err": 0.0, "outlier_rate_3sigma": 0.05,
+         "bias": 0.0}, rs)}
+    assert set(c) == {"sigma_iqr", "outlier_rate_3sigma"}
+    assert c["sigma_iqr"]["margin_sigma"] is None            # zero error: no sigma margin
     empty = validate.goal_checks({"n": 0, "sigma_iqr": float("nan"),
                                   "outlier_rate_3sigma": float("nan"), "bias": float("nan")},
-                                 [], goals, 10)
+                                 cfg["validate"]["requirements"]["lsst_srd"])
     assert all(x["value"] is None and not x["pass"] for x in empty)
+
+
+def test_tomo_checks_per_bin(cfg):
+    """The mean-z check per photo-z bin of a set's sample, with errors; a bin below
+    min_objects is not checked."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    zt = rng.uniform(0.2, 1.2, n)
+    zp = zt + rng.normal(0, 0.02, n)
+    mu = zt + 0.004 * (1 + zt)                    # stacked means 0.004(1+z) high everywhere
+    obj = {"zp": zp, "zt": zt, "mu": mu, "mag": np.full(n, 24.0)}
+    counts = metrics.bootstrap_counts(n, 100, 1)
+    ts = cfg["validate"]["tomo_requirements"]
+    y1 = validate.tomo_checks(obj, counts, ts["desc_srd_lss_y1"], [0, 3], 10, 30)
+    y10 = validate.tomo_checks(obj, counts, ts["desc_srd_lss_y10"], [0, 3], 10, 30)
+    assert y1["pass"] and not y10["pass"]              # 0.004 < 0.005; 0.004 > 0.003
+    assert y10["n_fail"] == y10["n_checked"] == 10
+    for bn in y1["bins"]:
+        assert bn["value"] == pytest.approx(0.004, rel=0.05) and 0 < bn["error"] < 0.001
+    tiny = dict(ts["desc_srd_lss_y1"], tomo_edges=[0.2, 0.2005, 1.2])
+    r = validate.tomo_checks(obj, counts, tiny, [0, 3], 10, 30)
+    assert [b["checked"] for b in r["bins"]] == [False, True]
+
+
+def test_bootstrap_is_seeded(ran, tmp_path):
+    """A second run with the same seed writes the same tables; another seed other errors."""
+    cfg, files, out, _ = ran
+    out2 = validate.output_paths(str(tmp_path / "again"), list(files))
+    validate.run(files, cfg, out2)
+    assert open(out["csv"]).read() == open(out2["csv"]).read()
+    assert open(out["binned_csv"]).read() == open(out2["binned_csv"]).read()
+    c3 = deep_update(cfg, {"validate": {"bootstrap": {"seed": 1}}})
+    out3 = validate.output_paths(str(tmp_path / "seed1"), list(files))
+    validate.run(files, c3, out3)
+    a, b = pd.read_csv(out["csv"]), pd.read_csv(out3["csv"])
+    assert (a["sigma_iqr"] == b["sigma_iqr"]).all() and (a["sigma_iqr_err"] != b["sigma_iqr_err"]).all()
 
 
 def test_mag_edges_default_and_limit(cfg):

@@ -110,6 +110,14 @@ def test_assign_bins_hand_computed():
     assert metrics.assign_bins(v, edges).tolist() == [-1, 0, 0, 1, 1, 2, 2, -1, -1]
 
 
+def _obj(zp, zt, pits, in68=None, in95=None):
+    n = len(zp)
+    return {"zp": np.asarray(zp, float), "zt": np.asarray(zt, float),
+            "pit": np.asarray(pits, float),
+            "in68": np.ones(n, bool) if in68 is None else np.asarray(in68),
+            "in95": np.ones(n, bool) if in95 is None else np.asarray(in95)}
+
+
 def test_binned_metrics_hand_computed():
     # bin [0, 1): ez = z_phot (z_true 0): the hand case above; bin [1, 2): 2 objects;
     # bin [2, 3): empty. Binned on a third variable 'values'.
@@ -117,17 +125,132 @@ def test_binned_metrics_hand_computed():
     zt = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
     values = np.array([0.1, 0.2, 0.3, 0.99, 1.5, 1.0])
     pits = np.array([0.1, 0.4, 0.6, 0.9, 0.5, 0.5])
-    rows = metrics.binned_metrics(zp, zt, pits, values, [0.0, 1.0, 2.0, 3.0], min_objects=3)
+    in68 = np.array([True, True, False, False, True, True])
+    obj = _obj(zp, zt, pits, in68=in68)
+    counts = metrics.bootstrap_counts(len(zp), 50, 7)
+    rows = metrics.binned_metrics(obj, counts, values, [0.0, 1.0, 2.0, 3.0], min_objects=3,
+                                  small_n=5)
     assert [(r["lo"], r["hi"], r["n"]) for r in rows] == [(0, 1, 4), (1, 2, 2), (2, 3, 0)]
+    assert [r["small"] for r in rows] == [True, True, True]
     r0 = rows[0]
     assert r0["bias"] == pytest.approx(0.02, abs=1e-15)
     assert r0["sigma_iqr"] == pytest.approx(0.145 / 1.349, abs=1e-15)
     assert r0["sigma_nmad"] == pytest.approx(1.4826 * 0.025, abs=1e-15)
     assert r0["outlier_rate_3sigma"] == 0.25 and r0["outlier_frac_015"] == 0.25
+    assert r0["coverage_68"] == 0.5 and r0["coverage_95"] == 1.0
+    assert r0["coverage_95_err"] == 0.0 and r0["coverage_68_err"] > 0
     # KS of {0.1, 0.4, 0.6, 0.9} against U(0,1): max over i of |i/4 - x_i|, |x_i - (i-1)/4|
     assert r0["pit_ks"] == pytest.approx(0.15, abs=1e-12)
+    assert r0["pit_outlier_rate"] == 0.0
     for r in rows[1:]:      # below min_objects: n kept, metrics NaN
-        assert all(np.isnan(r[k]) for k in (*metrics.POINT_KEYS, "pit_ks"))
+        assert all(np.isnan(r[k]) for k in metrics.SAMPLE_KEYS)
+    rows = metrics.binned_metrics(obj, counts, values, [0.0, 1.0, 2.0, 3.0], 3, small_n=4)
+    assert [r["small"] for r in rows] == [False, True, True]
+
+
+# ----------------------------------------------------------------------------- bootstrap
+def _expanded(counts_row, *arrays):
+    idx = np.repeat(np.arange(len(counts_row)), counts_row)
+    return [a[idx] for a in arrays]
+
+
+def test_bootstrap_counts_are_seeded_resamples():
+    c = metrics.bootstrap_counts(1000, 40, 3)
+    assert c.shape == (40, 1000) and c.dtype == np.uint16
+    assert (c.sum(axis=1) == 1000).all()                       # n draws per resample
+    assert np.array_equal(c, metrics.bootstrap_counts(1000, 40, 3))
+    assert not np.array_equal(c, metrics.bootstrap_counts(1000, 40, 4))
+    # with replacement: about 1 - 1/e of the objects drawn at least once
+    assert abs((c > 0).mean() - (1 - np.exp(-1))) < 0.01
+
+
+def test_count_weighted_statistics_equal_the_library_on_each_resample():
+    """On every resample, the vectorised statistics equal qp's classes and scipy's tests
+    run on the resampled arrays themselves (exact equality for the point metrics and KS;
+    CvM to 1e-12: it sums in another order)."""
+    from scipy import stats
+
+    zp, zt, pdf = _sample(1502, seed=11)        # (n - 1)/4 not whole: interpolated quantiles, even median
+    ez = (zp - zt) / (1 + zt)
+    pits = metrics.pit_values(pdf, ZGRID, zt)
+    counts = np.vstack([np.ones((1, len(zp)), np.uint16), metrics.bootstrap_counts(len(zp), 6, 2)])
+    pm = metrics.point_metrics_counts(ez, counts)
+    ks = metrics.ks_uniform_counts(pits, counts)
+    cvm = metrics.cvm_uniform_counts(pits, counts)
+    for b in range(len(counts)):
+        zpb, ztb, pb = _expanded(counts[b], zp, zt, pits)
+        ref = metrics.point_metrics(zpb, ztb)
+        for k in metrics.POINT_KEYS:
+            assert pm[k][b] == ref[k], (b, k)
+        assert ks[b] == stats.kstest(pb, stats.uniform.cdf).statistic
+        assert cvm[b] == pytest.approx(stats.cramervonmises(pb, stats.uniform.cdf).statistic,
+                                       rel=1e-12)
+        assert metrics.wmean(pits > 0.5, counts[b:b + 1])[0] == np.mean(pb > 0.5)
+
+
+def test_sample_metrics_errors_are_the_std_over_resamples():
+    zp, zt, pdf = _sample(900, seed=12)
+    pits = metrics.pit_values(pdf, ZGRID, zt)
+    obj = _obj(zp, zt, pits, in68=np.abs(zp - zt) < 0.05, in95=np.abs(zp - zt) < 0.1)
+    counts = metrics.bootstrap_counts(len(zp), 30, 5)
+    sel = zt > 0.5
+    m = metrics.sample_metrics(obj, counts, sel)
+    assert m["n"] == sel.sum() and m["sigma_iqr"] == PointSigmaIQR().evaluate(zp[sel], zt[sel])
+    reps = {k: [] for k in ("sigma_iqr", "outlier_rate_3sigma", "coverage_68", "pit_ks")}
+    for b in range(len(counts)):
+        c = np.where(sel, counts[b], 0)
+        zpb, ztb, pb, i68 = _expanded(c, zp, zt, pits, obj["in68"])
+        reps["sigma_iqr"].append(PointSigmaIQR().evaluate(zpb, ztb))
+        reps["outlier_rate_3sigma"].append(PointOutlierRate().evaluate(zpb, ztb))
+        reps["coverage_68"].append(i68.mean())
+        reps["pit_ks"].append(metrics.pit_ks(pb))
+    for k, v in reps.items():
+        assert m[f"{k}_err"] == pytest.approx(np.std(v, ddof=1), rel=1e-9), k
+
+
+def test_bootstrap_error_of_a_fraction_is_binomial():
+    """Sanity of the size: the error of a fraction p over n objects is close to
+    sqrt(p (1 - p) / n) (seeded, so the 10% tolerance is not a flaky bound)."""
+    rng = np.random.default_rng(0)
+    flag = rng.random(4000) < 0.1
+    e = metrics.std_err(metrics.wmean(flag, metrics.bootstrap_counts(4000, 400, 9)))
+    expect = np.sqrt(flag.mean() * (1 - flag.mean()) / 4000)
+    assert abs(e / expect - 1) < 0.1
+
+
+def test_pit_values_exact_and_close_to_qp():
+    # triangle PDF on [0.4, 0.6] peaking at 0.5: CDF(0.45) = 0.125, CDF(0.5) = 0.5 exactly
+    pdf = np.zeros((3, len(ZGRID)))
+    pdf[:, 40], pdf[:, 50], pdf[:, 60] = 0.0, 1.0, 0.0
+    pdf[:, 41:50] = np.linspace(0.1, 0.9, 9)
+    pdf[:, 51:60] = np.linspace(0.9, 0.1, 9)
+    p = metrics.pit_values(pdf, ZGRID, np.array([0.45, 0.5, 0.7]))
+    assert p[0] == pytest.approx(0.125, abs=1e-12) and p[1] == pytest.approx(0.5, abs=1e-12)
+    assert p[2] == 1.0
+    assert metrics.pit_values(pdf[:1], ZGRID, np.array([3.5]))[0] == 1.0
+    # qp's PIT interpolates its trapezoid cumulative sum linearly between grid nodes: it
+    # differs from the exact CDF by (p1 - p0) x (x - d) / (2d) inside an interval of width
+    # d, at most |p1 - p0| d / 8 (over the PDF's area); here up to ~6e-3 for narrow PDFs
+    zp, zt, pdfs = _sample(2000, seed=13)
+    ours = metrics.pit_values(pdfs, ZGRID, zt)
+    qp_pits = np.asarray(metrics.pit(metrics.ensemble(pdfs, ZGRID), zt).pit_samps)
+    i = np.searchsorted(ZGRID, zt, side="right") - 1
+    d = ZGRID[1] - ZGRID[0]
+    rows = np.arange(len(zt))
+    bound = np.abs(pdfs[rows, i + 1] - pdfs[rows, i]) * d / 8 / np.trapezoid(pdfs, ZGRID, axis=1)
+    assert (np.abs(ours - qp_pits) <= bound + 1e-12).all()
+    assert np.abs(ours - qp_pits).max() > 1e-3                  # not a tolerance of nothing
+
+
+def test_cde_terms_and_pdf_means_equal_the_library():
+    zp, zt, pdf = _sample(700, seed=14)
+    ens = metrics.ensemble(pdf, ZGRID)
+    assert np.mean(metrics.cde_terms(pdf, ZGRID, zt)) == pytest.approx(
+        CDELoss(ens, ZGRID, zt).evaluate().statistic, abs=1e-12)
+    rows, _ = metrics.tomo_nz(zp, zt, pdf, ZGRID, [0.0, 1.0, 3.0])
+    mu = metrics.pdf_means(pdf, ZGRID)
+    sel = metrics.assign_bins(zp, [0.0, 1.0, 3.0]) == 0
+    assert mu[sel].mean() == pytest.approx(rows[0]["mean_z_stacked"], abs=1e-12)
 
 
 def test_tomo_nz_hand_computed():

@@ -14,6 +14,7 @@ rule validate_estimate:
         **rule_resources(CFG, "validate_estimate"),
     params:
         config=config_params(*PARTITION_KEYS, "validation", "zgrid", "estimate", algo=True),
+        chunk_rows=CFG["validate"]["chunk_rows"],
     run:
         logged(
             log[0],
@@ -29,7 +30,8 @@ rule validate_estimate:
 
 
 rule validate:
-    """Metrics (whole sample, binned), tomographic n(z), science goals and figures."""
+    """Metrics with bootstrap errors (whole sample, binned), tomographic n(z), requirement
+    sets and figures."""
     input:
         expand(PATHS["validation_estimate"], algo=ALGOS),
     output:
@@ -90,6 +92,12 @@ rule validate:
             caption="../report/metrics_vs_z.rst",
             category="Validation",
             subcategory="Binned metrics",
+        ),
+        comparison_png=report(
+            VALIDATION["comparison_png"],
+            caption="../report/comparison.rst",
+            category="Validation",
+            subcategory="Whole sample",
         ),
         tomo_png=report(
             VALIDATION["tomo_png"],

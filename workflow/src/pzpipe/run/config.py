@@ -219,12 +219,20 @@ def enabled_algorithms(cfg: dict) -> list[str]:
 
 def check_validate_section(cfg: dict) -> None:
     """Checks of the ``validate`` section the schema cannot express."""
-    b = cfg["validate"]["bins"]
-    for key in ("mag_edges", "z_edges", "tomo_edges"):
-        e = b[key]
+    v = cfg["validate"]
+
+    def edges(e, where):
         if e is not None and not all(b > a for a, b in zip(e, e[1:])):
-            raise PipelineError(f"config error at 'validate.bins.{key}': edges must be "
-                                f"strictly increasing, got {e}")
-    g = cfg["validate"]["goals"]
-    if g["z_max"] <= g["z_min"]:
-        raise PipelineError("config error at 'validate.goals': z_max must be larger than z_min")
+            raise PipelineError(f"config error at '{where}': edges must be strictly "
+                                f"increasing, got {e}")
+
+    for key in ("mag_edges", "z_edges", "tomo_edges"):
+        edges(v["bins"][key], f"validate.bins.{key}")
+    for kind in ("requirements", "tomo_requirements"):
+        for name, rs in v[kind].items():
+            s = rs["sample"]
+            if s["z_max"] <= s["z_min"]:
+                raise PipelineError(f"config error at 'validate.{kind}.{name}.sample': z_max "
+                                    f"must be larger than z_min")
+            if kind == "tomo_requirements":
+                edges(rs["tomo_edges"], f"validate.{kind}.{name}.tomo_edges")

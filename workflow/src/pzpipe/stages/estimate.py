@@ -33,17 +33,23 @@ _RUNNER = None
 CONFIG_SECTIONS = ("bands", "partition", "zgrid", "algorithms", "estimate", "training")
 
 
-def output_schema(algo: algorithms.Algorithm, zg: np.ndarray) -> pa.Schema:
+def output_schema(algo: algorithms.Algorithm, zg: np.ndarray,
+                  full_pdf: bool = False) -> pa.Schema:
+    """Columns of an estimate file; ``full_pdf``: also ``pdf_full``, the float64 PDFs on
+    the grid (validation only: the release stores ``pdf``)."""
     pdf_type = pdfstore.encode(np.ones((1, len(zg))), zg).type
     fields = [pa.field(ID_COL, pa.int64())]
     fields += [pa.field(c, pa.float32()) for c in POINT_COLS]
     fields += [pa.field(c, pa.float32()) for c in algo.extras.values()]
     fields += [pa.field("flags", pa.int32()), pa.field("pdf", pdf_type)]
+    if full_pdf:
+        fields.append(pa.field("pdf_full", pa.list_(pa.float64(), len(zg))))
     return pa.schema(fields)
 
 
 def estimate_table(runner: algorithms.Runner, data: dict[str, np.ndarray], flags: np.ndarray,
-                   chunk_index: int, bits: int, subchunk_rows: int = 2000) -> pa.Table:
+                   chunk_index: int, bits: int, subchunk_rows: int = 2000,
+                   full_pdf: bool = False) -> pa.Table:
     """Estimate one chunk and return its output table.
 
     The chunk is processed in sub-chunks of ``subchunk_rows`` objects, so that only the
@@ -51,10 +57,11 @@ def estimate_table(runner: algorithms.Runner, data: dict[str, np.ndarray], flags
     float64 PDFs, CDFs and RAIL's own ensembles exist for one sub-chunk at a time.
     Objects are independent, so results do not depend on the sub-chunk size (TPZ's
     random state is seeded once per chunk and then advances deterministically).
+    ``full_pdf``: keep the float64 PDFs too (column ``pdf_full``; validation only).
     """
     z = runner.zgrid
     n = len(data[ID_COL])
-    schema = output_schema(runner.algo, z)
+    schema = output_schema(runner.algo, z, full_pdf)
     if n == 0:
         return schema.empty_table()
     parts = []
@@ -74,6 +81,9 @@ def estimate_table(runner: algorithms.Runner, data: dict[str, np.ndarray], flags
         f = flags[s:s + step]
         cols["flags"] = pa.array((f | np.where(bad, FLAG_PDF_BAD, 0)).astype(np.int32))
         cols["pdf"] = pdfstore.encode(pdf, z, bits=bits)
+        if full_pdf:
+            cols["pdf_full"] = pa.FixedSizeListArray.from_arrays(
+                pa.array(np.asarray(pdf, dtype=np.float64).ravel()), len(z))
         del pdf, pe
         parts.append(pa.table(cols, schema=schema))
     return pa.concat_tables(parts).combine_chunks()
@@ -112,26 +122,28 @@ def _read_row_group(path: str, rg: int, columns=None) -> dict[str, np.ndarray]:
 
 
 def _work(args):
-    path, rg, chunk_index, bits = args
+    path, rg, chunk_index, bits, full_pdf = args
     data = _read_row_group(path, rg)
     flags = data.pop("flags")
     t0 = time.perf_counter()
     table = estimate_table(_RUNNER, data, flags, chunk_index, bits,
-                           _RUNNER.cfg["estimate"]["subchunk_rows"])
+                           _RUNNER.cfg["estimate"]["subchunk_rows"], full_pdf)
     return table, time.perf_counter() - t0
 
 
 def run_batch(algo_name: str, partition_file: str, model_path: str, cfg: dict,
-              output: str, workers: int = 1, data_dir: str | None = None) -> dict:
+              output: str, workers: int = 1, data_dir: str | None = None,
+              full_pdf: bool = False) -> dict:
     """Estimate every chunk of ``partition_file`` with ``algo_name`` into ``output``.
 
-    ``data_dir``: the algorithm's prepared data directory, if it declares one."""
+    ``data_dir``: the algorithm's prepared data directory, if it declares one;
+    ``full_pdf``: keep the float64 PDFs as well (``estimate_table``)."""
     algo = algorithms.get(algo_name)
     meta = read_meta(partition_file)
     bits = int(cfg["estimate"]["pdf_bits"])
-    tasks = [(partition_file, ch["row_group"], ch["chunk"], bits)
+    tasks = [(partition_file, ch["row_group"], ch["chunk"], bits, full_pdf)
              for ch in meta["chunks"] if ch["row_group"] is not None]
-    schema = output_schema(algo, make_zgrid(cfg))
+    schema = output_schema(algo, make_zgrid(cfg), full_pdf)
     out_meta = {
         "algorithm": algo_name, "batch": meta["batch"],
         "zgrid": zgrid_spec(cfg),
@@ -154,7 +166,7 @@ def run_batch(algo_name: str, partition_file: str, model_path: str, cfg: dict,
                                            initargs=(algo_name, model_path, cfg, data_dir))
                 results = pool.map(_work, tasks)
             try:
-                for (path, rg, chunk_index, _), (table, secs) in zip(tasks, results):
+                for (path, rg, chunk_index, _, _), (table, secs) in zip(tasks, results):
                     expected = meta["chunks"][[c["chunk"] for c in meta["chunks"]].index(chunk_index)]["rows_out"]
                     if table.num_rows != expected:
                         raise PipelineError(f"{algo_name} chunk {chunk_index}: {table.num_rows} "
@@ -184,22 +196,26 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
 
 
 def estimate_sample(algo_name: str, model_path: str, cfg: dict, data: dict[str, np.ndarray],
-                    workers: int = 1, chunk_rows: int | None = None,
-                    data_dir: str | None = None) -> pa.Table:
+                    chunk_rows: int, workers: int = 1, data_dir: str | None = None,
+                    full_pdf: bool = False) -> pa.Table:
     """Estimate an in-memory sample (validation) with exactly the release code path:
-    the sample is written as a temporary partition file (one row group per chunk) and
-    estimated by ``run_batch`` with ``workers`` processes."""
+    the sample is written as a temporary partition file with one row group per
+    ``chunk_rows`` rows and estimated by ``run_batch`` with ``workers`` processes. The
+    chunking does not depend on ``workers``, so neither does the result (DNF couples the
+    objects of a chunk, TPZ and CMNN seed per chunk)."""
     import tempfile
 
     from pzpipe.stages.partition import partition_schema, sample_chunks, write_partition
 
-    n = len(data[ID_COL])
-    chunk_rows = chunk_rows or max(1, min(cfg["partition"]["chunk_rows"], -(-n // max(workers, 1))))
+    chunk_rows = int(chunk_rows)
+    if chunk_rows < 1:
+        raise PipelineError(f"estimate_sample: chunk_rows must be >= 1, got {chunk_rows}")
     schema = partition_schema({**cfg, "columns": {**cfg["columns"], "ra": None, "dec": None}})
     with tempfile.TemporaryDirectory(prefix="pzpipe-sample-") as td:
         part = os.path.join(td, "sample.parquet")
         write_partition(part, schema, sample_chunks(data, schema, chunk_rows), {"batch": "sample"})
         out = os.path.join(td, "estimates.parquet")
-        run_batch(algo_name, part, model_path, cfg, out, workers=workers, data_dir=data_dir)
+        run_batch(algo_name, part, model_path, cfg, out, workers=workers, data_dir=data_dir,
+                  full_pdf=full_pdf)
         return pq.read_table(out)
 
