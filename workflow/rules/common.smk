@@ -175,7 +175,8 @@ def export_inputs(wildcards):
         "dedup": expand(PATHS["export_dedup"], bucket=range(k)),
         "sidecars": expand(PATHS["sidecar"], algo=ALGOS),
     }
-    if CFG["validate"]["release_gate"]:  # the export refuses estimators that fail a gating requirement set
+    # the export refuses estimators that fail a gating requirement set
+    if CFG["validate"]["release_gate"]:
         out["requirements"] = VALIDATION["req_json"]
     return out
 

@@ -3,7 +3,6 @@ localrules:
 
 
 rule summary:
-    # no benchmark file: it would be an output and stop the rule from always running
     """Progress: chunks done / failed / remaining per stage, from parquet footers and logs.
 
     snakemake summary   (always runs: no output; prints the table and writes logs/summary.log)
