@@ -10,7 +10,8 @@ Checks, each problem reported as one line ``<path>: <problem>``:
    sha256; every other file the export wrote (catalog metadata, README, spec, ...) has the
    size and sha256 recorded in ``manifest.json["metadata_files"]``;
    ``manifest_files.csv`` itself has the sha256 in ``manifest.json["files"]``; a file in
-   the folder that neither lists is reported as extra (only ``manifest.json`` is exempt).
+   the folder that neither lists is reported as extra (exempt: ``manifest.json`` and
+   Snakemake's ``.snakemake_timestamp`` marker).
 2. **rows**: each data file's row count (parquet footer) is the manifest's; the pixel files
    of every catalog of the collection are exactly those of its ``partition_info.csv``; the
    catalog totals are its ``hats_nrows`` property; the photo-z catalog's total is
@@ -36,6 +37,8 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"
 FILES_CSV = "manifest_files.csv"
+# not part of the release: Snakemake writes this marker into its directory() outputs
+IGNORED = (".snakemake_timestamp",)
 _PIXEL_RE = re.compile(r"dataset/Norder=(\d+)/Dir=(\d+)/Npix=(\d+)\.parquet$")
 
 
@@ -125,7 +128,7 @@ class Verifier:
         except ValueError as exc:
             self.problem(MANIFEST, f"not valid JSON ({exc})")
             return self.problems
-        listed: set[str] = {MANIFEST}
+        listed: set[str] = {MANIFEST, *IGNORED}
         files_info = manifest.get("files", {})
         # the file list itself
         if not (root / FILES_CSV).is_file():
