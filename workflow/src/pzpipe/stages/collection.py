@@ -39,9 +39,11 @@ whose memory is bounded by one batch:
   :func:`write_collection_properties`: the catalog-level files, with the hats library's
   writers, called by the release job (one entry per pixel or bucket).
 
-Memory at 40e9 objects (~20k pixels of <= ~1M rows, batches of ~80M objects): a margin job
-holds one neighbouring pixel file (<= a few hundred MB) and the margin rows of its batch's
-pixels (~1% of the batch at 5" around order-7 pixels); an index batch job 17 B per object
+Memory at 40e9 objects (~20k pixels of ~2M rows, ~400 batches of ~1e8 objects): a margin
+job holds one neighbouring pixel's ``_healpix_29`` column (16 MB at 2M rows), one row group
+of it (one chunk, <= 130k rows) and the margin rows of the pixels in flight (a pixel's file
+is written as soon as its last neighbour is read; sources go in depth-first order, so
+that is a ring of pixels around the current one, ~10 pixels' margins, not the batch's); an index batch job 17 B per object
 of the batch (1.4 GB at 8e7); an index bucket job 17 B per id of its range (2.6 GB at the
 default ``export.dedup_ids_per_job`` = 1.5e8 ids) plus the sort; the release job one entry
 per file. docs/scaling.md has the figures.
@@ -125,23 +127,44 @@ class _Lookup:
         return np.where((i >= 0) & (mpix < self.e[j]), self.o[j], -1)
 
 
+def negative_tree(pixels: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The fewest pixels that cover the sky outside ``pixels`` (hats'
+    ``compute_negative_tree_pixels``, which aligns pixel trees with numba code compiled
+    anew in every process: 30 s per job here). Recursive split of the 12 order-0 pixels:
+    a pixel that contains no catalog pixel is kept, one that is a catalog pixel dropped,
+    the others split in four."""
+    top = hatsio.HEALPIX_ORDER
+    rng = sorted(((p << 2 * (top - k)), ((p + 1) << 2 * (top - k))) for k, p in pixels)
+    starts = np.array([a for a, _ in rng], dtype=np.int64)
+    ends = np.array([b for _, b in rng], dtype=np.int64)
+    have = set(pixels)
+    out = []
+    stack = [(0, p) for p in range(11, -1, -1)]
+    while stack:
+        k, p = stack.pop()
+        if (k, p) in have:
+            continue
+        a, b = p << 2 * (top - k), (p + 1) << 2 * (top - k)
+        i = int(np.searchsorted(ends, a, side="right"))      # first catalog range ending after a
+        if i >= len(starts) or starts[i] >= b:
+            out.append((k, p))                                 # no catalog pixel inside
+        else:
+            stack.extend((k + 1, 4 * p + j) for j in range(3, -1, -1))
+    return out
+
+
 def destination_pixels(pixels_by_batch: dict[str, list[tuple[int, int]]], batch: str
                        ) -> list[tuple[int, int]]:
     """The pixels whose margin the job of ``batch`` writes: the batch's catalog pixels and
     the empty-sky pixels (hats' negative tree of the whole catalog) whose depth-first key
     falls after the batch's first pixel and before the next batch's (the first batch also
     takes those before every pixel). Every pixel of the sky tree is in exactly one job."""
-    from hats.pixel_math.healpix_pixel import HealpixPixel
-    from hats.pixel_tree.negative_tree import compute_negative_tree_pixels
-    from hats.pixel_tree.pixel_tree import PixelTree
-
     allpix = sorted({px for pxs in pixels_by_batch.values() for px in pxs},
                     key=lambda x: hatsio.pixel_sort_key(*x))
     own = sorted(pixels_by_batch.get(batch, []), key=lambda x: hatsio.pixel_sort_key(*x))
     if not allpix:
         return []
-    tree = PixelTree.from_healpix([HealpixPixel(k, p) for k, p in allpix])
-    neg = [(int(p.order), int(p.pixel)) for p in compute_negative_tree_pixels(tree)]
+    neg = negative_tree(allpix)
     owner = {px: b for b, pxs in pixels_by_batch.items() for px in pxs}
     keys = np.array([hatsio.pixel_sort_key(*px) for px in allpix], dtype=np.int64)
     out = list(own)
@@ -180,32 +203,56 @@ def run_margin_batch(catalog_root: str, batch: str, margin_arcsec: float, out_di
         for si in np.unique(src[src >= 0]):
             need.setdefault(int(si), []).append(((k, p), np.sort(mp[src == si])))
     schema = pq.read_schema(root / "dataset" / "_common_metadata")
+    # sources in depth-first order; a destination's file is written (and its rows freed)
+    # as soon as its last source is read: the rows in memory are those of the
+    # destinations in flight, a ring around the current position, not the whole batch
+    left = {}
+    for si in need:
+        for px, _ in need[si]:
+            left[px] = left.get(px, 0) + 1
     parts: dict[tuple[int, int], list[pa.Table]] = {}
-    for si in sorted(need):
-        f = path_of[pixels[si]]
-        hpx = pq.read_table(f, columns=[hatsio.HEALPIX_COL]).column(0).to_numpy()
-        rowm = spatial_index_to_healpix(hpx, target_order=m_order)
-        full = None
-        for px, mset in need[si]:
-            idx = np.nonzero(np.isin(rowm, mset))[0]
-            if len(idx):
-                if full is None:
-                    full = pq.read_table(f, schema=schema)
-                parts.setdefault(px, []).append(full.take(idx))
-        del full, hpx, rowm
     out = Path(out_dir)
     written = []
     from pzpipe.release import pdfstore
 
     with atomic_dir(out) as tmp:
-        for px in sorted(parts, key=lambda x: hatsio.pixel_sort_key(*x)):
-            t = pa.concat_tables(parts.pop(px)).sort_by(hatsio.HEALPIX_COL)
+        def flush(px):
+            got = parts.pop(px, None)
+            if not got:
+                return
+            t = pa.concat_tables(got).sort_by(hatsio.HEALPIX_COL)
             rel = os.path.relpath(hatsio.pixel_file("", *px), "")
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(t, tmp / rel, **pdfstore.PARQUET_KWARGS)
             written.append({"path": rel, "rows": t.num_rows, "row_groups": 1,
                             "bytes": (tmp / rel).stat().st_size,
                             "sha256": provenance.sha256_file(str(tmp / rel)), "pixel": list(px)})
+
+        for si in sorted(need):
+            f = path_of[pixels[si]]
+            pf = pq.ParquetFile(f)
+            hpx = pf.read(columns=[hatsio.HEALPIX_COL]).column(0).to_numpy()
+            rowm = spatial_index_to_healpix(hpx, target_order=m_order)
+            starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows
+                                      for i in range(pf.metadata.num_row_groups)])
+            sel = {px: np.nonzero(np.isin(rowm, mset))[0] for px, mset in need[si]}
+            del hpx, rowm
+            # only the row groups holding selected rows, one at a time
+            for g in range(pf.metadata.num_row_groups):
+                lo, hi = starts[g], starts[g + 1]
+                group = None
+                for px, idx in sel.items():
+                    local = idx[(idx >= lo) & (idx < hi)] - lo
+                    if len(local):
+                        if group is None:
+                            group = pf.read_row_group(g).cast(schema)
+                        parts.setdefault(px, []).append(group.take(local))
+                del group
+            for px, _ in need[si]:
+                left[px] -= 1
+                if left[px] == 0:
+                    flush(px)
+        written.sort(key=lambda w: hatsio.pixel_sort_key(*w["pixel"]))
         report = {"batch": batch, "margin_arcsec": float(margin_arcsec),
                   "margin_order": m_order, "destination_pixels": len(dest),
                   "source_pixels": len(need), "files": written,
@@ -279,14 +326,19 @@ def bucket_bounds(batch_files: list[str], buckets: int) -> np.ndarray:
     file, each sample weighted by its file's rows (same result in every job)."""
     vals, weights = [], []
     for f in batch_files:
-        md = pq.ParquetFile(f).schema_arrow.metadata or {}
-        meta = json.loads(md.get(b"pzpipe_index", b"{}"))
+        md = pq.ParquetFile(f).metadata.metadata or {}
+        if b"pzpipe_index" not in md:
+            raise PipelineError(f"'{f}' has no pzpipe_index metadata: not written by "
+                                f"collection.run_index_batch (rerun rule index_batch)")
+        meta = json.loads(md[b"pzpipe_index"])
         s = meta.get("sample") or []
         if s:
             vals.append(np.asarray(s, dtype=np.int64))
             weights.append(np.full(len(s), meta["n"] / len(s)))
-    if buckets <= 1 or not vals:
+    if buckets <= 1:
         return np.array([], dtype=np.int64)
+    if not vals:                       # no id at all: every bucket empty but the last
+        return np.full(buckets - 1, np.iinfo(np.int64).min, dtype=np.int64)
     v = np.concatenate(vals)
     w = np.concatenate(weights)
     o = np.argsort(v, kind="stable")
@@ -302,8 +354,9 @@ def run_index_bucket(batch_files: list[str], bucket: int, buckets: int, id_colum
     import pyarrow.compute as pc
 
     b = bucket_bounds(batch_files, buckets)
-    lo = int(b[bucket - 1]) if bucket > 0 and len(b) else None
-    hi = int(b[bucket]) if bucket < len(b) else None
+    assert len(b) == buckets - 1
+    lo = int(b[bucket - 1]) if bucket > 0 else None
+    hi = int(b[bucket]) if bucket < buckets - 1 else None
     schema = _index_schema(id_column)
     parts = []
     for f in batch_files:
