@@ -404,7 +404,7 @@ def test_clean_venv_readme_snippets(venv, release, demo, tmp_path):
     readme = (REPO / "README.md").read_text()
     blocks = _blocks(readme, "## Output format", "## Design")
     assert len(blocks) == 1
-    code = blocks[0].replace('"results/release"', repr(str(release)))
+    code = blocks[0].replace("results/release", str(release))
     r = run_in(venv, ["python", "-c", code + "\nprint('ROWS', len(rows))"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     # the cone of the README holds rows of the demo catalog (the default input)

@@ -17,7 +17,10 @@ from .inputs import copy_clone
 
 def read_venv(tmp_path_factory) -> tuple[Path, dict]:
     """``(venv directory, {"install_s": seconds, "clone": path})``, built once per session
-    (a lock file guards it; pytest-xdist workers share it)."""
+    (a lock file guards it; pytest-xdist workers share it). PZPIPE_TEST_READ_VENV names an
+    existing one to use instead (while developing tests; it is only used)."""
+    if os.environ.get("PZPIPE_TEST_READ_VENV"):
+        return Path(os.environ["PZPIPE_TEST_READ_VENV"]), {"install_s": None, "clone": None}
     base = tmp_path_factory.getbasetemp()
     root = base / "pzpipe-read-venv"
     with open(base / "pzpipe-read-venv.lock", "w") as lock:

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
 
         return progress.main(rest) or 0
     if cmd == "verify":
-        from .release import verify
+        from pzpipe.release import verify
 
         return verify.main(rest)
     print(f"unknown command {cmd!r}\n{__doc__}", file=sys.stderr)
