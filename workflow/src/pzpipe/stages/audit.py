@@ -1,8 +1,13 @@
 """Audit of a finished release: is what is published what the recorded run produced?
 
-``run`` checks a release catalog written by ``pzpipe.stages.export`` (one HATS catalog, or a
-parquet dataset for inputs without coordinates) and writes a report (markdown + JSON),
-one line per check with PASS / FAIL / WARN and the reason:
+``run`` checks a release written by ``pzpipe.stages.export`` (a HATS collection whose
+photo-z catalog is ``photoz/``, with its margin and id index, or a parquet dataset for
+inputs without coordinates) and writes a report (markdown + JSON), one line per check
+with PASS / FAIL / WARN and the reason. The manifest check covers every data file of the
+collection (margin and index included) and every file of the folder; the other checks
+concern the photo-z catalog (paths in their messages are relative to it). A receiver
+without the pipeline checks a copy with ``pzpipe verify`` (pzpipe.release.verify):
+sizes, sha256, rows and schemas of every file, numpy and pyarrow only.
 
 1. ``manifest``      every file listed in ``manifest_files.csv`` (streamed) exists with
                      the recorded size and sha256; the list has ``manifest.json``'s file
