@@ -301,6 +301,12 @@ def test_small_release_is_a_self_contained_collection(release):
         r = json.loads((release / "estimators" / a / "rail.json").read_text())
         assert r["estimate_params"]["bands"] and "zmin" in r["estimate_params"]
         assert (release / "estimators" / a / "model.pkl").stat().st_size > 0
+    # column types as documented (README, docs/estimators.md)
+    sch = pq.read_schema(release / "photoz" / "dataset" / "_common_metadata")
+    for c in ("gpz_pdf_loc", "gpz_pdf_scale", "cmnn_pdf_loc", "cmnn_pdf_scale", "bpz_z_median"):
+        assert str(sch.field(c).type) == "float", c
+    for c in ("cmnn_n_match", "cmnn_n_colors", "bpz_flags"):
+        assert str(sch.field(c).type) == "int32", c
     bpz = json.loads((release / "estimators" / "bpz" / "rail.json").read_text())
     assert bpz["estimate_params"]["bpz_ref_data_path"] == "data"
     assert (release / "estimators" / "bpz" / "data" / "SED").is_dir()
@@ -419,8 +425,8 @@ def test_clean_venv_readme_snippets(venv, release, demo, tmp_path):
     assert len(rblocks) == 2
     ids = pq.read_table(next((release / "photoz" / "dataset").rglob("Npix=*.parquet")),
                         columns=["objectId"]).column(0).to_pylist()
-    ra, dec = np.median(pq.read_table(next((release / "photoz" / "dataset").rglob("Npix=*.parquet")),
-                                      columns=["ra", "decl"]).to_pandas(), axis=0)
+    ra, dec = (float(x) for x in np.median(pq.read_table(next((release / "photoz" / "dataset").rglob("Npix=*.parquet")),
+                                      columns=["ra", "decl"]).to_pandas(), axis=0))
     for code in rblocks:
         code = code.replace('"path/to/this/release"', repr(str(release)))
         code = code.replace('"path/to/object_catalog"', repr(str(release / "photoz")))
