@@ -15,7 +15,7 @@ release's temporary directory:
   ``model.pkl`` (the trained model: the estimator's input, sha256 in the manifest) and the
   estimator's data files (e.g. BPZ's SED templates, filters and priors, from the run's
   ``results/<algo>_data``), so that a third party runs the RAIL estimator on an object's
-  photometry and gets its PDF (docs/release.md).
+  photometry and gets its PDF (tests/test_collection.py does, with knn and BPZ).
 """
 from __future__ import annotations
 
