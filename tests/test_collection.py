@@ -520,3 +520,26 @@ def test_release_folder_reproduces_pdfs_with_bare_rail(release, algo, monkeypatc
     err = np.abs(cdf(p) - cdf(stored)).max()
     print(f"{algo}: bare RAIL vs release, max |CDF difference| over {len(ids)} objects: {err:.2e}")
     assert err <= 1e-3
+
+
+def test_readme_says_what_the_input_was(demo):
+    """A synthetic HATS input (the demo: SYNTHETIC.md, obs_description) is named synthetic
+    in the release README, with its SYNTHETIC.md quoted; a files input is named by its files."""
+    from types import SimpleNamespace
+
+    from pzpipe.release.readme import render
+    from pzpipe.stages.export import input_description
+
+    lay = SimpleNamespace(kind="hats", n_objects=20449)
+    inp = input_description(lay, {"inputs": {"hats": str(demo), "files": []}}, str(demo))
+    assert inp["synthetic"] and "SYNTHETIC" in inp["description"]
+    assert (demo / "SYNTHETIC.md").read_text().strip().splitlines()[0] in inp["synthetic_note"]
+    info = {"release": "r", "n_rows": 1, "algorithms": ["knn"], "id_column": "objectId",
+            "zgrid": [0, 3, 301], "pdf_encoding": "pzpipe-qcdf-d2/1", "columns": [],
+            "input": inp}
+    md = render(info)
+    assert "**The input was synthetic, not survey data.**" in md and "SYNTHETIC.md" in md
+    files = input_description(SimpleNamespace(kind="files", n_objects=100),
+                              {"inputs": {"hats": None, "files": ["a.parquet"]}}, None)
+    assert not files["synthetic"] and files["files"] == ["a.parquet"]
+    assert "Input: `a.parquet` (100 objects)" in render({**info, "input": files})
