@@ -408,6 +408,10 @@ def test_audit_on_other_layouts(kind, tmp_path):
             assert len(rec["data"]["chunks"]["knn"]) == lay.n_chunks == 14
             assert any("row group 1," in d for d in rec["details"])
         assert all(d.endswith(": identical") for d in rec["details"])
+        from pzpipe.release import verify                  # the receiver's check agrees
+
+        assert verify.verify(paths["release"]) == []
+        assert (Path(paths["release"]) / "collection.properties").is_file() == (kind == "hats")
         rows = list(audit.manifest_files(Path(paths["release"])))
         last = Path(paths["release"]) / rows[-1]["path"]
         n_rg = pq.ParquetFile(last).metadata.num_row_groups
