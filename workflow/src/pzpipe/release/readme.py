@@ -142,8 +142,8 @@ def render(info: dict) -> str:
     w("")
     w("Without any package of ours: `decode_pdf.py` in this directory decodes a PDF value "
       "with numpy alone (the format is specified in `pdf_format.md`, also here). The "
-      "snippets below use pzpipe's small reader (numpy, pyarrow, qp and lsdb; no RAIL, "
-      "numba or Snakemake), which also checks a copy of this folder:")
+      "snippets below use pzpipe's small reader (numpy, pyarrow, qp, and lsdb for the "
+      "catalog; no RAIL or Snakemake), which also checks a copy of this folder:")
     w("")
     w("```bash")
     if repo:
