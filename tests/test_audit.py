@@ -56,9 +56,16 @@ def set_value(t: pa.Table, name: str, row: int, fn) -> pa.Table:
     return t.set_column(t.schema.get_field_index(name), t.schema.field(name), pa.array(v))
 
 
-def release_files(wd: Path) -> list[dict]:
+def release_files(wd: Path, catalog: str | None = "primary") -> list[dict]:
+    """Rows of the release's manifest_files.csv (paths relative to the release, the
+    collection's root) of one catalog of the collection (None: all)."""
     with open(wd / "results" / "release" / "manifest_files.csv", newline="") as f:
-        return list(csv.DictReader(f))
+        return [r for r in csv.DictReader(f) if catalog is None or r["catalog"] == catalog]
+
+
+def in_catalog(path: str) -> str:
+    """A release path relative to the photo-z catalog (how the catalog checks name it)."""
+    return path.split("/", 1)[1] if path.startswith("photoz/") else path
 
 
 def two_chunk_file(wd: Path) -> str:
@@ -132,7 +139,9 @@ def test_audit_target_passes_on_the_test_run(run_copy):
     cons = find_check(rep, "conservation")["data"]
     assert cons["objects_in"] == man["conservation"]["objects_in"] == 100
     assert cons["batches"] == man["inputs"]["batches"] == 3 and cons["id_buckets"] >= 1
-    assert find_check(rep, "manifest")["data"]["files"] == man["files"]["count"] == 3
+    assert find_check(rep, "manifest")["data"]["files"] == man["files"]["count"] \
+        == len(release_files(run_copy, None))
+    assert len(release_files(run_copy)) == man["pixels"] == 3
     rec = find_check(rep, "recompute")
     assert sorted(rec["data"]["chunks"]) == sorted(man["models"])
     assert all(len(v) == 2 for v in rec["data"]["chunks"].values())   # audit.sample_chunks
@@ -164,8 +173,9 @@ def test_altered_release_file_fails(run_copy):
     f = run_copy / "results" / "release" / path
     rewrite_parquet(f, lambda i, t: set_value(t, "knn_z_mode", 0, lambda z: z + np.float32(0.01)))
     esc = path.replace(".", r"\.")
+    esc_cat = in_catalog(path).replace(".", r"\.")
     with pytest.raises(PipelineError, match=rf"audit .* FAILED - manifest: {esc}: altered after "
-                                            rf"the export .*recompute: knn chunk \d \({esc} row "
+                                            rf"the export .*recompute: knn chunk \d \({esc_cat} row "
                                             rf"group \d.* column 'z_mode' differs"):
         audit_direct(run_copy, sample_chunks=100)
     rep = read_report(run_copy)
@@ -193,7 +203,7 @@ def test_removed_row_fails(run_copy):
     rep = read_report(run_copy)
     cons = find_check(rep, "conservation")
     assert cons["status"] == "FAIL"
-    assert any(d.startswith(f"{path} row group 1 (batch b00000") and "rows, partition has" in d
+    assert any(d.startswith(f"{in_catalog(path)} row group 1 (batch b00000") and "rows, partition has" in d
                for d in cons["failures"]), cons
     assert any(d == "99 rows in the release files, 100 kept by the partition"
                for d in cons["failures"]), cons
@@ -260,7 +270,7 @@ def test_edited_catalog_metadata_fails(run_copy):
     """partition_info.csv and properties are not in manifest_files.csv: the catalog check
     compares them with the files and the manifest (a dropped pixel would make readers miss
     its objects silently)."""
-    rel = run_copy / "results" / "release"
+    rel = run_copy / "results" / "release" / "photoz"
     lines = (rel / "partition_info.csv").read_text().splitlines()
     (rel / "partition_info.csv").write_text("\n".join(lines[:-1]) + "\n")
     props = (rel / "properties").read_text().replace("hats_nrows=100", "hats_nrows=99")
@@ -398,6 +408,10 @@ def test_audit_on_other_layouts(kind, tmp_path):
             assert len(rec["data"]["chunks"]["knn"]) == lay.n_chunks == 14
             assert any("row group 1," in d for d in rec["details"])
         assert all(d.endswith(": identical") for d in rec["details"])
+        from pzpipe.release import verify                  # the receiver's check agrees
+
+        assert verify.verify(paths["release"]) == []
+        assert (Path(paths["release"]) / "collection.properties").is_file() == (kind == "hats")
         rows = list(audit.manifest_files(Path(paths["release"])))
         last = Path(paths["release"]) / rows[-1]["path"]
         n_rg = pq.ParquetFile(last).metadata.num_row_groups
@@ -407,7 +421,7 @@ def test_audit_on_other_layouts(kind, tmp_path):
                         sample_chunks=1000, raise_on_fail=False)
         rec = find_check(rep, "recompute")
         assert [d.split(" (")[0] for d in rec["failures"]] == [f"knn chunk {lay.n_chunks - 1}"]
-        assert f"({rows[-1]['path']} row group {n_rg - 1}," in rec["failures"][0]
+        assert f"({in_catalog(rows[-1]['path'])} row group {n_rg - 1}," in rec["failures"][0]
         assert "column 'z_median' differs (1 rows" in rec["failures"][0]
     finally:
         os.chdir(cwd)

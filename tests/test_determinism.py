@@ -1,7 +1,7 @@
 """Determinism: two uninterrupted runs of the small pipeline (config/test.yaml, from the
 HATS import on) in two directories give a byte-identical release - every file of the
-catalog: the pixel files, properties, hats.properties, partition_info.csv,
-dataset/_common_metadata, manifest.json, manifest_files.csv, conservation.json and
+collection: the photo-z catalog's pixel files and metadata, its margin and id index,
+the estimators' configurations and models, manifest.json, manifest_files.csv, conservation.json and
 README.md - TPZ included, the same models byte for byte (their sha256 is in the manifest,
 the properties and every estimate file's metadata), and the same partition, estimate and
 per-batch export files.
@@ -43,10 +43,20 @@ def test_release_is_byte_identical(two_runs):
     assert not diffs, "release files differ:\n" + format_diffs(diffs)
     names = set(files(a / "results" / "release"))
     meta = {"manifest.json", "manifest_files.csv", "conservation.json", "README.md",
-            "properties", "hats.properties", "partition_info.csv", "dataset/_common_metadata"}
+            "collection.properties", "pdf_format.md", "decode_pdf.py",
+            *(f"{c}/{m}" for c in ("photoz", "photoz_margin")
+              for m in ("properties", "hats.properties", "partition_info.csv",
+                        "dataset/_common_metadata")),
+            "photoz_objectId_index/properties", "photoz_objectId_index/hats.properties",
+            "photoz_objectId_index/dataset/_common_metadata",
+            "photoz_objectId_index/dataset/_metadata"}
     assert meta <= names, meta - names
-    pixels = {n for n in names if n.startswith("dataset/Norder=")}
-    assert len(pixels) == 3 and names == meta | pixels, names
+    pixels = {n for n in names if n.startswith("photoz/dataset/Norder=")}
+    margin = {n for n in names if n.startswith("photoz_margin/dataset/Norder=")}
+    index = {n for n in names if n.startswith("photoz_objectId_index/dataset/index/part.")}
+    bundle = {n for n in names if n.startswith(("estimators/", "validation/"))}
+    assert len(pixels) == 3 and margin and len(index) == 1 and bundle
+    assert names == meta | pixels | margin | index | bundle, names
 
 
 def test_intermediate_files_identical(two_runs):

@@ -176,7 +176,10 @@ def test_release_metadata_and_provenance(release):
     assert cons["ok"] and cons["objects_in"] == 700
     assert cons["objects_in"] == cons["objects_out"] + sum(cons["cut_by_reason"].values())
     assert cons["cut_by_reason"]["require_true"] > 0
-    man = json.loads((rel_dir / "manifest.json").read_text())
+    # the photo-z catalog's record, which the release job (run_collection) turns into the
+    # release's manifest.json and README.md
+    rec = json.loads((rel_dir / export.CATALOG_JSON).read_text())
+    man = rec["manifest"]
     rows = list((rel_dir / "manifest_files.csv").read_text().splitlines())[1:]
     assert man["files"]["count"] == len(rows) == 7 and man["rows"] == cons["objects_out"]
     from pzpipe.run.provenance import sha256_file
@@ -185,7 +188,8 @@ def test_release_metadata_and_provenance(release):
         path, n, _, nbytes, sha, _ = line.split(",")
         assert sha256_file(str(rel_dir / path)) == sha
         assert pq.ParquetFile(rel_dir / path).metadata.num_rows == int(n)
-    assert (rel_dir / "README.md").read_text().strip()
+    assert rec["readme"]["n_rows"] == cons["objects_out"] and rec["readme"]["hats"]
+    assert "pzpipe_manifest=../manifest.json" in props       # at the collection's root
 
 
 def test_rows_sorted_by_spatial_index_within_pixels(release):
@@ -322,7 +326,8 @@ def test_final_export_memory_does_not_grow_with_batches(tmp_path, cfg):
         export.run_release(lay, ["knn"], cfg, dirs, dedup, side, str(d / "release"))
         peaks[n] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        assert json.loads((d / "release" / "manifest.json").read_text())["files"]["count"] == n
+        rec = json.loads((d / "release" / export.CATALOG_JSON).read_text())
+        assert rec["manifest"]["files"]["count"] == n
         shutil.rmtree(d)
     print("peak bytes by batches:", peaks)
     assert peaks[200] < peaks[20] + 1_000_000, peaks

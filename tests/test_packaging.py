@@ -38,7 +38,9 @@ def test_declared_metadata():
     assert proj["license"] == "MIT" and (REPO / "LICENSE").is_file()
     assert "MIT License" in (REPO / "LICENSE").read_text()
     names = lambda reqs: sorted(r.split(">")[0].split("=")[0].split("<")[0].strip() for r in reqs)
-    assert names(proj["optional-dependencies"]["read"]) == ["numpy", "pyarrow", "qp-prob"]
+    # the reader, `pzpipe verify`, and lsdb for the READMEs' snippets (issue 22; nothing of
+    # pzpipe imports lsdb at import time: tests/test_collection.py checks it in a clean venv)
+    assert names(proj["optional-dependencies"]["read"]) == ["lsdb", "numpy", "pyarrow", "qp-prob"]
     assert set(names(proj["dependencies"])) <= {"numpy", "pyarrow", "qp-prob"}
     # the pipeline extra mirrors envs/requirements.in (minus pytest, snakefmt, hats-import)
     req_in = [line.split("#")[0].strip() for line in
@@ -50,7 +52,8 @@ def test_declared_metadata():
 def test_package_data_links_point_at_the_canonical_files():
     data = REPO / "workflow" / "src" / "pzpipe" / "data"
     for name, canonical in (("config.schema.yaml", "workflow/schemas/config.schema.yaml"),
-                            ("throughput.yaml", "resources/throughput.yaml")):
+                            ("throughput.yaml", "resources/throughput.yaml"),
+                            ("pdf_format.md", "docs/pdf_format.md")):
         assert (data / name).resolve() == (REPO / canonical).resolve()
 
 
@@ -82,6 +85,8 @@ assert cfg['zgrid']['nz'] == 301 and cfg['estimate']['pdf_bits'] == 10
 assert p.load_throughput()
 assert glob.glob(os.path.join(site, 'pzpipe-*.dist-info', 'licenses', 'LICENSE'))
 from pzpipe.release.read import to_ensemble, pdf_grid
+from pzpipe.release import bundle                  # the release's copy of docs/pdf_format.md
+assert bundle.pdf_format_text() == {(REPO / "docs" / "pdf_format.md").read_text()!r}
 print('ok')
 """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

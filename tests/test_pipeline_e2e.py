@@ -44,7 +44,8 @@ def test_dry_run_of_a_hats_input_plans_every_job(tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     for rule in ("partition_batch", "train", "estimate_batch", "validate", "export_batch",
-                 "export_dedup", "export"):
+                 "export_dedup", "export", "margin_batch", "index_batch", "index_bucket",
+                 "release"):
         assert rule in out
     assert "import_objects" not in out and "checkpoint" not in out
 
@@ -56,8 +57,11 @@ def test_release_is_complete_and_conserved(run_dir):
     assert cons["ok"] and cons["objects_in"] == 100
     assert cons["objects_in"] == cons["objects_out"] + sum(cons["cut_by_reason"].values())
     assert man["format"] == "hats"
-    files = [line.split(",") for line in (rel / "manifest_files.csv").read_text().splitlines()[1:]]
-    assert len(files) == man["files"]["count"] == man["pixels"] >= 3
+    allfiles = [line.split(",") for line in (rel / "manifest_files.csv").read_text().splitlines()[1:]]
+    assert len(allfiles) == man["files"]["count"]
+    files = [f for f in allfiles if f[6] == "primary"]       # the photo-z catalog's
+    assert len(files) == man["pixels"] >= 3
+    assert {f[6] for f in allfiles} == {"primary", "margin", "index"}
     for path, rows, *_ in files:
         assert pq.ParquetFile(rel / path).metadata.num_rows == int(rows)
     assert sum(int(f[1]) for f in files) == cons["objects_out"]
@@ -88,7 +92,7 @@ def test_pdfs_rebuild_as_qp_ensemble(run_dir):
     from pzpipe.release.read import to_ensemble
 
     rel = run_dir / "results" / "release"
-    path = next((rel / "dataset").rglob("Npix=*.parquet"))
+    path = next((rel / "photoz" / "dataset").rglob("Npix=*.parquet"))
     t = pq.read_table(path, columns=["knn_pdf", "objectId"]).rename_columns(["pdf", "object_id"])
     ens = to_ensemble(t, None, zgrid=np.linspace(0, 3, 301))
     assert ens.npdf == pq.ParquetFile(path).metadata.num_rows

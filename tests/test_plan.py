@@ -73,9 +73,25 @@ def test_plan_job_counts_and_submissions():
     assert p["jobs"]["validate_estimate"] == 2
     assert p["jobs"]["export_batch"] == 10 and p["jobs"]["export_dedup"] == 1
     # arrays of <= 4 tasks: partition 3, estimate 5, train 1, validate_estimate 1,
-    # validate/export 2, export_batch 3, export_dedup 1
-    assert s["array_best"] == 3 + 5 + 1 + 1 + 2 + 3 + 1
+    # validate/export/release 3, export_batch 3, export_dedup 1
+    assert s["array_best"] == 3 + 5 + 1 + 1 + 3 + 3 + 1
     assert s["array_best"] <= s["array_worst"] <= s["no_array"]
+    # files without coordinates: no margin, no index
+    assert p["jobs"]["margin_batch"] == p["jobs"]["index_batch"] == p["jobs"]["index_bucket"] == 0
+
+
+def test_plan_hats_collection_jobs():
+    """HATS inputs: the collection's margin and index jobs, one per batch (+ one index
+    bucket per dedup bucket), counted in the DAG size and in the collection's cost."""
+    p = P.plan(13_000_000, rows_per_file=1_300_000, chunks_per_batch=10,
+               algorithms=["fast", "slow"], throughput=TP, hats=True)
+    j = p["jobs"]
+    assert j["margin_batch"] == j["index_batch"] == p["batches"] > 0
+    assert j["index_bucket"] == j["export_dedup"] and j["release"] == 1
+    assert p["total_jobs"] == sum(j.values())
+    c = p["collection"]
+    assert c["margin_bytes"] > 0 and c["index_bytes"] == pytest.approx(13e6 * P.INDEX_BYTES_PER_OBJECT)
+    assert c["core_hours"] > 0
 
 
 def test_plan_core_hours_wall_and_storage():

@@ -219,7 +219,9 @@ def run_and_kill(wd: Path, delay: float, log, overlays) -> dict:
     return {"killed": True, "at": round(delay, 1), "survivors": survivors}
 
 
-PHASES = (("results/release", "export"), ("results/export/dedup/", "export_dedup"),
+PHASES = (("results/release", "release"), ("results/export/index_buckets/", "index_bucket"),
+          ("results/export/index/", "index_batch"), ("results/export/margin/", "margin_batch"),
+          ("results/export/catalog", "export"), ("results/export/dedup/", "export_dedup"),
           ("results/export/batches/", "export_batch"), ("results/export/ids/", "export_batch"),
           ("results/estimates/", "estimate"),
           ("results/partition/", "partition"), ("results/objects_hats", "import_objects"))
@@ -272,8 +274,9 @@ def test_reference_equals_the_full_run(reference):
 
     base, wd, _, _, _ = reference
     rel, full = wd / "results" / "release", base / "results" / "release"
-    pixels = sorted(p for p in files(rel) if p.startswith("dataset/Norder="))
-    assert pixels and pixels == sorted(p for p in files(full) if p.startswith("dataset/Norder="))
+    pixels = sorted(p for p in files(rel) if p.startswith("photoz/dataset/Norder="))
+    assert pixels and pixels == sorted(p for p in files(full)
+                                       if p.startswith("photoz/dataset/Norder="))
     for p in pixels:
         a = pq.read_table(rel / p)
         b = pq.read_table(full / p, columns=a.column_names)

@@ -1,5 +1,6 @@
 """A release made without Snakemake, by calling the stages' own functions in the order the
-rules do (partition -> train -> estimate -> export_batch -> export_dedup -> export), with
+rules do (partition -> train -> estimate -> export_batch -> export_dedup -> export ->
+margin_batch, index_batch, index_bucket -> release), with
 real estimators (kNN: trained in a few seconds). For tests that need a release of a
 particular layout (files without coordinates, fully cut chunks, several pixels per batch)
 without the cost of a Snakemake run.
@@ -43,8 +44,25 @@ def build_release(root: Path, cfg: dict, algos: list[str], imported: str | None 
     reports = [str(root / "results" / "export" / "dedup" / f"{j}.json") for j in range(k)]
     for j in range(k):
         export.run_dedup(ids, j, reports[j])
-    export.run_release(lay, algos, cfg, dirs, reports,
-                       {a: p["sidecar"].format(algo=a) for a in algos}, p["release"])
+    sidecars = {a: p["sidecar"].format(algo=a) for a in algos}
+    export.run_release(lay, algos, cfg, dirs, reports, sidecars, p["export_catalog"])
+    margins, indexes = [], []
+    if lay.is_hats:                   # the collection's margin and id index (rules/export.smk)
+        from pzpipe.stages import collection
+
+        idc = cfg["columns"]["id"]
+        for b, d in zip(lay.batch_ids(), dirs):
+            margins.append(p["export_margin"].format(batch=b))
+            collection.run_margin_batch(p["export_catalog"], b, cfg["export"]["margin_arcsec"],
+                                        margins[-1])
+            collection.run_index_batch(d, idc, p["export_index_batch"].format(batch=b))
+        files = [p["export_index_batch"].format(batch=b) for b in lay.batch_ids()]
+        for j in range(k):
+            indexes.append(p["export_index"].format(bucket=j))
+            collection.run_index_bucket(files, j, k, idc, indexes[-1])
+    export.run_collection(lay, algos, cfg, p["export_catalog"], margins, indexes, p["release"],
+                          sidecars=sidecars, models={a: p["model"].format(algo=a) for a in algos},
+                          input_catalog=imported or cfg["inputs"].get("hats"))
     return {"paths": p, "layout": lay, "cfg": cfg}
 
 

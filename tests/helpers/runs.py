@@ -31,6 +31,10 @@ PATHS = {
     "sidecar": "results/models/{algo}/model.json",
     "algo_data": "results/{algo}_data",
     "estimate": "results/estimates/{algo}/{batch}.parquet",
+    "export_catalog": "results/export/catalog",
+    "export_margin": "results/export/margin/{batch}",
+    "export_index_batch": "results/export/index/{batch}.parquet",
+    "export_index": "results/export/index_buckets/{bucket}",
     "release": "results/release",
 }
 

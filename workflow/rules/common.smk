@@ -10,7 +10,16 @@ from snakemake.exceptions import WorkflowError
 import pzpipe
 from pzpipe import PipelineError
 from pzpipe import algorithms, trainset
-from pzpipe.stages import audit, estimate, export, partition, progress, train, validate
+from pzpipe.stages import (
+    audit,
+    collection,
+    estimate,
+    export,
+    partition,
+    progress,
+    train,
+    validate,
+)
 from pzpipe.core.jobs import logged
 from pzpipe.run.config import config_hash, enabled_algorithms, resolve_path, validate_config
 from pzpipe.run.layout import catalog_columns, import_enabled, make_layout
@@ -33,6 +42,10 @@ PATHS = {
     "export_batch": f"{RESULTS}/export/batches/{{batch}}",
     "export_ids": f"{RESULTS}/export/ids/{{batch}}.parquet",
     "export_dedup": f"{RESULTS}/export/dedup/{{bucket}}.json",
+    "export_catalog": f"{RESULTS}/export/catalog",  # the photo-z catalog, before the release
+    "export_margin": f"{RESULTS}/export/margin/{{batch}}",  # margin files of a batch's pixels
+    "export_index_batch": f"{RESULTS}/export/index/{{batch}}.parquet",  # a batch's sorted ids
+    "export_index": f"{RESULTS}/export/index_buckets/{{bucket}}",  # one id range of the index
     "release": f"{RESULTS}/release",
     "audit_md": f"{RESULTS}/audit/report.md",
     "audit_json": f"{RESULTS}/audit/report.json",
@@ -183,6 +196,43 @@ def export_inputs(wildcards):
 
 def dedup_inputs(wildcards):
     return expand(PATHS["export_ids"], batch=layout().batch_ids())
+
+
+def collection_on():
+    """The release is a HATS collection (margin + id index) when the input is HATS."""
+    return current_layout().is_hats
+
+
+def n_index_buckets():
+    return export.n_buckets(current_layout().n_objects, CFG["export"]["dedup_ids_per_job"])
+
+
+def index_bucket_inputs(wildcards):
+    return expand(PATHS["export_index_batch"], batch=layout().batch_ids())
+
+
+def input_catalog():
+    """The HATS input catalog (inputs.hats, or inputs.files imported), else None."""
+    if CFG["inputs"]["hats"]:
+        return resolve_path(CFG["inputs"]["hats"])
+    return PATHS["objects_hats"] if TO_HATS else None
+
+
+def release_inputs(wildcards):
+    lay = layout()
+    hats = lay.is_hats
+    out = {
+        "catalog": PATHS["export_catalog"],
+        "margins": expand(PATHS["export_margin"], batch=lay.batch_ids()) if hats else [],
+        "indexes": expand(PATHS["export_index"], bucket=range(n_index_buckets())) if hats else [],
+        "sidecars": expand(PATHS["sidecar"], algo=ALGOS),
+        "models": expand(PATHS["model"], algo=ALGOS),
+        "validation": [VALIDATION[k] for k in ("md", "csv", "req_md", "req_json")],
+    }
+    data_algos = algorithms.with_data_dir(ALGOS)
+    if data_algos:
+        out["algo_data"] = expand(PATHS["algo_data"], algo=data_algos)
+    return out
 
 
 # Job sizes (mem_mb, runtime; partition of estimate_batch): one table, pzpipe.planning.resources.JOBS,

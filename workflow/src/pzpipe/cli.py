@@ -1,4 +1,4 @@
-"""Command line: ``pzpipe describe|plan|summary``.
+"""Command line: ``pzpipe describe|plan|summary|verify``.
 
     pzpipe describe /data/objects/*.parquet -o config/dr1_inputs.csv
         Input descriptor (path,nrows) from parquet footers / HDF5 shapes, read once, so
@@ -9,6 +9,12 @@
         with inputs.hats and inputs.descriptor set, every parse reads this CSV only.
     pzpipe plan ...      see ``python -m pzpipe.planning.plan --help``
     pzpipe summary ...   see ``python -m pzpipe.stages.progress --help``
+    pzpipe verify RELEASE [--no-hash]
+        Check a copy of a release with the release alone (numpy + pyarrow: works in the
+        light `pip install "pzpipe[read]"`): every file's size and sha256 against the
+        manifest, row counts against partition_info.csv and conservation.json, every
+        file's schema against _common_metadata, files not in the manifest. One line per
+        problem; exit status 1 if any.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 
 def describe(paths: list[str], out: str, hdf5_group: str = "photometry", threads: int = 8) -> int:
-    from .io import atomic_path
-    from .layout import file_rows
+    from .core.io import atomic_path
+    from .run.layout import file_rows
 
     with ThreadPoolExecutor(threads) as ex:
         rows = list(ex.map(lambda p: file_rows(p, hdf5_group), paths))
@@ -49,20 +55,24 @@ def main(argv=None) -> int:
                         help="the path is a HATS catalog: write Norder,Npix,nrows")
         a = ap.parse_args(rest)
         if a.hats:
-            from .layout import write_hats_descriptor
+            from .run.layout import write_hats_descriptor
 
             n = write_hats_descriptor(a.paths[0], a.out)
             print(f"{n} pixels -> {a.out}")
             return 0
         return describe(a.paths, a.out, a.hdf5_group)
     if cmd == "plan":
-        from . import plan
+        from .planning import plan
 
         return plan.main(rest) or 0
     if cmd == "summary":
-        from . import progress
+        from .stages import progress
 
         return progress.main(rest) or 0
+    if cmd == "verify":
+        from pzpipe.release import verify
+
+        return verify.main(rest)
     print(f"unknown command {cmd!r}\n{__doc__}", file=sys.stderr)
     return 2
 

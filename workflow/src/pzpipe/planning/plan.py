@@ -45,7 +45,7 @@ MAX_JOBS = SIZING["max_jobs"]
 ARRAY_LIMIT = SIZING["array_limit"]
 ALGORITHMS = _algorithms.default_names()
 # Rules of the workflow with one job per release (not per batch).
-SINGLE_RULES = ("validate", "export")  # `summary` runs on demand, not in `all`
+SINGLE_RULES = ("validate", "export", "release")  # `summary` runs on demand, not in `all`
 # plus one `prepare_data` job per algorithm that declares a data directory
 
 # Output layout (DESIGN.md): object_id int64, six float32 point-estimate
@@ -58,11 +58,26 @@ POINT_BYTES = 4
 FLAGS_BYTES = 4
 PDF_BYTES_COMPRESSED = 40
 NBANDS = 6
+# The HATS collection (pzpipe.stages.collection), measured with
+# benchmarks/collection_scaling.py (benchmarks/results/collection_scaling.json): CPU time
+# per object of margin_batch, index_batch + index_bucket; margin rows per release row
+# (5", order-6/7 pixels: ~4 x 13" / pixel side; larger pixels give fewer); index bytes
+# per object (objectId int64 sorted + Norder + Npix, zstd).
+MARGIN_CPU_US_PER_OBJECT = 3.15
+INDEX_CPU_US_PER_OBJECT = 1.3      # 0.87 index_batch + 0.43 index_bucket
+MARGIN_ROW_FRACTION = 0.063         # the larger of 0.031 (1e6 objects) and 0.063 (4e6)
+INDEX_BYTES_PER_OBJECT = 2.94
 
 
 def extra_bytes(algo: str) -> int:
+    """Bytes per object of the algorithm's extra columns (``Algorithm.extra_dtypes``,
+    float32 otherwise)."""
+    import numpy as np
+
     a = _algorithms.REGISTRY.get(algo)
-    return 4 * len(a.extras) if a is not None else 0
+    if a is None:
+        return 0
+    return sum(np.dtype(a.extra_dtypes.get(c, "float32")).itemsize for c in a.extras.values())
 
 # Each task in a Slurm array counts against MaxSubmitJobs like a job; the plugin
 # submits at most --slurm-array-limit tasks per sbatch call (ARRAY_LIMIT above).
@@ -121,14 +136,14 @@ def count_input(objects: float | None = None, rows_per_file: float | None = None
 # the plan
 # --------------------------------------------------------------------------
 def suggest_chunks_per_batch(n_chunks: int, n_algorithms: int, max_jobs: int = MAX_JOBS,
-                             data_jobs: int = 1, n_dedup: int = 1) -> int:
+                             data_jobs: int = 1, n_dedup: int = 1, hats: bool = False) -> int:
     """Smallest chunks_per_batch keeping the whole DAG at or below ``max_jobs``."""
     # train + validate_estimate per algorithm, single rules, data preparation, the
-    # duplicate-check jobs and the `all` target
-    fixed = 2 * n_algorithms + len(SINGLE_RULES) + int(data_jobs) + 1 + n_dedup
+    # duplicate-check jobs (and, for HATS, the index buckets) and the `all` target
+    fixed = 2 * n_algorithms + len(SINGLE_RULES) + int(data_jobs) + 1 + n_dedup * (1 + hats)
     room = max(1, max_jobs - fixed)
-    per_batch = 2 + n_algorithms            # partition_batch, estimate_batch per algorithm,
-    #                                         export_batch
+    per_batch = 2 + n_algorithms + 2 * hats  # partition_batch, estimate_batch per algorithm,
+    #                                         export_batch (+ margin_batch, index_batch)
     cpb = max(1, math.ceil(n_chunks * per_batch / room))
     while cpb < max(1, n_chunks) and math.ceil(n_chunks / cpb) * per_batch > room:
         cpb += 1                            # ceil() of the batch count can overshoot by one
@@ -196,7 +211,7 @@ def plan(
     n_dedup = max(1, math.ceil(n_obj / DEDUP_IDS_PER_JOB)) if n_obj else 0
     n_data = len(_algorithms.with_data_dir(algorithms))
     cpb = suggest_chunks_per_batch(n_chunks, len(algorithms), job_target, n_data,
-                                   n_dedup) if auto_cpb else int(chunks_per_batch)
+                                   n_dedup, hats) if auto_cpb else int(chunks_per_batch)
     if cpb <= 0:
         raise ValueError("chunks_per_batch must be > 0")
     n_alg = len(algorithms)
@@ -209,8 +224,8 @@ def plan(
 
     if hats and auto_cpb and n_files:    # whole-pixel batches are coarser: grow cpb to fit
         per_pixel = max(1, math.ceil(n_chunks / n_files))
-        fixed = 2 * n_alg + len(SINGLE_RULES) + 1 + n_dedup + n_data
-        while batches(cpb) * (2 + n_alg) + fixed > job_target and cpb < n_chunks:
+        fixed = 2 * n_alg + len(SINGLE_RULES) + 1 + 2 * n_dedup + n_data
+        while batches(cpb) * (4 + n_alg) + fixed > job_target and cpb < n_chunks:
             cpb += per_pixel
     n_batches = batches(cpb)
 
@@ -224,6 +239,11 @@ def plan(
         "export_batch": n_batches,
         "export_dedup": n_dedup,
         "export": 1,
+        # the HATS collection (pzpipe.stages.collection): margin and id index
+        "margin_batch": n_batches if hats else 0,
+        "index_batch": n_batches if hats else 0,
+        "index_bucket": n_dedup if hats else 0,
+        "release": 1,
         "all": 1,
     }
     total_jobs = sum(jobs.values())
@@ -296,6 +316,14 @@ def plan(
                     f"raise threads, lower chunks_per_batch or use a long partition")
 
     partition_bytes = n_obj * (ID_BYTES + 2 * NBANDS * 4 + FLAGS_BYTES)
+    release_bytes = sum(e["storage_bytes"] for e in per_algo.values())
+    collection = {
+        "margin_rows": n_obj * MARGIN_ROW_FRACTION if hats else 0,
+        "margin_bytes": release_bytes * MARGIN_ROW_FRACTION if hats else 0,
+        "index_bytes": n_obj * INDEX_BYTES_PER_OBJECT if hats else 0,
+        "core_hours": (n_obj * (MARGIN_CPU_US_PER_OBJECT + INDEX_CPU_US_PER_OBJECT) / 3.6e9
+                       if hats else 0.0),
+    }
     totals = {
         "core_hours_apollo": sum(e["apollo"]["core_hours"] for e in per_algo.values()),
         "core_hours_sdumont": sum(e["sdumont"]["core_hours"] for e in per_algo.values()),
@@ -321,6 +349,7 @@ def plan(
         "algorithms": algorithms,
         "threads": threads,
         "jobs": jobs,
+        "collection": collection,
         "total_jobs": total_jobs,
         "max_jobs": max_jobs,
         "job_target": job_target,
@@ -383,6 +412,11 @@ def format_plan(p: Mapping) -> str:
     w(f"  {'total':<10} {_fmt_bytes(t['storage_bytes']):>10}; float64 PDFs: "
       f"{_fmt_bytes(t['storage_bytes_float64_pdf'])}")
     w(f"  partition (skinny photometry): {_fmt_bytes(t['partition_bytes'])}")
+    c = p.get("collection") or {}
+    if c.get("index_bytes"):
+        w(f"  HATS collection: margin catalog {_fmt_bytes(c['margin_bytes'])} "
+          f"({c['margin_rows']:,.0f} rows), objectId index {_fmt_bytes(c['index_bytes'])}; "
+          f"{c['core_hours']:,.0f} core-hours for the margin and index jobs")
     w(f"  files: {t['output_files']:,} parquet (partition + estimates + release), "
       f"{t['metadata_records']:,} .snakemake/metadata records")
     if p.get("warnings"):
@@ -416,6 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--array-limit", type=int, default=ARRAY_LIMIT)
     ap.add_argument("--pdf-bytes", type=float, default=PDF_BYTES_COMPRESSED,
                     help="compressed PDF bytes per object")
+    ap.add_argument("--hats", action="store_true",
+                    help="the input is a HATS catalog (--rows-per-file = rows per pixel): "
+                         "batches of whole pixels, and the release's margin and index jobs")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     a = ap.parse_args(argv)
     p = plan(
@@ -425,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         throughput=a.throughput, cores_apollo=a.cores_apollo, cores_sdumont=a.cores_sdumont,
         threads=a.threads, max_jobs=a.max_jobs, job_limit_hours=a.job_limit_hours,
         max_submission_fraction=a.max_submission_fraction or None, array_limit=a.array_limit,
-        pdf_bytes=a.pdf_bytes,
+        pdf_bytes=a.pdf_bytes, hats=a.hats,
     )
     print(json.dumps(p, indent=2) if a.json else format_plan(p))
     return 0

@@ -63,6 +63,15 @@ JOBS: dict[str, dict[str, Any]] = {
     "export": {"mem_mb": 2000, "runtime": 60, "sites": {
         "apollo": {"mem_mb": 4000, "runtime": 240},
         "sdumont": {"mem_mb": 8000, "runtime": 240}}},
+    # the HATS collection (pzpipe.stages.collection; docs/scaling.md): a margin job holds one
+    # neighbouring pixel file and its batch's margin rows; an index batch job 17 B per object
+    # of the batch; an index bucket job 17 B per id of its range (1.5e8 ids: 2.6 GB) + sort
+    "margin_batch": {"mem_mb": 4000, "runtime": 60},
+    "index_batch": {"mem_mb": 6000, "runtime": 30},
+    "index_bucket": {"mem_mb": 8000, "runtime": 60},
+    "release": {"mem_mb": 2000, "runtime": 60, "sites": {
+        "apollo": {"mem_mb": 4000, "runtime": 240},
+        "sdumont": {"mem_mb": 8000, "runtime": 240}}},
     "audit": {"mem_mb": 4000, "runtime": 120},
     "specz_compile": {"mem_mb": 4000, "runtime": 30},
     "specz_dedup": {"mem_mb": 4000, "runtime": 30},

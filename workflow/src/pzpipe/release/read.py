@@ -1,8 +1,9 @@
 """Read the PDFs of a pzpipe photo-z release without the pipeline's environment.
 
-Install the reader alone (numpy, pyarrow, qp; no RAIL, numba or Snakemake)::
+Install the reader alone (numpy, pyarrow, qp, and lsdb for the READMEs' snippets; no RAIL
+or Snakemake; this module imports only numpy, pyarrow and qp, and numba lazily if present)::
 
-    pip install "pzpipe[read] @ git+https://github.com/<org>/pzpipe"   # or "./[read]" in a clone
+    pip install "./[read]"            # in a clone of the pzpipe repository
 
 and turn release rows (from lsdb, pyarrow, pandas, one row group, a filter on
 ``objectId``, ...) into PDFs::

@@ -7,7 +7,13 @@
     pdf_encoding, columns [{name, type, unit, description}], flag_bits [{bit, meaning}],
     cut_by_reason {reason: count}, objects_in, code_version, config_hash,
     created (string), provenance_files (list of paths relative to the release)
-    optional: repository (URL of the pzpipe repository, for the pip command)
+    optional: repository (URL of the pzpipe repository, for the pip command; without it
+    the README says to install from a checkout at the recorded git commit),
+    collection {primary, margin, index} (directory names: the release is a HATS
+    collection), margin {margin_arcsec, rows}, index {column}, input (what the input
+    catalog was: name, description, synthetic, synthetic_note, files), bundle
+    {estimators, validation} (the folder's self-contained parts), validation_md (the
+    science-goal table, requirements.md)
 
 The code snippets are run by tests/test_release_readme.py against a small release.
 """
@@ -15,7 +21,9 @@ from __future__ import annotations
 
 from typing import Any
 
-DEFAULT_REPOSITORY = "<pzpipe repository URL>"
+# the percentile levels of the err columns, exactly (pzpipe.release.pointest)
+P68 = (15.865525393145707, 84.13447460685429)
+P95 = (2.5, 97.5)
 
 
 def _cell(x: Any) -> str:
@@ -52,7 +60,13 @@ def render(info: dict) -> str:
     hats = bool(info.get("hats"))
     zmin, zmax, nz = info["zgrid"]
     dz = (float(zmax) - float(zmin)) / (int(nz) - 1)
-    repo = info.get("repository") or DEFAULT_REPOSITORY
+    repo = info.get("repository")
+    cv = info.get("code_version") if isinstance(info.get("code_version"), dict) else {}
+    commit = (cv.get("git_commit") or "")[:12]
+    coll = info.get("collection") or {}
+    primary = coll.get("primary") or ""
+    inp = info.get("input") or {}
+    bundle = info.get("bundle") or {}
     n_rows = int(info["n_rows"])
     cuts = info.get("cut_by_reason") or {}
     objects_in = info.get("objects_in")
@@ -62,11 +76,36 @@ def render(info: dict) -> str:
     w(f"# Photometric redshifts: {info['release']}")
     w("")
     w(f"Photo-z PDFs and point estimates for **{n_rows:,} objects**, one row per object, "
-      f"computed by [pzpipe]({repo if repo != DEFAULT_REPOSITORY else '#'}) with the RAIL "
+      f"computed by {f'[pzpipe]({repo})' if repo else 'pzpipe'} with the RAIL "
       f"estimators {', '.join(f'`{a}`' for a in algos)}. Join it to the Object catalog on "
       f"`{idc}`.")
     w("")
-    if hats:
+    if inp:
+        if inp.get("synthetic"):
+            w("**The input was synthetic, not survey data.** ")
+        what = inp.get("name") or ", ".join(f"`{f}`" for f in inp.get("files") or [])
+        w(f"Input: {what} ({int(inp.get('objects') or 0):,} objects)"
+          + (f": {inp['description']}" if inp.get("description") else "") + ".")
+        if inp.get("synthetic_note"):
+            w("")
+            w("From the input catalog's `SYNTHETIC.md`:")
+            w("")
+            for line in inp["synthetic_note"].strip().splitlines():
+                w(f"> {line}" if line.strip() else ">")
+        w("")
+    if hats and coll.get("primary"):
+        w(f"Format: a [HATS](https://hats.readthedocs.io) **collection** (open this directory "
+          f"with [lsdb](https://docs.lsdb.io)): the photo-z catalog `{primary}/`, partitioned "
+          f"like the input Object catalog, with coordinates `{ra}`, `{dec}` (degrees) and the "
+          f"spatial index `_healpix_29`"
+          + (f"; its margin catalog `{coll['margin']}/` (the rows within "
+             f"{float((info.get('margin') or {}).get('margin_arcsec') or 0):g}\" outside each "
+             f"pixel, so that crossmatches find neighbours across pixel edges)"
+             if coll.get("margin") else "")
+          + (f"; an index catalog `{coll['index']}/` on `{idc}` (lsdb's `id_search` reads it "
+             f"instead of every pixel)" if coll.get("index") else "")
+          + ". `collection.properties` names them.")
+    elif hats:
         w(f"Format: a [HATS](https://hats.readthedocs.io) catalog, partitioned like the input "
           f"Object catalog (open it with [lsdb](https://docs.lsdb.io)); coordinates "
           f"`{ra}`, `{dec}` (degrees) and the spatial index `_healpix_29` are included.")
@@ -101,11 +140,18 @@ def render(info: dict) -> str:
 
     w("## Opening it")
     w("")
-    w("The PDF columns need the small reader of pzpipe (numpy, pyarrow and qp; no RAIL, "
-      "numba or Snakemake):")
+    w("Without any package of ours: `decode_pdf.py` in this directory decodes a PDF value "
+      "with numpy alone (the format is specified in `pdf_format.md`, also here). The "
+      "snippets below use pzpipe's small reader (numpy, pyarrow, qp, and lsdb for the "
+      "catalog; no RAIL or Snakemake), which also checks a copy of this folder:")
     w("")
     w("```bash")
-    w(f'pip install "pzpipe[read] @ git+{repo}"')
+    if repo:
+        w(f'pip install "pzpipe[read] @ git+{repo}"')
+    else:
+        w(f'pip install "./[read]"    # in a checkout of pzpipe'
+          + (f" at git commit {commit}" if commit else ""))
+    w("pzpipe verify RELEASE      # every file's size, sha256, rows and schema against manifest.json")
     w("```")
     w("")
     w("In the snippets, `RELEASE` is the path of this directory.")
@@ -122,6 +168,8 @@ def render(info: dict) -> str:
           f'"{a0}_z_median", "{a0}_pdf"])')
         w(f"rows = cat.cone_search(ra=RA_DEG, dec=DEC_DEG, radius_arcsec=600).compute()")
         w(f'ens = to_ensemble(rows, "{a0}", release=cat)   # qp.Ensemble of exactly these rows')
+        if coll.get("index"):
+            w(f'one = cat.id_search(values={{"{idc}": SOME_ID}}).compute()   # via the index')
         w("")
         w(f"# join to an Object catalog (same partitioning): on `{idc}`")
         w('objects = lsdb.open_catalog("path/to/object_catalog")')
@@ -139,7 +187,9 @@ def render(info: dict) -> str:
     w("from pzpipe.release.read import to_ensemble, pdf_grid")
     w("")
     w('RELEASE = "path/to/this/release"')
-    w('data = ds.dataset(f"{RELEASE}/dataset", format="parquet")')
+    sub = f"{primary}/dataset" if primary else "dataset"
+    w(f'data = ds.dataset(f"{{RELEASE}}/{sub}", format="parquet",')
+    w('                  exclude_invalid_files=True)   # skips _common_metadata')
     w(f'table = data.to_table(columns=["{idc}", "{a0}_z_median", "{a0}_flags", "{a0}_pdf"],')
     w(f'                      filter=ds.field("{idc}").isin(SOME_IDS))')
     w(f'ens = to_ensemble(table, "{a0}", release=RELEASE)   # z grid from the release metadata')
@@ -159,15 +209,18 @@ def render(info: dict) -> str:
       f"everywhere on [{float(zmin):g}, {float(zmax):g}]. **Null** means the estimator gave no "
       f"valid PDF (its point estimates are NaN and its flags have the invalid-PDF bit). "
       f"`pzpipe.release.read.to_ensemble` returns `qp.interp` ensembles on the z grid (decoded PDFs "
-      f"integrate to 1 with the trapezoid rule); the byte layout is specified in the pzpipe "
-      f"repository, `docs/pdf_format.md`, with a 30-line decoder. The grid and the encoding are "
+      f"integrate to 1 with the trapezoid rule); the byte layout is specified in "
+      f"`pdf_format.md` (in this directory), with the 30-line decoder `decode_pdf.py`. The "
+      f"grid and the encoding are "
       f"also in the parquet metadata: field metadata `zgrid`, `pdf_encoding` of each PDF "
       f"column, and the schema key `pzpipe` (JSON).")
     w("")
     w("Point estimates are computed from the full-precision PDF before compression: "
-      "`z_mode`, `z_mean`, `z_median`; `z_err68_low`/`z_err68_high` and "
-      "`z_err95_low`/`z_err95_high` are the 16/84th and 2.5/97.5th percentiles of the PDF "
-      "(absolute redshifts, not offsets).")
+      "`z_mode`, `z_mean`, `z_median`; `z_err68_low`/`z_err68_high` are the "
+      f"{P68[0]}th/{P68[1]}th percentiles (the central 68.27% interval, +-1 sigma of a "
+      f"Gaussian) and `z_err95_low`/`z_err95_high` the {P95[0]}th/{P95[1]}th percentiles "
+      "of the PDF (absolute redshifts, not offsets; linear interpolation of the trapezoid "
+      "CDF on the z grid).")
     w("")
 
     w("## Columns")
@@ -185,6 +238,32 @@ def render(info: dict) -> str:
         w(f"Test a bit: `(df[\"{a0}_flags\"] & (1 << bit)) != 0`.")
         w("")
 
+    if info.get("validation_md") or bundle:
+        w("## Validation")
+        w("")
+        if info.get("validation_md"):
+            body = info["validation_md"].split("\n", 1)[1] if info["validation_md"].startswith("#") \
+                else info["validation_md"]
+            w(body.strip())
+            w("")
+        val = bundle.get("validation") or {}
+        if val:
+            w("All metrics, with their definitions: " + ", ".join(f"`{v}`" for v in val.values())
+              + ".")
+            w("")
+    if bundle.get("estimators"):
+        w("## Reproducing a PDF")
+        w("")
+        w("Per estimator, `estimators/<estimator>/` holds `rail.json` (the RAIL informer and "
+          "estimator classes with every parameter as used, the package versions, the "
+          "training file with its sha256, the seed), `model.pkl` (the trained model) and, when "
+          "the estimator needs data files, `data/` (e.g. BPZ's SED templates, filters and "
+          "priors). With the packages of `rail.json` installed, "
+          "`<rail_estimator>.make_stage(name=\"est\", model=\"model.pkl\", "
+          "output_mode=\"return\", **estimate_params).estimate(photometry)` gives an "
+          "object's PDF; the release's value is that PDF on the z grid, quantised as "
+          "`pdf_format.md` describes.")
+        w("")
     w("## Provenance")
     w("")
     files = list(info.get("provenance_files") or [])

@@ -24,9 +24,10 @@ POINT_DOCS = {
     "z_mode": "photo-z: mode of the PDF (grid node of its maximum)",
     "z_mean": "photo-z: mean of the PDF",
     "z_median": "photo-z: median of the PDF",
-    "z_err68_low": "16th percentile of the PDF (lower end of the central 68% interval; an "
-                   "absolute redshift, not an offset)",
-    "z_err68_high": "84th percentile of the PDF (upper end of the central 68% interval)",
+    "z_err68_low": "15.865525393145707th percentile of the PDF (lower end of the central "
+                   "68.27% interval, -1 sigma of a Gaussian; an absolute redshift, not an offset)",
+    "z_err68_high": "84.13447460685429th percentile of the PDF (upper end of the central "
+                    "68.27% interval, +1 sigma of a Gaussian)",
     "z_err95_low": "2.5th percentile of the PDF (lower end of the central 95% interval)",
     "z_err95_high": "97.5th percentile of the PDF (upper end of the central 95% interval)",
 }
@@ -48,6 +49,12 @@ def flag_bits(cfg: dict) -> list[dict]:
 def _field(name, typ, description, unit="", **extra):
     md = {"description": description, "unit": unit, **{k: str(v) for k, v in extra.items()}}
     return pa.field(name, typ, metadata={k.encode(): v.encode() for k, v in md.items()})
+
+
+def extra_type(algo, col: str) -> pa.DataType:
+    """Arrow type of an estimator's extra column: ``Algorithm.extra_dtypes`` (e.g. float64
+    Gaussian parameters, int32 counts), float32 otherwise."""
+    return pa.from_numpy_dtype(np.dtype(algo.extra_dtypes.get(col, "float32")))
 
 
 def pdf_column(algo: str) -> str:
@@ -74,8 +81,9 @@ def release_schema(cfg: dict, algos: list[str], *, id_column: str, ra_column: st
         for c in POINT_COLS:
             fields.append(_field(f"{a}_{c}", pa.float32(), f"{a}: {POINT_DOCS[c]}"))
         for col in algo.extras.values():
-            doc = getattr(algo, "extra_docs", {}).get(col, f"{a}: estimator output '{col}'")
-            fields.append(_field(f"{a}_{col}", pa.float32(), doc))
+            em = (getattr(algo, "extra_meta", None) or {}).get(col) or {}
+            doc = em.get("description") or f"{a}: estimator output '{col}'"
+            fields.append(_field(f"{a}_{col}", extra_type(algo, col), doc, em.get("unit", "")))
         fields.append(_field(f"{a}_flags", pa.int32(), f"{a}: flag bits (see the release "
                                                        f"README: non-detections, invalid PDF)"))
         fields.append(_field(pdf_column(a), pa.binary(),

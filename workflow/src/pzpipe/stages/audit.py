@@ -1,8 +1,13 @@
 """Audit of a finished release: is what is published what the recorded run produced?
 
-``run`` checks a release catalog written by ``pzpipe.stages.export`` (one HATS catalog, or a
-parquet dataset for inputs without coordinates) and writes a report (markdown + JSON),
-one line per check with PASS / FAIL / WARN and the reason:
+``run`` checks a release written by ``pzpipe.stages.export`` (a HATS collection whose
+photo-z catalog is ``photoz/``, with its margin and id index, or a parquet dataset for
+inputs without coordinates) and writes a report (markdown + JSON), one line per check
+with PASS / FAIL / WARN and the reason. The manifest check covers every data file of the
+collection (margin and index included) and every file of the folder; the other checks
+concern the photo-z catalog (paths in their messages are relative to it). A receiver
+without the pipeline checks a copy with ``pzpipe verify`` (pzpipe.release.verify):
+sizes, sha256, rows and schemas of every file, numpy and pyarrow only.
 
 1. ``manifest``      every file listed in ``manifest_files.csv`` (streamed) exists with
                      the recorded size and sha256; the list has ``manifest.json``'s file
@@ -172,13 +177,32 @@ class _Check:
 
 
 # ----------------------------------------------------------------------------- helpers
-def manifest_files(release_dir: Path):
+def _release_root(release_dir: Path) -> Path:
+    """The directory holding ``manifest_files.csv``: ``release_dir`` itself, or, for the
+    photo-z catalog of a collection (``release/photoz``), its parent."""
+    d = Path(release_dir)
+    if not (d / "manifest_files.csv").is_file() and (d.parent / "manifest_files.csv").is_file():
+        return d.parent
+    return d
+
+
+def manifest_files(release_dir: Path, catalog: str | None = "primary"):
     """Rows of ``manifest_files.csv`` (streamed): dicts with path, rows, row_groups, bytes,
-    sha256, batch."""
-    with open(Path(release_dir) / "manifest_files.csv", newline="") as f:
+    sha256, batch, catalog (``primary``, ``margin`` or ``index`` of the collection; None:
+    every row). Paths relative to ``release_dir`` (the release, or the photo-z catalog
+    inside it)."""
+    root = _release_root(release_dir)
+    pre = os.path.relpath(release_dir, root).replace(os.sep, "/")
+    pre = "" if pre == "." else pre + "/"
+    with open(root / "manifest_files.csv", newline="") as f:
         for r in csv.DictReader(f):
-            yield {"path": r["path"], "rows": int(r["rows"]), "row_groups": int(r["row_groups"]),
-                   "bytes": int(r["bytes"]), "sha256": r["sha256"], "batch": r["batch"]}
+            cat = r.get("catalog") or "primary"
+            if catalog is not None and cat != catalog:
+                continue
+            path = r["path"][len(pre):] if pre and r["path"].startswith(pre) else r["path"]
+            yield {"path": path, "rows": int(r["rows"]),
+                   "row_groups": int(r["row_groups"]), "bytes": int(r["bytes"]),
+                   "sha256": r["sha256"], "batch": r["batch"], "catalog": cat}
 
 
 def _files_by_batch(release_dir: Path) -> dict[str, list[dict]]:
@@ -305,7 +329,7 @@ def check_manifest(release_dir: Path, manifest: dict) -> _Check:
     listed = set()
     bad = n_bytes = 0
     try:
-        for f in manifest_files(release_dir):
+        for f in manifest_files(release_dir, catalog=None):
             listed.add(f["path"])
             n_bytes += f["bytes"]
             p = release_dir / f["path"]
@@ -325,7 +349,12 @@ def check_manifest(release_dir: Path, manifest: dict) -> _Check:
     if isinstance(rec, dict) and (rec.get("count"), rec.get("bytes")) != (len(listed), n_bytes):
         c.fail(f"manifest_files.csv lists {len(listed)} files of {n_bytes} bytes, manifest.json "
                f"records {rec.get('count')} files of {rec.get('bytes')} bytes")
-    meta = RELEASE_META + (HATS_META if manifest.get("format") == "hats" else ())
+    primary = (manifest.get("collection") or {}).get("primary") or ""
+    pre = f"{primary}/" if primary else ""
+    meta = tuple(m for m in RELEASE_META if not m.startswith("dataset/")) \
+        + tuple(pre + m for m in RELEASE_META if m.startswith("dataset/")) \
+        + (tuple(pre + m for m in HATS_META) if manifest.get("format") == "hats" else ()) \
+        + (("collection.properties",) if primary else ())
     for m in meta:
         if not (release_dir / m).is_file():
             c.fail(f"{m}: release metadata file missing")
@@ -337,7 +366,8 @@ def check_manifest(release_dir: Path, manifest: dict) -> _Check:
             dirs.remove(d)
         for name in files:
             rel = str(base / name)
-            if rel not in listed and rel not in meta and rel not in SNAKEMAKE_MARKERS:
+            if rel not in listed and rel not in meta and rel not in SNAKEMAKE_MARKERS \
+                    and rel not in (manifest.get("metadata_files") or {}):
                 orphans.append(rel)
     for o in sorted(orphans):
         c.fail(f"{o}: in the release directory but not in the manifest"
@@ -919,6 +949,7 @@ def audit(inputs: Inputs, batches: list[str], work_dir: str, current_cfg: dict |
     a temporary name next to ``work_dir``, and removed)."""
     rdir = Path(inputs.release)
     checks: list[_Check] = []
+    cat = rdir
     man_path = rdir / "manifest.json"
     try:
         manifest = json.loads(man_path.read_text())
@@ -932,6 +963,8 @@ def audit(inputs: Inputs, batches: list[str], work_dir: str, current_cfg: dict |
         from pzpipe.run.config import enabled_algorithms, validate_config
 
         checks.append(check_manifest(rdir, manifest))
+        primary = (manifest.get("collection") or {}).get("primary")
+        cat = rdir / primary if primary else rdir     # the photo-z catalog of the collection
         try:
             cfg = validate_config(manifest["config"])
         except (PipelineError, KeyError) as exc:
@@ -941,12 +974,12 @@ def audit(inputs: Inputs, batches: list[str], work_dir: str, current_cfg: dict |
             cfg = None
         if cfg is not None:
             algos = enabled_algorithms(cfg)
-            checks.append(check_catalog(rdir, manifest, cfg))
+            checks.append(check_catalog(cat, manifest, cfg))
         checks.append(check_config(manifest, current_cfg))
         if cfg is not None:
-            checks.append(check_conservation(rdir, manifest, cfg, inputs, batches, work_dir))
-            checks.append(check_models(rdir, manifest, cfg, inputs, batches))
-            checks.append(check_recompute(rdir, manifest, cfg, inputs, batches, sample_chunks,
+            checks.append(check_conservation(cat, manifest, cfg, inputs, batches, work_dir))
+            checks.append(check_models(cat, manifest, cfg, inputs, batches))
+            checks.append(check_recompute(cat, manifest, cfg, inputs, batches, sample_chunks,
                                           seed, max_rows))
         checks.append(check_packages(manifest, inputs, algos))
     status = FAIL if any(c.status == FAIL for c in checks) else PASS

@@ -25,6 +25,7 @@ from pzpipe.core.zgrid import from_config as make_zgrid, spec as zgrid_spec
 from pzpipe.core.io import atomic_path
 from pzpipe.stages.partition import ID_COL, read_meta
 from pzpipe.release.pointest import FLAG_PDF_BAD, KEYS as POINT_COLS, point_estimates
+from pzpipe.release.schema import extra_type
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def output_schema(algo: algorithms.Algorithm, zg: np.ndarray,
     pdf_type = pdfstore.encode(np.ones((1, len(zg))), zg).type
     fields = [pa.field(ID_COL, pa.int64())]
     fields += [pa.field(c, pa.float32()) for c in POINT_COLS]
-    fields += [pa.field(c, pa.float32()) for c in algo.extras.values()]
+    fields += [pa.field(c, extra_type(algo, c)) for c in algo.extras.values()]
     fields += [pa.field("flags", pa.int32()), pa.field("pdf", pdf_type)]
     if full_pdf:
         fields.append(pa.field("pdf_full", pa.list_(pa.float64(), len(zg))))
@@ -77,7 +78,16 @@ def estimate_table(runner: algorithms.Runner, data: dict[str, np.ndarray], flags
         for c in POINT_COLS:
             cols[c] = pa.array(pe[c].astype(np.float32))
         for c in runner.algo.extras.values():
-            cols[c] = pa.array(np.asarray(extras.get(c, np.full(m, np.nan)), dtype=np.float32))
+            t = extra_type(runner.algo, c)
+            v = extras.get(c)
+            if v is None:       # not returned: NaN (float) or a null column (integer)
+                cols[c] = pa.nulls(m, t) if pa.types.is_integer(t) else pa.array(np.full(m, np.nan), t)
+            elif pa.types.is_integer(t):       # counts: NaN (no value) -> null
+                v = np.asarray(v, dtype=np.float64)
+                cols[c] = pa.array(np.where(np.isfinite(v), v, 0).astype(t.to_pandas_dtype()),
+                                   mask=~np.isfinite(v))
+            else:
+                cols[c] = pa.array(np.asarray(v, dtype=t.to_pandas_dtype()))
         f = flags[s:s + step]
         cols["flags"] = pa.array((f | np.where(bad, FLAG_PDF_BAD, 0)).astype(np.int32))
         cols["pdf"] = pdfstore.encode(pdf, z, bits=bits)

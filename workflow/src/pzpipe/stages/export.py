@@ -1,6 +1,6 @@
 """Export stage: the release catalog, in per-batch jobs that scale.
 
-Three steps, one rule each (workflow/rules/export.smk):
+Four steps, one rule each (workflow/rules/export.smk):
 
 1. :func:`run_batch` (one job per batch, in parallel): checks the batch's object
    conservation chunk by chunk (``rows_in = rows_out + cut``; every estimator has the
@@ -14,11 +14,20 @@ Three steps, one rule each (workflow/rules/export.smk):
    any id seen twice is a duplicate across batches (within a batch the partition already
    refused duplicates).
 3. :func:`run_release` (one job): reads only the per-batch and per-bucket reports,
-   hard-links the batches' files into a new release directory, writes the catalog
-   metadata with the hats library (partition info, ``_common_metadata``, properties with
-   the provenance), ``manifest.json`` + ``manifest_files.csv`` (every file's rows, bytes,
-   sha256), ``conservation.json`` and ``README.md``, and renames the directory into
-   place: a failed export leaves no release directory.
+   hard-links the batches' files into the photo-z catalog directory
+   (``results/export/catalog``), writes the catalog metadata with the hats library
+   (partition info, ``_common_metadata``, properties with the provenance),
+   ``manifest_files.csv`` (every file's rows, bytes, sha256, batch),
+   ``conservation.json`` and the record the release job turns into ``manifest.json`` and
+   ``README.md``.
+4. :func:`run_collection` (one job, after the margin and index jobs of
+   :mod:`pzpipe.stages.collection`): the release folder, a HATS collection (photo-z
+   catalog, margin catalog, id index) that a receiver can use and verify alone: the files
+   hard-linked, the catalogs' metadata, ``collection.properties``, ``manifest.json``
+   (sha256 of every file), ``README.md``, the PDF format spec and a numpy decoder, the
+   validation summary, every estimator's RAIL configuration and data files
+   (``pzpipe.release.bundle``). Written to a temporary name and renamed into place: a
+   failed export leaves no release directory.
 
 Memory at 40e9 objects (~300k chunks, ~20k pixels, batches of ``chunks_per_batch``
 chunks): a batch job holds one chunk's rows of every estimator (~130k x 7 estimators,
@@ -57,6 +66,7 @@ from pzpipe.core.zgrid import spec as zgrid_spec
 log = logging.getLogger(__name__)
 
 REPORT = "report.json"
+CATALOG_JSON = "release.json"      # the catalog step's record for the release job
 M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -408,7 +418,7 @@ def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[st
                      "pzpipe_algorithms": " ".join(algos),
                      "pzpipe_zgrid": " ".join(str(v) for v in zg),
                      "pzpipe_pdf_encoding": pdfstore.ENCODING,
-                     "pzpipe_manifest": "manifest.json",
+                     "pzpipe_manifest": "../manifest.json",
                      "hats_builder": f"pzpipe {code['pzpipe']}",
                      **{f"pzpipe_model_sha256_{a}": m["sha256"] for a, m in models.items()}}
             hatsio.write_catalog_files(tmp, pixels, schema, catalog_name=cfg["release"],
@@ -428,7 +438,6 @@ def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[st
             "pixels": len(pixels), "conservation": report,
             "columns": [f.name for f in schema],
         }
-        write_json_atomic(tmp / "manifest.json", manifest)
         from pzpipe.release.schema import column_dictionary, flag_bits
 
         info = {"release": cfg["release"], "n_rows": totals["rows_out"], "algorithms": list(algos),
@@ -437,18 +446,180 @@ def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[st
                 "columns": column_dictionary(schema), "flag_bits": flag_bits(cfg),
                 "cut_by_reason": report["cut_by_reason"], "objects_in": totals["rows_in"],
                 "code_version": code, "config_hash": chash, "n_files": n_files,
-                "n_pixels": len(pixels),
-                "provenance_files": ["manifest.json", "manifest_files.csv", "conservation.json"]
-                + (["properties"] if layout.is_hats else [])}
-        from pzpipe.release.readme import render
-
-        (tmp / "README.md").write_text(render(info))
+                "n_pixels": len(pixels)}
+        # the release job (run_collection) turns these into manifest.json and README.md
+        write_json_atomic(tmp / CATALOG_JSON, {"manifest": manifest, "readme": info})
     for f in ids_files:
         if os.path.exists(f):
             os.remove(f)
     for d in {os.path.dirname(f) for f in ids_files}:
         if os.path.isdir(d) and not os.listdir(d):
             os.rmdir(d)
-    log.info("release %s: %d rows, %d files, %d pixels", out, totals["rows_out"], n_files,
-             len(pixels))
+    log.info("release catalog %s: %d rows, %d files, %d pixels", out, totals["rows_out"],
+             n_files, len(pixels))
+    return manifest
+
+
+# ---------------------------------------------------------------------------- collection
+def _hash_rec(path: Path) -> dict:
+    return {"bytes": path.stat().st_size, "sha256": provenance.sha256_file(str(path))}
+
+
+def input_description(layout: Layout, cfg: dict, input_catalog: str | None) -> dict:
+    """What the input was, for the README: the HATS catalog's name and description
+    (``obs_description``) and its ``SYNTHETIC.md`` if it has one, or the input files."""
+    out = {"kind": layout.kind, "objects": layout.n_objects, "synthetic": False}
+    files = cfg["inputs"].get("files")
+    if files:
+        out["files"] = list(files) if isinstance(files, (list, tuple)) else [files]
+    if input_catalog and hatsio.is_hats(input_catalog) and not cfg["inputs"].get("hats"):
+        input_catalog = None        # imported from inputs.files: describe the files
+    if input_catalog and hatsio.is_hats(input_catalog):
+        cat = Path(hatsio.catalog_dir(input_catalog))
+        props = hatsio.read_properties(cat)
+        out["catalog"] = cfg["inputs"].get("hats")
+        out["name"] = props.get("obs_collection") or props.get("catalog_name")
+        out["description"] = props.get("obs_description")
+        for d in (cat, Path(input_catalog)):
+            if (d / "SYNTHETIC.md").is_file():
+                out["synthetic"] = True
+                out["synthetic_note"] = (d / "SYNTHETIC.md").read_text()
+                break
+        if "SYNTHETIC" in (out.get("description") or "").upper():
+            out["synthetic"] = True
+    return out
+
+
+def run_collection(layout: Layout, algos: list[str], cfg: dict, catalog_dir: str,
+                   margin_dirs: list[str], index_dirs: list[str], out_dir: str, *,
+                   sidecars: dict[str, str], models: dict[str, str],
+                   data_dirs: dict[str, str] | None = None,
+                   validation: dict[str, str] | None = None,
+                   input_catalog: str | None = None) -> dict:
+    """The release folder (see the module docstring, step 4): one entry per file in
+    memory, data files hard-linked (never copied when the filesystem allows links)."""
+    from pzpipe.release import bundle
+    from pzpipe.release.readme import render
+    from pzpipe.stages import collection as coll
+
+    cat = Path(catalog_dir)
+    rec = json.loads((cat / CATALOG_JSON).read_text())
+    manifest, info = rec["manifest"], rec["readme"]
+    idc = info["id_column"]
+    hats = bool(info["hats"])
+    primary = coll.PRIMARY if hats else ""
+    margin = coll.MARGIN if hats and margin_dirs else None
+    index = coll.index_name(idc) if hats and index_dirs else None
+    out = Path(out_dir)
+    with atomic_dir(out) as tmp:
+        pdir = tmp / primary if primary else tmp
+        # 1. the photo-z catalog: its data files and catalog metadata
+        n_files = bytes_total = 0
+        fcsv = open(tmp / "manifest_files.csv", "w", newline="")
+        w = csv.writer(fcsv)
+        w.writerow(["path", "rows", "row_groups", "bytes", "sha256", "batch", "catalog"])
+        for f in coll.read_file_list(cat):
+            dst = pdir / f["path"]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(str(cat / f["path"]), str(dst))
+            w.writerow([f"{primary}/{f['path']}" if primary else f["path"], f["rows"],
+                        f["row_groups"], f["bytes"], f["sha256"], f["batch"], "primary"])
+            n_files += 1
+            bytes_total += int(f["bytes"])
+        for name in ("properties", "hats.properties", "partition_info.csv",
+                     "dataset/_common_metadata"):
+            if (cat / name).is_file():
+                (pdir / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(cat / name, pdir / name)
+        shutil.copyfile(cat / "conservation.json", tmp / "conservation.json")
+        # 2. the margin catalog
+        if margin:
+            mdir = tmp / margin
+            pixels, rows, thr = [], 0, None
+            for d in margin_dirs:
+                rep = json.loads((Path(d) / coll.REPORT).read_text())
+                thr = rep["margin_arcsec"]
+                for f in rep["files"]:
+                    dst = mdir / f["path"]
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    _link_or_copy(str(Path(d) / f["path"]), str(dst))
+                    w.writerow([f"{margin}/{f['path']}", f["rows"], f["row_groups"], f["bytes"],
+                                f["sha256"], rep["batch"], "margin"])
+                    pixels.append(tuple(f["pixel"]))
+                    rows += f["rows"]
+                    n_files += 1
+                    bytes_total += int(f["bytes"])
+            coll.write_margin_metadata(mdir, sorted(pixels), pq.read_schema(
+                cat / "dataset" / "_common_metadata"), total_rows=rows,
+                ra_column=info["ra_column"], dec_column=info["dec_column"],
+                margin_arcsec=thr if thr is not None else cfg["export"]["margin_arcsec"])
+            manifest["margin"] = {"catalog": margin, "rows": rows, "pixels": len(pixels),
+                                  "margin_arcsec": thr}
+        # 3. the index catalog
+        if index:
+            idir = tmp / index
+            rows = 0
+            for d in index_dirs:
+                rep = json.loads((Path(d) / coll.REPORT).read_text())
+                for f in rep["files"]:
+                    dst = idir / f["path"]
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    _link_or_copy(str(Path(d) / f["local"]), str(dst))
+                    w.writerow([f"{index}/{f['path']}", f["rows"], f["row_groups"], f["bytes"],
+                                f["sha256"], "", "index"])
+                    rows += f["rows"]
+                    n_files += 1
+                    bytes_total += int(f["bytes"])
+            if rows != manifest["rows"]:
+                raise PipelineError(f"id index: {rows} rows, the release has {manifest['rows']}")
+            coll.write_index_metadata(idir, total_rows=rows, id_column=idc)
+            manifest["index"] = {"catalog": index, "column": idc, "rows": rows,
+                                 "files": len(index_dirs)}
+        fcsv.close()
+        if hats:
+            coll.write_collection_properties(tmp, cfg["release"], margin=margin, index=index,
+                                             id_column=idc)
+        # 4. what makes the folder usable alone
+        extra = bundle.write_bundle(tmp, cfg=cfg, algos=algos, zgrid=info["zgrid"],
+                                    encoding=info["pdf_encoding"], sidecars=sidecars,
+                                    models=models, data_dirs=data_dirs or {},
+                                    validation=validation or {})
+        for a in algos:
+            r = json.loads((tmp / extra["estimators"][a] / "rail.json").read_text())
+            manifest["models"][a]["rail_estimator"] = r["rail_estimator"]
+            manifest["models"][a]["rail_informer"] = r["rail_informer"]
+            manifest["models"][a]["config"] = f"{extra['estimators'][a]}/rail.json"
+        inp = input_description(layout, cfg, input_catalog)
+        manifest["input"] = inp
+        manifest["collection"] = {"primary": primary, "margin": margin, "index": index}
+        manifest["pdf_reader"] = ("decode_pdf.py (numpy; spec pdf_format.md), or "
+                                  "pzpipe.release.read.to_ensemble(table, algo) -> qp.Ensemble")
+        req = (validation or {}).get("requirements.md")
+        info.update(collection=manifest["collection"], input=inp, bundle=extra,
+                    margin=manifest.get("margin"), index=manifest.get("index"),
+                    repository=cfg.get("repository") or None,
+                    validation_md=Path(req).read_text() if req and os.path.isfile(req) else None,
+                    provenance_files=["manifest.json", "manifest_files.csv",
+                                      "conservation.json"]
+                    + ([f"{primary}/properties", "collection.properties"] if hats else []))
+        (tmp / "README.md").write_text(render(info))
+        # 5. the manifest: data files in manifest_files.csv, every other file here
+        manifest["files"] = {"count": n_files, "bytes": bytes_total, "list": "manifest_files.csv",
+                             "list_bytes": (tmp / "manifest_files.csv").stat().st_size,
+                             "list_sha256": provenance.sha256_file(str(tmp / "manifest_files.csv"))}
+        data = set()
+        with open(tmp / "manifest_files.csv", newline="") as f:
+            for r in csv.DictReader(f):
+                data.add(r["path"])
+        meta = {}
+        for root, dirs, fnames in os.walk(tmp):
+            dirs.sort()
+            for fn in sorted(fnames):
+                rel = os.path.relpath(os.path.join(root, fn), tmp).replace(os.sep, "/")
+                if rel in data or rel in ("manifest.json", "manifest_files.csv"):
+                    continue
+                meta[rel] = _hash_rec(Path(root) / fn)
+        manifest["metadata_files"] = meta
+        write_json_atomic(tmp / "manifest.json", manifest)
+    log.info("release %s: collection %s", out, manifest["collection"])
     return manifest
