@@ -262,7 +262,7 @@ def test_every_retry_asks_for_more_memory_and_time(name):
     """Each attempt a profile's `retries` allows asks every rule for more memory and more
     time than the one before (a job killed for exceeding either is resubmitted bigger),
     with the site overlay's sizing (caps included) and the profile's threads."""
-    from pzpipe.resources import JOBS, rule_resources
+    from pzpipe.planning.resources import JOBS, rule_resources
 
     prof = _profile(name)
     files = [REPO / "config" / "config.yaml"] + \
