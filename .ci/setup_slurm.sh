@@ -31,7 +31,53 @@ node_idle() {
   case "$st" in idle|mix|alloc|comp) return 0 ;; *) return 1 ;; esac
 }
 
-if node_idle && timeout 10 scontrol ping >/dev/null 2>&1; then
+# --- slurm.conf (written below; compared first: a changed config restarts the daemons) ---
+mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/slurm
+CONF=/etc/slurm/slurm.conf
+NEW_CONF="$(mktemp)"
+cat > "$NEW_CONF" <<CONF
+# Written by .ci/setup_slurm.sh: one-node test cluster.
+ClusterName=pzpipe-ci
+SlurmctldHost=${HOST}
+AuthType=auth/munge
+CredType=cred/munge
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd
+SlurmctldPidFile=/run/slurm/slurmctld.pid
+SlurmdPidFile=/run/slurm/slurmd.pid
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SchedulerType=sched/backfill
+AccountingStorageType=accounting_storage/none
+# Memory is enforced by polling (no cgroups needed, none usable in a container):
+# every second slurmstepd sums the RSS of each step's processes and kills a step above
+# the job's --mem (job state OUT_OF_MEMORY), as a cluster's cgroup limit would.
+# tests/test_slurm_faults.py relies on it.
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
+MpiDefault=none
+ReturnToService=2
+SlurmctldTimeout=30
+SlurmdTimeout=30
+InactiveLimit=0
+KillWait=10
+MinJobAge=300
+MaxArraySize=10001
+MaxJobCount=20000
+DefMemPerCPU=1000
+NodeName=${HOST} CPUs=${NCPU} RealMemory=${REAL_MB} State=UNKNOWN
+PartitionName=cpu Nodes=${HOST} Default=YES MaxTime=12:00:00 State=UP
+PartitionName=cpu_dev Nodes=${HOST} Default=NO MaxTime=00:30:00 State=UP
+CONF
+if cmp -s "$NEW_CONF" /etc/slurm/slurm.conf && node_idle && timeout 10 scontrol ping >/dev/null 2>&1; then
+  rm -f "$NEW_CONF"
   log "Slurm already running: $(sinfo -h -o '%P %a %D %t' | tr '\n' ';')"
   exit 0
 fi
@@ -67,45 +113,8 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
   munge -n | unmunge >/dev/null 2>&1 || die "munge credential round-trip fails"
 fi
 
-# --- slurm.conf -----------------------------------------------------------
+# --- slurm.conf ---------------------------------------------------------------
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/slurm
-CONF=/etc/slurm/slurm.conf
-NEW_CONF="$(mktemp)"
-cat > "$NEW_CONF" <<CONF
-# Written by .ci/setup_slurm.sh: one-node test cluster.
-ClusterName=pzpipe-ci
-SlurmctldHost=${HOST}
-AuthType=auth/munge
-CredType=cred/munge
-SlurmUser=root
-SlurmdUser=root
-StateSaveLocation=/var/spool/slurmctld
-SlurmdSpoolDir=/var/spool/slurmd
-SlurmctldPidFile=/run/slurm/slurmctld.pid
-SlurmdPidFile=/run/slurm/slurmd.pid
-SlurmctldLogFile=/var/log/slurm/slurmctld.log
-SlurmdLogFile=/var/log/slurm/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-SchedulerType=sched/backfill
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-MpiDefault=none
-ReturnToService=2
-SlurmctldTimeout=30
-SlurmdTimeout=30
-InactiveLimit=0
-KillWait=10
-MinJobAge=300
-MaxArraySize=10001
-MaxJobCount=20000
-DefMemPerCPU=1000
-NodeName=${HOST} CPUs=${NCPU} RealMemory=${REAL_MB} State=UNKNOWN
-PartitionName=cpu Nodes=${HOST} Default=YES MaxTime=12:00:00 State=UP
-PartitionName=cpu_dev Nodes=${HOST} Default=NO MaxTime=00:30:00 State=UP
-CONF
 CONF_CHANGED=0
 if ! cmp -s "$NEW_CONF" "$CONF"; then
   cp "$NEW_CONF" "$CONF"; CONF_CHANGED=1

@@ -460,6 +460,18 @@ def test_no_rule_uses_a_shell():
 
 
 # ----------------------------------------------------------------------------- disk
+# The real disk-full cases mount a small tmpfs, which needs root. Without root they skip,
+# unless PZPIPE_REQUIRE_ROOT=1 (set by .ci/run, which runs as root): then they FAIL, so a
+# CI that should run them cannot silently pass without them.
+REQUIRE_ROOT = os.environ.get("PZPIPE_REQUIRE_ROOT") == "1"
+
+
+def _skip_root(reason: str):
+    if REQUIRE_ROOT:
+        pytest.fail(f"PZPIPE_REQUIRE_ROOT=1 but {reason}")
+    pytest.skip(reason)
+
+
 def _can_mount() -> bool:
     return os.geteuid() == 0 and sys.platform.startswith("linux")
 
@@ -471,7 +483,7 @@ def _tmpfs(path: Path, size: str, ro: bool = False):
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
                        capture_output=True, text=True)
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+        _skip_root(f"cannot mount a tmpfs: {r.stderr.strip()}")
     try:
         yield path
     finally:
@@ -491,7 +503,7 @@ def unwritable_dir(tmp_path):
         with _tmpfs(d, "1m", ro=True):
             yield d
     else:  # pragma: no cover
-        pytest.skip("running as root without mount: cannot make an unwritable directory")
+        _skip_root("running as root without mount: cannot make an unwritable directory")
 
 
 @pytest.fixture
@@ -514,7 +526,7 @@ def test_unwritable_output_dir_leaves_nothing(small_input, unwritable_dir):
 def test_disk_full_leaves_no_partial_file(small_input, tmp_path):
     """A real ENOSPC (64 KiB tmpfs) while writing a partition file."""
     if not _can_mount():
-        pytest.skip("needs root to mount a small tmpfs (the monkeypatched variant runs anyway)")
+        _skip_root("needs root to mount a small tmpfs (the monkeypatched variant runs anyway)")
     cfg, lay = small_input
     with _tmpfs(tmp_path / "full", "64k") as d:
         with pytest.raises((OSError, PipelineError)) as ei:
@@ -543,7 +555,7 @@ def test_disk_full_simulated_everywhere(small_input, tmp_path, monkeypatch):
 
 def test_disk_full_message_names_the_file(small_input, tmp_path):
     if not _can_mount():
-        pytest.skip("needs root to mount a small tmpfs")
+        _skip_root("needs root to mount a small tmpfs")
     cfg, lay = small_input
     with _tmpfs(tmp_path / "full", "64k") as d:
         with pytest.raises(PipelineError, match=r"b000000\.parquet.*No space left"):

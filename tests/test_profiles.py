@@ -240,3 +240,71 @@ def test_dry_run_through_profile(name, tmp_path):
     if name != "ci-slurm":
         # threads from set-threads reach the estimate jobs (cpus_per_task = workers)
         assert re.search(r"cpus_per_task=(28|48)", out), out[-3000:]
+
+
+# What a Slurm profile does when a job dies (cancelled, killed for its memory or time,
+# node lost): tested for real on the one-node Slurm by tests/test_slurm_faults.py through
+# profiles/ci-slurm; the site profiles must do the same.
+RETRY_KEYS = ("retries", "rerun-incomplete", "keep-going")
+
+
+@pytest.mark.parametrize("name", ["apollo", "sdumont"])
+def test_site_profiles_retry_like_the_tested_profile(name):
+    tested, site = _profile("ci-slurm"), _profile(name)
+    for key in RETRY_KEYS:
+        assert key in tested, f"profiles/ci-slurm: no {key}"
+        assert site.get(key) == tested[key], (
+            f"profiles/{name}: {key} = {site.get(key)!r}, the tested profiles/ci-slurm has "
+            f"{tested[key]!r} (tests/test_slurm_faults.py)")
+    assert int(tested["retries"]) >= 1
+
+
+def _merged(*files) -> dict:
+    def merge(a, b):
+        for k, v in b.items():
+            a[k] = merge(dict(a.get(k) or {}), v) if isinstance(v, dict) else v
+        return a
+
+    cfg: dict = {}
+    for f in files:
+        cfg = merge(cfg, yaml.safe_load(Path(f).read_text()) or {})
+    return cfg
+
+
+@pytest.mark.parametrize("name", ["ci-slurm", "apollo", "sdumont"])
+def test_every_retry_asks_for_more_memory_and_time(name):
+    """Each attempt a profile's `retries` allows asks every rule for more memory and more
+    time than the one before (a job killed for exceeding either is resubmitted bigger),
+    with the site overlay's sizing (caps included) and the profile's threads."""
+    from pzpipe.planning.resources import JOBS, rule_resources
+
+    prof = _profile(name)
+    files = [REPO / "config" / "config.yaml"] + \
+        ([] if name == "ci-slurm" else [REPO / "config" / f"{name}.yaml"])
+    cfg = _merged(*files)
+    threads = prof.get("set-threads", {}) or {}
+    defaults = prof.get("default-resources", {}) or {}
+    overrides = prof.get("set-resources", {}) or {}
+    wc = SimpleNamespace(algo=None, batch="b000000")
+    algos = list(cfg["algorithms"])
+    for rule in JOBS:
+        # the dask rules take mem_mb from the config (any value: it is multiplied)
+        res = rule_resources(cfg, rule, mem_mb=2000 if JOBS[rule].get("mem_mb") == "config"
+                             else None)
+        for key in ("mem_mb", "runtime"):
+            for algo in (algos if rule == "estimate_batch" else [None]):
+                wc.algo = algo
+                values = []
+                for attempt in range(1, int(prof["retries"]) + 2):
+                    if key in overrides.get(rule, {}):
+                        v = _eval(overrides[rule][key], attempt)
+                    elif key in res:
+                        f = res[key]
+                        n = f.__code__.co_argcount
+                        v = f(wc, int(threads.get(rule, 1)), attempt) if n == 3 \
+                            else f(wc, attempt)
+                    else:
+                        v = _eval(defaults[key], attempt)
+                    values.append(v)
+                assert all(b > a for a, b in zip(values, values[1:])), \
+                    f"profiles/{name}: {rule} ({algo}) {key} by attempt: {values}"

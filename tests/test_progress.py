@@ -126,3 +126,16 @@ def test_hats_batches_of_different_sizes_and_export_dirs(tmp_path):
     knn, exp = rows[1], rows[2]
     assert knn["chunks_done"] == 5 and knn["batches_done"] == 1 and knn["batches_bad"] == 0
     assert exp["chunks_done"] == 1 and exp["chunks_remaining"] == 8
+
+
+def test_log_failed_knows_the_one_node_slurm_kills(tmp_path):
+    """The lines the one-node Slurm of .ci/setup_slurm.sh writes into a job's log when it
+    kills the job for its memory (jobacct_gather OverMemoryKill) or on scancel (copied
+    from tests/test_slurm_faults.py runs)."""
+    for i, line in enumerate([
+            "slurmstepd-vm: error: StepId=22.0 exceeded memory limit (1258246144 > "
+            "1154482176), being killed\nslurmstepd-vm: error: Exceeded job memory limit\n",
+            "slurmstepd-vm: error: *** JOB 5 ON vm CANCELLED AT 2026-12-07T06:40:01 ***\n"]):
+        p = tmp_path / f"{i}.log"
+        p.write_text("Building DAG of jobs...\n" + line)
+        assert PR.log_failed(p), line

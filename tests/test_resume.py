@@ -1,5 +1,5 @@
 """Resume after kill: SIGKILL Snakemake and all its job processes (the whole process
-group) at seeded random moments while it builds the release, resume with
+group) as soon as a chosen job has started while it builds the release, resume with
 `snakemake --unlock` + `--rerun-incomplete`, and compare with an uninterrupted run.
 
 Bounded: the models, data directories (BPZ) and Snakemake records of one finished small run
@@ -10,14 +10,16 @@ import_objects (hats-import, a checkpoint) -> partition (3 batches) -> estimate
 (3 algorithms x 3 batches) -> export_batch (3) -> export_dedup (1) -> export.
 PZPIPE_RESUME_ALL_ALGOS=1 keeps all of the test config's.
 
-Where the kills land: trials 0, 3, 6, 9 start from nothing and are killed within the
-first 1.2 x the time the uninterrupted run needed to finish the import (start-up, the
-import itself, or just after it); the other trials start from a copy of the run's
-imported catalog (and its Snakemake record: the state of a run killed right after the
-import, which saves the import's ~15 s per trial) and are killed in the first half
-(trials 1, 4, 7: partition, estimate) or the second half (trials 2, 5, 8: estimate,
-export_batch, export_dedup, export) of the rest of the run; trials 2, 5, 8 are killed a
-second time during the resume.
+Where the kills land (deterministic: no timing): each kill waits for a job's start marker
+- the "start <stage>.<function>" line every job writes first into its rule log
+(pzpipe.jobs.job_log), fresh in this attempt - and then SIGKILLs the group at once, while
+that job runs and the rest of the run waits; a kill whose run ended before its marker
+fails the test. KILLS lists the marker of each trial (rule, and which of its jobs to start
+in this attempt): import_objects, partition_batch, estimate_batch (first, middle, last),
+export_batch, export_dedup and export. Trials 0, 3, 6, 9 start from nothing; the others
+from a copy of the run's imported catalog (and its Snakemake record: the state of a run
+killed right after the import, which saves the import's ~15 s per trial); trials 2, 5, 8
+are killed a second time during the resume.
 
 After every trial:
 - every file of the release (pixel files, properties, partition_info.csv,
@@ -37,10 +39,8 @@ Measured figures are written to $PZPIPE_RESUME_REPORT (JSON) if set (docs/reliab
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -49,7 +49,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.runs import REPO, small_run, smk, smk_cmd
+from helpers.runs import REPO, prepare_from, record_name, small_run, smk, smk_cmd
 from helpers.trees import compare_trees, files, format_diffs, listing
 
 pytestmark = pytest.mark.slow
@@ -70,42 +70,31 @@ def _overlay() -> str:
                                        if a not in KEEP) + "}\n"
 
 
-SEED = int(os.environ.get("PZPIPE_RESUME_SEED", 20261123))
-N_TRIALS = int(os.environ.get("PZPIPE_RESUME_TRIALS", 10))
-STARTUP = 3.0            # s: Snakemake parses the workflow before any job starts
+# Kill points: per trial, the markers of its kills (the first in the run, the second in
+# the resume): (rule, n) = when the n-th job of ``rule`` of this attempt has started.
+# Three batches x three estimators: 9 estimate jobs, 3 export_batch jobs.
+KILLS = [
+    [("import_objects", 1)],                          # 0, from nothing: inside the import
+    [("partition_batch", 1)],                         # 1
+    [("estimate_batch", 1), ("export_batch", 1)],     # 2
+    [("partition_batch", 1)],                         # 3, from nothing: just after the import
+    [("estimate_batch", 5)],                          # 4
+    [("export_batch", 2), ("export", 1)],             # 5
+    [("estimate_batch", 1)],                          # 6, from nothing
+    [("export_dedup", 1)],                            # 7
+    [("estimate_batch", 9), ("estimate_batch", 1)],   # 8
+    [("export", 1)],                                  # 9, from nothing
+]
+N_TRIALS = int(os.environ.get("PZPIPE_RESUME_TRIALS", len(KILLS)))
 
 
 # ----------------------------------------------------------------------------- helpers
-def _record_name(p: Path, root: Path) -> str | None:
-    """The output path a file of .snakemake/metadata or /incomplete stands for."""
-    parts = [s.lstrip("@") for s in p.relative_to(root).parts]
-    try:
-        return base64.urlsafe_b64decode("".join(parts)).decode()
-    except ValueError:
-        return None
-
-
 def prepare(base: Path, dst: Path, imported: bool) -> Path:
     """A trial directory with the trained models and data directories of ``base`` and their
-    Snakemake records; ``imported``: also its imported HATS catalog and its record. Only
-    the records of the copied outputs: the others were made with the full config, and a
-    job finished but not yet recorded when killed (Snakemake's job subprocess unmarks its
-    outputs as incomplete before the main process records them) would be rerun because of
-    such a stale record, which a real run does not have."""
-    (dst / "results").mkdir(parents=True)
+    Snakemake records; ``imported``: also its imported HATS catalog and its record
+    (helpers.runs.prepare_from: only the records of the copied outputs)."""
     data = tuple(p.name for p in (base / "results").glob("*_data"))   # rule prepare_data
-    subs = ("models",) + data + (("objects_hats",) if imported else ())
-    for sub in subs:
-        if (base / "results" / sub).exists():
-            shutil.copytree(base / "results" / sub, dst / "results" / sub)
-    src = base / ".snakemake" / "metadata"
-    for p in src.rglob("*"):
-        name = _record_name(p, src) if p.is_file() else None
-        if name and any(name == f"results/{s}" or name.startswith(f"results/{s}/") for s in subs):
-            (dst / ".snakemake" / "metadata" / p.relative_to(src)).parent.mkdir(parents=True,
-                                                                                exist_ok=True)
-            shutil.copy2(p, dst / ".snakemake" / "metadata" / p.relative_to(src))
-    return dst
+    return prepare_from(base, dst, ("models",) + data + (("objects_hats",) if imported else ()))
 
 
 def group_alive(pgid: int) -> list[int]:
@@ -128,7 +117,7 @@ def incomplete_marks(wd: Path) -> set[str]:
     if d.exists():
         for p in d.rglob("*"):
             if p.is_file() and p.name != "migration_underway":
-                name = _record_name(p, d)
+                name = record_name(p, d)
                 if name:
                     out.add(name)
     return out
@@ -198,16 +187,36 @@ def temporaries(wd: Path) -> list[str]:
                   if ".tmp-" in p.name or ".work-" in p.name)
 
 
-def run_and_kill(wd: Path, delay: float, log, overlays) -> dict:
-    """Start snakemake in its own process group, SIGKILL the group after ``delay`` s."""
+def started(wd: Path, rule: str, since_ns: int) -> int:
+    """How many jobs of ``rule`` have started since ``since_ns``: rule logs rewritten since
+    then whose first line is the job's start line (pzpipe.jobs.job_log truncates the log
+    and writes "start ..." first)."""
+    n = 0
+    for p in (wd / "logs").glob(f"{rule}.log" if rule in ("import_objects", "export")
+                                else f"{rule}/**/*.log"):
+        try:
+            if p.stat().st_mtime_ns >= since_ns and " start " in p.read_text()[:300]:
+                n += 1
+        except OSError:
+            continue
+    return n
+
+
+def run_and_kill(wd: Path, marker: tuple[str, int], log, overlays) -> dict:
+    """Start snakemake in its own process group; SIGKILL the group as soon as the
+    ``marker`` (rule, n) job has started. Returns whether the kill landed (the run was
+    still going), or how the run ended before its marker."""
+    rule, n = marker
+    since = time.time_ns() - 1_000_000
     proc = subprocess.Popen(smk_cmd(wd, TARGET, overlays=overlays), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     t0 = time.time()
-    try:
-        proc.wait(timeout=delay)
-        return {"killed": False, "at": round(time.time() - t0, 1), "rc": proc.returncode}
-    except subprocess.TimeoutExpired:
-        pass
+    while started(wd, rule, since) < n:
+        if proc.poll() is not None:
+            return {"killed": False, "marker": f"{rule}#{n}",
+                    "at": round(time.time() - t0, 1), "rc": proc.returncode}
+        time.sleep(0.02)
+    alive = proc.poll() is None
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 30
@@ -216,7 +225,8 @@ def run_and_kill(wd: Path, delay: float, log, overlays) -> dict:
     survivors = group_alive(proc.pid)
     for pid in survivors:                        # do not leave them running
         os.kill(pid, signal.SIGKILL)
-    return {"killed": True, "at": round(delay, 1), "survivors": survivors}
+    return {"killed": alive, "marker": f"{rule}#{n}", "at": round(time.time() - t0, 1),
+            "survivors": survivors}
 
 
 PHASES = (("results/release", "release"), ("results/export/index_buckets/", "index_bucket"),
@@ -287,31 +297,25 @@ def test_reference_equals_the_full_run(reference):
 
 def test_kill_and_resume(reference, tmp_path):
     base, ref_wd, t_ref, t_import, overlays = reference
-    t_rest = t_ref - t_import
     ref_release = files(ref_wd / "results" / "release")
     ref_listing = listing(ref_wd / "results")
-    rng = random.Random(SEED)
     trials, failures = [], []
     t_all = time.time()
     for i in range(N_TRIALS):
         imported = i % 3 != 0
         wd = prepare(base, tmp_path / f"trial{i:02d}", imported=imported)
-        kills = 2 if i % 3 == 2 else 1
+        kills = len(KILLS[i])
         rec = {"trial": i, "from_imported_catalog": imported, "kills": []}
         finished: dict[str, tuple[int, int]] = {}     # present and not marked incomplete
         marked_any: set[str] = set()
         with open(wd / "snakemake.log", "w") as log:
             for k in range(kills):
-                if k:
+                if k:                                    # the resume, killed again
                     smk(wd, "--unlock", check=False, overlays=overlays)
-                    lo, hi = STARTUP, STARTUP + 0.6 * t_rest       # during the resume
-                elif not imported:
-                    lo, hi = STARTUP, max(STARTUP + 1, 1.2 * t_import)
-                elif i % 3 == 1:
-                    lo, hi = STARTUP, STARTUP + 0.5 * t_rest
-                else:
-                    lo, hi = STARTUP + 0.5 * t_rest, STARTUP + 0.95 * t_rest
-                info = run_and_kill(wd, rng.uniform(lo, hi), log, overlays)
+                info = run_and_kill(wd, KILLS[i][k], log, overlays)
+                if not info["killed"]:
+                    failures.append(f"trial {i}: the run ended before its kill point "
+                                    f"{info['marker']}: {info}")
                 snap, marked, tmp = snapshot(wd), incomplete_marks(wd), temporaries(wd)
                 info.update(present=len(snap), incomplete=sorted(marked), tmp=tmp,
                             phase=phase(snap, marked, tmp) if info["killed"] else "finished")
@@ -355,7 +359,7 @@ def test_kill_and_resume(reference, tmp_path):
             failures.append(f"trial {i}: results/ differs from the uninterrupted run's: "
                             f"left over {extra}, missing {missing}")
         trials.append(rec)
-    summary = {"seed": SEED, "trials": trials, "reference_seconds": round(t_ref, 1),
+    summary = {"trials": trials, "reference_seconds": round(t_ref, 1),
                "reference_import_done_at": round(t_import, 1),
                "total_seconds": round(time.time() - t_all, 1),
                "kills": sum(len(t["kills"]) for t in trials),
@@ -366,8 +370,8 @@ def test_kill_and_resume(reference, tmp_path):
     if os.environ.get("PZPIPE_RESUME_REPORT"):
         Path(os.environ["PZPIPE_RESUME_REPORT"]).write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k != "trials"}, indent=1))
-    assert summary["kills_that_landed"] >= N_TRIALS, summary
     assert not failures, "\n".join(failures)
+    assert summary["kills_that_landed"] == summary["kills"], summary
     # the kills reached the import and the export jobs (seeded: the same every run)
     landed = {k["phase"] for t in trials for k in t["kills"] if k["killed"]}
     assert "import_objects" in landed, summary["phases"]

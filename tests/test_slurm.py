@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from helpers.runs import smk
+from helpers.slurm import require_slurm
 from helpers.trees import compare_trees, files, format_diffs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,35 +30,11 @@ CONFIG = REPO / "config" / "test.yaml"
 # Optional extra overlay (e.g. to run a subset of algorithms while debugging).
 EXTRA = [os.environ["PZPIPE_SLURM_EXTRA_CONFIG"]] if os.environ.get("PZPIPE_SLURM_EXTRA_CONFIG") else []
 pytestmark = pytest.mark.slurm
-REQUIRE = os.environ.get("PZPIPE_REQUIRE_SLURM") == "1"
-
-
-def slurm_status() -> str | None:
-    """None if a usable Slurm answers, else the reason."""
-    for tool in ("sbatch", "squeue", "sinfo", "scontrol"):
-        if shutil.which(tool) is None:
-            return f"{tool} not found (run .ci/setup_slurm.sh as root)"
-    try:
-        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20)
-        nodes = subprocess.run(["sinfo", "-h", "-o", "%P %t"], capture_output=True, text=True,
-                               timeout=20)
-    except (subprocess.TimeoutExpired, OSError) as exc:
-        return f"Slurm does not answer: {exc}"
-    if ping.returncode != 0 or "UP" not in ping.stdout:
-        return f"slurmctld down: {ping.stdout.strip()} {ping.stderr.strip()}"
-    states = nodes.stdout.split()
-    if not any(s.rstrip("*~#") in ("idle", "mix", "alloc", "comp") for s in states[1::2]):
-        return f"no usable node: sinfo says {nodes.stdout.strip()!r}"
-    return None
 
 
 @pytest.fixture(scope="module")
 def slurm():
-    reason = slurm_status()
-    if reason:
-        if REQUIRE:
-            pytest.fail(f"PZPIPE_REQUIRE_SLURM=1 but Slurm is not usable: {reason}")
-        pytest.skip(f"no Slurm here: {reason}")
+    require_slurm()
 
 
 @pytest.fixture(scope="module")

@@ -95,3 +95,34 @@ def copy_run(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True,
                     ignore=shutil.ignore_patterns("locks", "incomplete", "log", ".done"))
     return dst
+
+
+def record_name(p: Path, root: Path) -> str | None:
+    """The output path a file of .snakemake/metadata or .snakemake/incomplete stands for."""
+    import base64
+
+    parts = [s.lstrip("@") for s in p.relative_to(root).parts]
+    try:
+        return base64.urlsafe_b64decode("".join(parts)).decode()
+    except ValueError:
+        return None
+
+
+def prepare_from(base: Path, dst: Path, subs) -> Path:
+    """A run directory holding the outputs ``results/<sub>`` of the finished run ``base``
+    (``subs``: e.g. "models", "bpz_data", "objects_hats", "partition") and their
+    Snakemake records, and nothing else: the state of a run stopped after making them.
+    Only the records of the copied outputs: the others were made with the full config, and
+    a stale record would make Snakemake rerun a job a real run would not."""
+    (dst / "results").mkdir(parents=True)
+    subs = [s for s in subs if (base / "results" / s).exists()]
+    for sub in subs:
+        shutil.copytree(base / "results" / sub, dst / "results" / sub)
+    src = base / ".snakemake" / "metadata"
+    for p in src.rglob("*"):
+        name = record_name(p, src) if p.is_file() else None
+        if name and any(name == f"results/{s}" or name.startswith(f"results/{s}/") for s in subs):
+            (dst / ".snakemake" / "metadata" / p.relative_to(src)).parent.mkdir(parents=True,
+                                                                                exist_ok=True)
+            shutil.copy2(p, dst / ".snakemake" / "metadata" / p.relative_to(src))
+    return dst

@@ -34,7 +34,9 @@ from pathlib import Path
 BATCH_RE = re.compile(r"^(b\d{6})(?:\.parquet)?$")
 TMP_RE = re.compile(r"^\.?(b\d{6})(?:\.parquet)?\.tmp-")
 FAIL_PATTERNS = (b"FAILED", b"Traceback (most recent call last)", b"Error in rule",
-                 b"MemoryError", b"DUE TO TIME LIMIT", b"oom-kill", b"oom_kill", b"OUT_OF_MEMORY")
+                 b"MemoryError", b"DUE TO TIME LIMIT", b"oom-kill", b"oom_kill", b"OUT_OF_MEMORY",
+                 # Slurm without cgroups (jobacct_gather OverMemoryKill), and scancel
+                 b"Exceeded job memory limit", b"CANCELLED AT")
 PARTITION = "partition"
 MAX_LISTED = 20
 
