@@ -1,0 +1,333 @@
+"""LePhare's galaxy photo-z PDF (``BAY_ZG``) with RAIL's LephareEstimator numbers, compiled.
+
+RAIL's ``LephareEstimator`` calls ``lephare.process`` per chunk: LePhare's C++ then, per
+object, fits every model of the library (``onesource::fit``: the analytic flux scaling and
+chi-square), retries the fit without its worst bands when the best chi-square exceeds
+``RM_DISCREPANT_BD`` (``rm_discrepant``), and builds the marginal posteriors
+(``generatePDF``); then it derives a dozen more products per object (best-fit physical
+parameters, absolute magnitudes, emission-line fluxes, mass/SFR/age PDFs ...) that RAIL
+drops: it keeps only the ``BAY_ZG`` PDF (``posterior_output`` 11). LePhare runs ~10
+objects/s/core that way.
+
+``FastLephare`` computes only what RAIL keeps, with LePhare's own arithmetic in LePhare's
+own order (numba, no fastmath): the flux conversions of ``PhotoZ::prep_data``
+(``convertFlux``, ``rescale_flux_errors`` with ``ERR_SCALE``/``ERR_FACTOR``, ``fltUsed``
+with ``GLB_CONTEXT``/``FORB_CONTEXT``, ``adapt_mag`` with the model's offsets), the fit
+with the absolute-magnitude prior (``MAG_ABS``, ``MAG_REF``) and upper limits, the
+``rm_discrepant`` loop (including its quirk: when no band removal improves the fit, the
+chi-squares left are those of the last trial removal), ``BAY_ZG`` = sum over models at
+each redshift of exp(-(chi2 - chi2_min)/2) (terms whose exponential underflows to 0 are
+skipped: same sum), normalised by LePhare's trapezoid, then RAIL's qp ensemble. The
+library (model fluxes, redshifts, z=0 magnitudes) is read by LePhare's own ``PhotoZ``.
+
+Scope: galaxy libraries (``ZPHOTLIB`` without star/QSO libraries: their models only change
+``rm_discrepant``'s threshold test), ``ZFIX NO``, no ``NZ_PRIOR``, magnitudes in
+(``INP_TYPE M``, ``CAT_MAG AB``); anything else raises (run with ``fast: false``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from numba import njit
+
+from ._numba import CACHE
+
+HIGH_CHI2 = 1.0e9
+INVALID_FLUX = -9999.0
+LN10 = 2.302585092994046         # LePhare's POW10D: exp(2.302585092994046 * x)
+EXP_UNDERFLOW = -746.0           # exp(x) == 0.0 below this (double)
+# lephare 1.0.0's wheel divides by the constant 1.086 as a multiplication by its
+# reciprocal (measured against its prep_data on 1,800 random fluxes: every bit equal)
+INV1086 = 1.0 / 1.086
+
+
+@njit(cache=CACHE, nogil=True)
+def _prep(mag, err, nb, gbcont, contforb, context, min_err, fac_err, a0, ab, sab, busnorma,
+          busul, ab_ori):
+    """PhotoZ::prep_data + adapt_mag for one object; returns nbul."""
+    for k in range(nb):
+        ab[k] = mag[k]
+        sab[k] = err[k]
+        if np.isnan(ab[k]) or np.isnan(sab[k]):      # lephare.process: NaN -> -99
+            ab[k] = -99.0
+            sab[k] = -99.0
+    # convertFlux (AB)
+    for k in range(nb):
+        if ab[k] < 0 and sab[k] < 0:
+            ab[k] = INVALID_FLUX
+            sab[k] = INVALID_FLUX
+    for k in range(nb):
+        if ab[k] != INVALID_FLUX:
+            ab[k] = np.exp(LN10 * (-0.4 * (ab[k] + 48.6 - 0.0)))
+    for k in range(nb):
+        if ab[k] != INVALID_FLUX:
+            sab[k] = ab[k] * sab[k] * INV1086
+    # rescale_flux_errors
+    nmin = min_err.shape[0]
+    for k in range(nb):
+        if sab[k] >= 0 and ab[k] != 0.0:
+            sab[k] = 1.086 * sab[k] / ab[k]
+            me = min_err[k] if nmin > 1 else min_err[0]
+            sab[k] = np.sqrt(sab[k] * sab[k] + me * me)
+            sab[k] = abs(ab[k]) * sab[k] * INV1086
+    nfac = fac_err.shape[0]
+    for k in range(nb):
+        fe = fac_err[k] if nfac > 1 else fac_err[0]
+        if sab[k] > 0:
+            sab[k] = sab[k] * fe
+    # keepOri
+    for k in range(nb):
+        ab_ori[k] = ab[k]
+    # fltUsed
+    cont = context
+    if gbcont >= 0:
+        cont = gbcont
+    nbul = 0
+    for k in range(nb):
+        if cont <= 0:
+            bused = 1
+        else:
+            bused = (cont >> k) & 1
+        if contforb > 0 and ((contforb >> k) & 1) == 1:
+            bused = 0
+        if sab[k] < 0 and ab[k] < 0:
+            bused = 0
+        if sab[k] == 0:
+            bused = 0
+            ab[k] = -99.9
+            sab[k] = -99.9
+        busnorma[k] = bused
+        if sab[k] < 0:
+            busnorma[k] = 0
+        busul[k] = 0
+        if bused == 1 and sab[k] < 0:
+            busul[k] = 1
+        if busul[k] == 1:
+            nbul += 1
+    # adapt_mag (offsets a0)
+    for k in range(nb):
+        if ab_ori[k] > 0 or sab[k] > 0:
+            ab[k] = ab_ori[k] * 10.0 ** (0.4 * a0[k])
+    return nbul
+
+
+@njit(cache=CACHE, nogil=True)
+def _fit(flux, mag0, red, ab, sab, busnorma, busul, nbul, prior_lo, prior_hi, use_prior,
+         funz0, chi2):
+    """onesource::fit over every (galaxy) model: fills chi2, returns the minimum."""
+    nb = ab.shape[0]
+    nlib = flux.shape[0]
+    invsab = np.empty(nb)
+    invsabsq = np.empty(nb)
+    s2n = np.empty(nb)
+    abinvsabsq = np.empty(nb)
+    for i in range(nb):
+        invsab[i] = busnorma[i] * 1.0 / sab[i]
+    for i in range(nb):
+        invsabsq[i] = invsab[i] * invsab[i]
+        s2n[i] = ab[i] * invsab[i]
+    for i in range(nb):
+        abinvsabsq[i] = ab[i] * invsabsq[i]
+    chimin = HIGH_CHI2
+    for i in range(nlib):
+        avmago = 0.0
+        avmagt = 0.0
+        for k in range(nb):
+            fluxin = flux[i, k]
+            avmago += fluxin * abinvsabsq[k]
+            avmagt += fluxin * fluxin * invsabsq[k]
+        dmloc = -999.0
+        if avmagt > 0:
+            dmloc = avmago / avmagt
+        chi2loc = 0.0
+        for k in range(nb):
+            inter = s2n[k] - dmloc * flux[i, k] * invsab[k]
+            chi2loc += inter * inter
+        if nbul > 0:
+            for k in range(nb):
+                if (dmloc * busul[k] * flux[i, k]) > ab[k] and busnorma[k] == 1:
+                    chi2loc = HIGH_CHI2
+        if use_prior:
+            abs_mag = mag0[i] - 2.5 * np.log10(dmloc)
+            if red[i] < 1.e-10:
+                abs_mag = abs_mag - funz0
+            if abs_mag <= prior_lo or abs_mag >= prior_hi:
+                chi2loc = HIGH_CHI2
+        if chi2loc < HIGH_CHI2:
+            if chimin > chi2loc:
+                chimin = chi2loc
+        chi2[i] = chi2loc
+    return chimin
+
+
+@njit(cache=CACHE, nogil=True)
+def fit_chunk(mags, errs, contexts, flux, mag0, red, pos, xaxis, min_err, fac_err, a0,
+              gbcont, contforb, prior_lo, prior_hi, use_prior, funz0, threshold):
+    """BAY_ZG PDFs (LePhare's grid ``xaxis``, LePhare's normalisation) of every object."""
+    n, nb = mags.shape
+    nlib = flux.shape[0]
+    nx = xaxis.shape[0]
+    out = np.zeros((n, nx))
+    ab = np.empty(nb)
+    sab = np.empty(nb)
+    busnorma = np.empty(nb, dtype=np.int64)
+    busul = np.empty(nb, dtype=np.int64)
+    ab_ori = np.empty(nb)
+    chi2 = np.empty(nlib)
+    for j in range(n):
+        nbul = _prep(mags[j], errs[j], nb, gbcont, contforb, contexts[j], min_err, fac_err,
+                     a0, ab, sab, busnorma, busul, ab_ori)
+        chimin = _fit(flux, mag0, red, ab, sab, busnorma, busul, nbul, prior_lo, prior_hi,
+                      use_prior, funz0, chi2)
+        # rm_discrepant (galaxy library only: the min over types is the galaxy min)
+        improved = chimin
+        nremoved = 0
+        while improved > threshold and nremoved < 2:
+            fldis = -99
+            for k in range(nb):
+                if busnorma[k] == 1:
+                    busnorma[k] = 0
+                    newmin = _fit(flux, mag0, red, ab, sab, busnorma, busul, nbul, prior_lo,
+                                  prior_hi, use_prior, funz0, chi2)
+                    if improved > newmin:
+                        improved = newmin
+                        fldis = k
+                    busnorma[k] = 1
+                    chimin = newmin
+            if fldis >= 0:
+                busnorma[fldis] = 0
+                chimin = _fit(flux, mag0, red, ab, sab, busnorma, busul, nbul, prior_lo,
+                              prior_hi, use_prior, funz0, chi2)
+                nremoved += 1
+            else:
+                break
+        # generatePDF: BAY_ZG
+        pdf = out[j]
+        for i in range(nlib):
+            c = chi2[i]
+            if c < HIGH_CHI2:
+                x = -0.5 * (c - chimin)
+                if x >= EXP_UNDERFLOW:
+                    pdf[pos[i]] += np.exp(x)
+        somme = 0.0
+        for k in range(nx - 1):
+            somme += (pdf[k] + pdf[k + 1]) / 2. * (xaxis[k + 1] - xaxis[k])
+        if somme > 0:
+            # PDF::normalization; the wheel multiplies by the reciprocal (measured)
+            inv = 1.0 / somme
+            for k in range(nx):
+                pdf[k] = pdf[k] * inv
+    return out
+
+
+def _kw(config: dict, key: str, default: str) -> str:
+    v = config.get(key, default)
+    v = getattr(v, "value", v)
+    return str(v).strip() if v is not None else default
+
+
+class FastLephare:
+    """Standalone fast path (see the module docstring): ``FastLephare(model, params)``,
+    ``.estimate(data) -> (pdf on the pipeline grid, {})``. ``model``: the pipeline's
+    LephareInformer model; ``params``: the LephareEstimator parameters of the run
+    (``run_dir``: the library directory, LEPHAREWORK)."""
+
+    def __init__(self, model: dict, params: dict):
+        from .. import PipelineError
+        from . import lephare as lpalgo
+        from .runner import grid_pdf_of_ensemble
+
+        self._grid_pdf = grid_pdf_of_ensemble
+        self.params = dict(params)
+        self.bands = list(params["bands"])
+        self.err_bands = list(params["err_bands"])
+        lephare_dir = os.environ["LEPHAREDIR"]
+        work = params.get("run_dir") or os.environ["LEPHAREWORK"]
+        lpalgo.use_env(lephare_dir, work)
+        import lephare as lp
+
+        config = lpalgo.resolve_model_config(dict(model["lephare_config"]), lephare_dir)
+        if params.get("use_inform_offsets", True) and model.get("offsets") is not None:
+            config["APPLY_SYSSHIFT"] = ",".join(str(o) for o in model["offsets"])
+        if int(params.get("posterior_output", 11)) != 11:
+            raise PipelineError("lephare fast path: only posterior_output 11 (BAY_ZG); "
+                                "set algorithms.lephare.fast: false")
+        for key, ok in (("ZFIX", "NO"), ("NZ_PRIOR", "-1"), ("INP_TYPE", "M"),
+                        ("CAT_MAG", "AB")):
+            if _kw(config, key, ok).upper() != ok:
+                raise PipelineError(f"lephare fast path: {key}={_kw(config, key, ok)} is not "
+                                    f"supported (only {ok}); set algorithms.lephare.fast: false")
+        keymap = lp.all_types_to_keymap(config)
+        photz = lpalgo._quiet(lp.PhotoZ, keymap)
+        lib = photz.fullLib
+        if not all(s.is_gal() for s in lib):
+            raise PipelineError("lephare fast path: the library holds star/QSO models "
+                                "(ZPHOTLIB); only galaxy libraries are supported; set "
+                                "algorithms.lephare.fast: false")
+        self.flux = np.ascontiguousarray(np.array(photz.flux, dtype=np.float64))
+        self.red = np.array(photz.zLib, dtype=np.float64)
+        nb = self.flux.shape[1]
+        if nb != len(self.bands):
+            raise PipelineError(f"lephare: the library has {nb} filters, the run "
+                                f"{len(self.bands)} bands")
+        # MAG_ABS prior (PhotoZ constructor)
+        mabs = [float(x) for x in _kw(config, "MAG_ABS", "0.,0.").split(",")[:2]]
+        lo, hi = min(mabs), max(mabs)
+        babs = int(_kw(config, "MAG_REF", "1").split(",")[0]) - 1
+        if babs < 0:
+            lo = hi = 99.0
+        self.prior = (lo, hi, bool(lo < 0 and hi < 0))
+        z0 = np.array([s.index_z0 for s in lib], dtype=np.int64)
+        mag_z0 = {int(i): float(lib[int(i)].mag[babs]) for i in np.unique(z0)} if babs >= 0 \
+            else {}
+        self.mag0 = np.array([mag_z0.get(int(i), 0.0) for i in z0], dtype=np.float64)
+        h0, om, ol = (float(x) for x in _kw(config, "COSMOLOGY", "70,0.3,0.7").split(","))
+        gridz = np.array(photz.gridz, dtype=np.float64)
+        self.funz0 = float(lp.cosmo(h0, om, ol).distMod(gridz[1] / 20.))
+        # BAY_ZG grid and the bin of every model: LePhare's own PDF object
+        src = lp.onesource(0, photz.gridz)
+        pdfz = src.pdfmap[11]
+        self.xaxis = np.array(pdfz.xaxis, dtype=np.float64)
+        zs = np.unique(self.red)
+        idx = {float(z): int(pdfz.index(float(z))) for z in zs}
+        self.pos = np.array([idx[float(z)] for z in self.red], dtype=np.int64)
+        self.min_err = np.array([float(x) for x in _kw(config, "ERR_SCALE", "0.0").split(",")])
+        self.fac_err = np.array([float(x) for x in _kw(config, "ERR_FACTOR", "1.0").split(",")])
+        if len(self.min_err) not in (1, nb) or len(self.fac_err) not in (1, nb):
+            raise PipelineError("lephare: ERR_SCALE / ERR_FACTOR need 1 or one value per band")
+        # PhotoZ::compute_offsets: APPLY_SYSSHIFT (one per band) wins over AUTO_ADAPT
+        shift = [x for x in _kw(config, "APPLY_SYSSHIFT", "").split(",") if x.strip()]
+        if len(shift) == nb:
+            self.a0 = np.array([float(x) for x in shift])
+        elif _kw(config, "AUTO_ADAPT", "NO").upper().startswith("Y"):
+            raise PipelineError("lephare fast path: AUTO_ADAPT at estimate time is not "
+                                "supported; set algorithms.lephare.fast: false")
+        else:
+            self.a0 = np.zeros(nb)
+        self.gbcont = int(_kw(config, "GLB_CONTEXT", "-99").split(",")[0])
+        self.contforb = int(_kw(config, "FORB_CONTEXT", "0").split(",")[0])
+        self.threshold = float(_kw(config, "RM_DISCREPANT_BD", "1.e9").split(",")[0])
+        del photz, lib, src
+
+    def estimate(self, data: dict):
+        import qp
+
+        n = len(data[self.bands[0]])
+        mags = np.ascontiguousarray(np.stack([np.asarray(data[b], dtype=np.float64)
+                                              for b in self.bands], axis=1))
+        errs = np.ascontiguousarray(np.stack([np.asarray(data[e], dtype=np.float64)
+                                              for e in self.err_bands], axis=1))
+        # RAIL's context (_rail_to_lephare_input): bands with mag > 0 and err > 0
+        ctx = np.zeros(n, dtype=np.int64)
+        for k in range(len(self.bands)):
+            ok = (mags[:, k] > 0) & ~np.isnan(mags[:, k]) & (errs[:, k] > 0) & \
+                ~np.isnan(errs[:, k])
+            ctx += ok.astype(np.int64) * 2 ** k
+        lo, hi, use_prior = self.prior
+        pdf = fit_chunk(mags, errs, ctx, self.flux, self.mag0, self.red, self.pos,
+                        self.xaxis, self.min_err, self.fac_err, self.a0, self.gbcont,
+                        self.contforb, lo, hi, use_prior, self.funz0, self.threshold)
+        ens = qp.Ensemble(qp.interp, data=dict(xvals=self.xaxis, yvals=pdf))
+        return self._grid_pdf(ens, self.params), {}
