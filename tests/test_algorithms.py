@@ -88,7 +88,8 @@ def test_fast_paths_are_verified_on_the_installed_versions():
     for name, algo in algorithms.REGISTRY.items():
         if algo.fast is not None:
             assert algorithms.version_mismatches(algo.fast) == [], name
-    assert set(algorithms.guarantees()) == {"bpz", "fzboost", "tpz", "gpz", "cmnn", "dnf", "knn"}
+    assert set(algorithms.guarantees()) == {"bpz", "fzboost", "tpz", "gpz", "cmnn", "dnf", "knn",
+                                            "lephare"}
 
 
 @pytest.fixture

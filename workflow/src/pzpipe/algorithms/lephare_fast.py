@@ -43,7 +43,7 @@ EXP_UNDERFLOW = -746.0           # exp(x) == 0.0 below this (double)
 INV1086 = 1.0 / 1.086
 
 
-@njit(cache=CACHE, nogil=True)
+@njit(cache=CACHE, nogil=True, error_model="numpy")
 def _prep(mag, err, nb, gbcont, contforb, context, min_err, fac_err, a0, ab, sab, busnorma,
           busul, ab_ori):
     """PhotoZ::prep_data + adapt_mag for one object; returns nbul."""
@@ -113,12 +113,19 @@ def _prep(mag, err, nb, gbcont, contforb, context, min_err, fac_err, a0, ab, sab
     return nbul
 
 
-@njit(cache=CACHE, nogil=True)
-def _fit(flux, mag0, red, ab, sab, busnorma, busul, nbul, prior_lo, prior_hi, use_prior,
-         funz0, chi2):
-    """onesource::fit over every (galaxy) model: fills chi2, returns the minimum."""
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, ab, sab, busnorma, busul, nbul, prior_lo,
+         prior_hi, use_prior, funz0, chi2, avo, avt):
+    """onesource::fit over every (galaxy) model: fills chi2, returns the minimum.
+
+    Same operations in the same order per model as LePhare's loop (bands in order), with
+    the loops turned inside out (bands outer, models inner: the compiler vectorises over
+    models). ``fluxT``: model fluxes (bands, models). The absolute-magnitude prior
+    calls log10 only for scalings near the prior's bounds (``dm_in_lo``/``dm_in_hi``:
+    the scalings that are inside with a 1e-9 margin; outside those, LePhare's test gives
+    the same answer as the bounds)."""
     nb = ab.shape[0]
-    nlib = flux.shape[0]
+    nlib = fluxT.shape[1]
     invsab = np.empty(nb)
     invsabsq = np.empty(nb)
     s2n = np.empty(nb)
@@ -130,44 +137,61 @@ def _fit(flux, mag0, red, ab, sab, busnorma, busul, nbul, prior_lo, prior_hi, us
         s2n[i] = ab[i] * invsab[i]
     for i in range(nb):
         abinvsabsq[i] = ab[i] * invsabsq[i]
-    chimin = HIGH_CHI2
     for i in range(nlib):
-        avmago = 0.0
-        avmagt = 0.0
-        for k in range(nb):
-            fluxin = flux[i, k]
-            avmago += fluxin * abinvsabsq[k]
-            avmagt += fluxin * fluxin * invsabsq[k]
+        avo[i] = 0.0
+        avt[i] = 0.0
+        chi2[i] = 0.0
+    for k in range(nb):
+        a = abinvsabsq[k]
+        b = invsabsq[k]
+        f = fluxT[k]
+        for i in range(nlib):
+            fluxin = f[i]
+            avo[i] += fluxin * a
+            avt[i] += fluxin * fluxin * b
+    for i in range(nlib):
         dmloc = -999.0
-        if avmagt > 0:
-            dmloc = avmago / avmagt
-        chi2loc = 0.0
-        for k in range(nb):
-            inter = s2n[k] - dmloc * flux[i, k] * invsab[k]
-            chi2loc += inter * inter
-        if nbul > 0:
+        if avt[i] > 0:
+            dmloc = avo[i] / avt[i]
+        avo[i] = dmloc                      # the scaling, from here on
+    for k in range(nb):
+        sk = s2n[k]
+        b = invsab[k]
+        f = fluxT[k]
+        for i in range(nlib):
+            inter = sk - avo[i] * f[i] * b
+            chi2[i] += inter * inter
+    if nbul > 0:
+        for i in range(nlib):
             for k in range(nb):
-                if (dmloc * busul[k] * flux[i, k]) > ab[k] and busnorma[k] == 1:
-                    chi2loc = HIGH_CHI2
-        if use_prior:
+                if (avo[i] * busul[k] * fluxT[k, i]) > ab[k] and busnorma[k] == 1:
+                    chi2[i] = HIGH_CHI2
+    if use_prior:
+        for i in range(nlib):
+            dmloc = avo[i]
+            if red[i] >= 1.e-10 and dm_in_lo[i] < dmloc < dm_in_hi[i]:
+                continue                    # inside the prior's range: kept
             abs_mag = mag0[i] - 2.5 * np.log10(dmloc)
             if red[i] < 1.e-10:
                 abs_mag = abs_mag - funz0
             if abs_mag <= prior_lo or abs_mag >= prior_hi:
-                chi2loc = HIGH_CHI2
-        if chi2loc < HIGH_CHI2:
-            if chimin > chi2loc:
-                chimin = chi2loc
-        chi2[i] = chi2loc
+                chi2[i] = HIGH_CHI2
+    chimin = HIGH_CHI2
+    for i in range(nlib):
+        c = chi2[i]
+        if c < HIGH_CHI2:
+            if chimin > c:
+                chimin = c
     return chimin
 
 
-@njit(cache=CACHE, nogil=True)
-def fit_chunk(mags, errs, contexts, flux, mag0, red, pos, xaxis, min_err, fac_err, a0,
-              gbcont, contforb, prior_lo, prior_hi, use_prior, funz0, threshold):
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def fit_chunk(mags, errs, contexts, fluxT, mag0, red, dm_in_lo, dm_in_hi, pos, xaxis,
+              min_err, fac_err, a0, gbcont, contforb, prior_lo, prior_hi, use_prior, funz0,
+              threshold):
     """BAY_ZG PDFs (LePhare's grid ``xaxis``, LePhare's normalisation) of every object."""
     n, nb = mags.shape
-    nlib = flux.shape[0]
+    nlib = fluxT.shape[1]
     nx = xaxis.shape[0]
     out = np.zeros((n, nx))
     ab = np.empty(nb)
@@ -176,11 +200,13 @@ def fit_chunk(mags, errs, contexts, flux, mag0, red, pos, xaxis, min_err, fac_er
     busul = np.empty(nb, dtype=np.int64)
     ab_ori = np.empty(nb)
     chi2 = np.empty(nlib)
+    avo = np.empty(nlib)
+    avt = np.empty(nlib)
     for j in range(n):
         nbul = _prep(mags[j], errs[j], nb, gbcont, contforb, contexts[j], min_err, fac_err,
                      a0, ab, sab, busnorma, busul, ab_ori)
-        chimin = _fit(flux, mag0, red, ab, sab, busnorma, busul, nbul, prior_lo, prior_hi,
-                      use_prior, funz0, chi2)
+        chimin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, ab, sab, busnorma, busul, nbul,
+                      prior_lo, prior_hi, use_prior, funz0, chi2, avo, avt)
         # rm_discrepant (galaxy library only: the min over types is the galaxy min)
         improved = chimin
         nremoved = 0
@@ -189,8 +215,9 @@ def fit_chunk(mags, errs, contexts, flux, mag0, red, pos, xaxis, min_err, fac_er
             for k in range(nb):
                 if busnorma[k] == 1:
                     busnorma[k] = 0
-                    newmin = _fit(flux, mag0, red, ab, sab, busnorma, busul, nbul, prior_lo,
-                                  prior_hi, use_prior, funz0, chi2)
+                    newmin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, ab, sab, busnorma,
+                                  busul, nbul, prior_lo, prior_hi, use_prior, funz0, chi2,
+                                  avo, avt)
                     if improved > newmin:
                         improved = newmin
                         fldis = k
@@ -198,8 +225,8 @@ def fit_chunk(mags, errs, contexts, flux, mag0, red, pos, xaxis, min_err, fac_er
                     chimin = newmin
             if fldis >= 0:
                 busnorma[fldis] = 0
-                chimin = _fit(flux, mag0, red, ab, sab, busnorma, busul, nbul, prior_lo,
-                              prior_hi, use_prior, funz0, chi2)
+                chimin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, ab, sab, busnorma, busul,
+                              nbul, prior_lo, prior_hi, use_prior, funz0, chi2, avo, avt)
                 nremoved += 1
             else:
                 break
@@ -266,9 +293,10 @@ class FastLephare:
             raise PipelineError("lephare fast path: the library holds star/QSO models "
                                 "(ZPHOTLIB); only galaxy libraries are supported; set "
                                 "algorithms.lephare.fast: false")
-        self.flux = np.ascontiguousarray(np.array(photz.flux, dtype=np.float64))
+        flux = np.array(photz.flux, dtype=np.float64)
+        self.fluxT = np.ascontiguousarray(flux.T)          # (bands, models)
         self.red = np.array(photz.zLib, dtype=np.float64)
-        nb = self.flux.shape[1]
+        nb = flux.shape[1]
         if nb != len(self.bands):
             raise PipelineError(f"lephare: the library has {nb} filters, the run "
                                 f"{len(self.bands)} bands")
@@ -283,6 +311,11 @@ class FastLephare:
         mag_z0 = {int(i): float(lib[int(i)].mag[babs]) for i in np.unique(z0)} if babs >= 0 \
             else {}
         self.mag0 = np.array([mag_z0.get(int(i), 0.0) for i in z0], dtype=np.float64)
+        # scalings surely inside the prior (abs mag = mag0 - 2.5 log10(dm) in (lo, hi)),
+        # with a 1e-9 relative margin; log10 is called outside them (LePhare's test)
+        with np.errstate(over="ignore", under="ignore"):
+            self.dm_in_lo = 10.0 ** ((self.mag0 - hi) / 2.5) * (1 + 1e-9)
+            self.dm_in_hi = 10.0 ** ((self.mag0 - lo) / 2.5) * (1 - 1e-9)
         h0, om, ol = (float(x) for x in _kw(config, "COSMOLOGY", "70,0.3,0.7").split(","))
         gridz = np.array(photz.gridz, dtype=np.float64)
         self.funz0 = float(lp.cosmo(h0, om, ol).distMod(gridz[1] / 20.))
@@ -326,7 +359,8 @@ class FastLephare:
                 ~np.isnan(errs[:, k])
             ctx += ok.astype(np.int64) * 2 ** k
         lo, hi, use_prior = self.prior
-        pdf = fit_chunk(mags, errs, ctx, self.flux, self.mag0, self.red, self.pos,
+        pdf = fit_chunk(mags, errs, ctx, self.fluxT, self.mag0, self.red, self.dm_in_lo,
+                        self.dm_in_hi, self.pos,
                         self.xaxis, self.min_err, self.fac_err, self.a0, self.gbcont,
                         self.contforb, lo, hi, use_prior, self.funz0, self.threshold)
         ens = qp.Ensemble(qp.interp, data=dict(xvals=self.xaxis, yvals=pdf))
