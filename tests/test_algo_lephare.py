@@ -31,7 +31,7 @@ from pzpipe import algorithms  # noqa: E402
 from pzpipe.algorithms import _base  # noqa: E402
 from pzpipe.algorithms import lephare as lpalgo  # noqa: E402
 from pzpipe.algorithms import lephare_fast  # noqa: E402
-from pzpipe.config import REPO_ROOT, deep_update, load_config  # noqa: E402
+from pzpipe.run.config import REPO_ROOT, deep_update, load_config  # noqa: E402
 
 LEPHAREDIR = REPO_ROOT / "resources" / "lephare" / "data"
 TEMPLATES = ("Ell1_A_0", "Sa_A_0", "Sc_A_0", "SB0_A_0", "SB11_A_0")
@@ -109,7 +109,7 @@ def _rail_own(env):
     from threadpoolctl import threadpool_limits
 
     from pzpipe.algorithms.runner import grid_pdf
-    from pzpipe.zgrid import from_config
+    from pzpipe.core.zgrid import from_config
 
     algo, cfg = env["algo"], env["cfg"]
     _, est_cls = algo.classes()

@@ -27,7 +27,8 @@ def test_registry_one_module_per_estimator():
         mod = __import__(f"pzpipe.algorithms.{name}", fromlist=["ALGORITHM"])
         assert mod.ALGORITHM is algo
         assert set(algo.extra_meta) == set(algo.extras.values()), name
-    assert algorithms.default_names() == ("bpz", "fzboost", "knn", "tpz", "dnf", "gpz", "cmnn")
+    assert algorithms.default_names() == ("bpz", "fzboost", "knn", "tpz", "dnf", "gpz", "cmnn",
+                                          "lephare")
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
     from pzpipe.run.config import enabled_algorithms
 

@@ -37,7 +37,7 @@ Traps handled here:
     ``$LEPHAREWORK``, filled in again at estimate time from this run's config and data
     directory: the model file does not depend on where the run directory lives.
   * RAIL's informer places its run directory at ``$LEPHAREWORK/../<stage name>``; the
-    pipeline's training stage is named ``inform_lephare`` (``pzpipe.train``), so with
+    pipeline's training stage is named ``inform_lephare`` (``pzpipe.stages.train``), so with
     ``LEPHAREWORK=<data dir>/inform_lephare`` it is the library directory itself.
   * Threads: lephare's C++ fit is OpenMP; estimate workers run with one thread
     (``OMP_NUM_THREADS=1`` and threadpoolctl, ``pzpipe.estimate``), which also makes the
@@ -86,10 +86,13 @@ FAST = FastPath(
 )
 
 
+DEFAULT_LEPHAREDIR = "resources/lephare/data"
+
+
 def lepharedir(cfg: dict) -> str:
     """Absolute LEPHAREDIR of ``cfg`` (``algorithms.lephare.lepharedir``)."""
     block = cfg["algorithms"].get("lephare") or {}
-    return os.path.abspath(block.get("lepharedir") or "resources/lephare/data")
+    return os.path.abspath(block.get("lepharedir") or DEFAULT_LEPHAREDIR)
 
 
 def check_lepharedir(d: str) -> None:
@@ -254,5 +257,11 @@ ALGORITHM = Algorithm(
     before_call=_before_call,
     fast=FAST,
     requires=("lephare",),
+    settings={"lepharedir": {
+        "type": "string", "default": DEFAULT_LEPHAREDIR,
+        "description": "LEPHAREDIR: LePhare's auxiliary data (filters, SEDs, IGM opacity, "
+                       "Vega); relative to the working directory; on a cluster, storage the "
+                       "jobs see. The make targets unpack resources/lephare/"
+                       "lephare-data-subset.tar.xz there (resources/lephare/PROVENANCE.md)"}},
     bench={"rows": 4000, "reference_hours": 24.0 * 24, "rail_pipeline": True},
 )

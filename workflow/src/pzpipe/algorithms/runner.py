@@ -140,7 +140,7 @@ class Runner:
 
 def grid_pdf_of_ensemble(ens, params: dict) -> np.ndarray:
     """``grid_pdf`` on the grid of RAIL parameters ``params`` (``zmin``, ``zmax``,
-    ``nzbins``: the pipeline's grid, ``pzpipe.zgrid``), for standalone fast paths."""
+    ``nzbins``: the pipeline's grid, ``pzpipe.core.zgrid``), for standalone fast paths."""
     return grid_pdf(ens, np.linspace(params["zmin"], params["zmax"], params["nzbins"]))
 
 
