@@ -39,9 +39,11 @@ Traps handled here:
   * RAIL's informer places its run directory at ``$LEPHAREWORK/../<stage name>``; the
     pipeline's training stage is named ``inform_lephare`` (``pzpipe.stages.train``), so with
     ``LEPHAREWORK=<data dir>/inform_lephare`` it is the library directory itself.
-  * Threads: lephare's C++ fit is OpenMP; estimate workers run with one thread
-    (``OMP_NUM_THREADS=1`` and threadpoolctl, ``pzpipe.estimate``), which also makes the
-    PDF sums run in one fixed order (bit-reproducible audit).
+  * Threads: lephare's C++ is OpenMP and starts cpu_count - 1 threads by default (55 on
+    an Apollo node, whatever the job was given). ``use_env`` sets ``OMP_NUM_THREADS=1``
+    (unless set) before lephare's first import; estimate workers pin one thread anyway
+    (``OMP_NUM_THREADS=1`` and threadpoolctl, ``pzpipe.stages.estimate``), which also
+    makes the PDF sums run in one fixed order (bit-reproducible audit).
   * lephare 1.0.0 always reads the Bethermin+12 dust-emission list (``ADD_DUSTEM`` is
     tested as a non-empty Python list): its one listed template is in the data subset.
 """
@@ -111,6 +113,10 @@ def check_lepharedir(d: str) -> None:
 def use_env(lephare_dir: str | None, lephare_work: str | None) -> None:
     """Set LEPHAREDIR / LEPHAREWORK for lephare (before its import, or reload it: lephare
     and its C++ code read them at import time)."""
+    if "lephare" not in sys.modules:
+        # lephare starts cpu_count - 1 OpenMP threads unless told: the pipeline's
+        # prepare_data/train jobs are one-core jobs and estimate workers pin 1 thread
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     changed = False
     for var, val in (("LEPHAREDIR", lephare_dir), ("LEPHAREWORK", lephare_work)):
         if val is not None and os.environ.get(var) != val:
