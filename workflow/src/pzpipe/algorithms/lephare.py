@@ -53,6 +53,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -89,12 +90,16 @@ FAST = FastPath(
 
 
 DEFAULT_LEPHAREDIR = "resources/lephare/data"
+# the checkout (where `make lephare-data` unpacks the data): relative lepharedir paths are
+# relative to it, not to the run directory (Snakemake's --directory)
+CHECKOUT = Path(__file__).resolve().parents[4]
 
 
 def lepharedir(cfg: dict) -> str:
-    """Absolute LEPHAREDIR of ``cfg`` (``algorithms.lephare.lepharedir``)."""
+    """Absolute LEPHAREDIR of ``cfg`` (``algorithms.lephare.lepharedir``; a relative
+    path is relative to the repository checkout)."""
     block = cfg["algorithms"].get("lephare") or {}
-    return os.path.abspath(block.get("lepharedir") or DEFAULT_LEPHAREDIR)
+    return str((CHECKOUT / (block.get("lepharedir") or DEFAULT_LEPHAREDIR)).resolve())
 
 
 def check_lepharedir(d: str) -> None:
@@ -266,8 +271,8 @@ ALGORITHM = Algorithm(
     settings={"lepharedir": {
         "type": "string", "default": DEFAULT_LEPHAREDIR,
         "description": "LEPHAREDIR: LePhare's auxiliary data (filters, SEDs, IGM opacity, "
-                       "Vega); relative to the working directory; on a cluster, storage the "
-                       "jobs see. The make targets unpack resources/lephare/"
+                       "Vega); a relative path is relative to the repository checkout; on a "
+                       "cluster, storage the jobs see. The make targets unpack resources/lephare/"
                        "lephare-data-subset.tar.xz there (resources/lephare/PROVENANCE.md)"}},
     bench={"rows": 4000, "reference_hours": 24.0 * 24, "rail_pipeline": True},
 )
