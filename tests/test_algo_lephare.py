@@ -189,8 +189,9 @@ def test_fast_path_equals_rail_and_runs_compiled(env, rail_pdf, monkeypatch):
         errs = np.array([inp[e][j] for e in fl.err_bands], dtype=np.float64)
         nbul = lephare_fast._prep(mags, errs, nb, fl.gbcont, fl.contforb, 0, fl.min_err,
                                   fl.fac_err, fl.a0, ab, sab, bn, bu, abo)
-        cmin = lephare_fast._fit(fl.fluxT, fl.mag0, fl.red, fl.dm_in_lo, fl.dm_in_hi, ab, sab,
-                                 bn, bu, nbul, lo, hi, use_prior, fl.funz0, chi2, avo, avt)
+        cmin = lephare_fast._fit(fl.fluxT, fl.mag0, fl.red, fl.dm_in_lo, fl.dm_in_hi,
+                                 fl.dm_out_lo, fl.dm_out_hi, ab, sab, bn, bu, nbul, lo, hi,
+                                 use_prior, fl.funz0, chi2, avo, avt)
         above += cmin > fl.threshold
     assert fl.threshold == 500.0 and above >= 3, above
 

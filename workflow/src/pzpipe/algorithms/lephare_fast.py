@@ -114,16 +114,16 @@ def _prep(mag, err, nb, gbcont, contforb, context, min_err, fac_err, a0, ab, sab
 
 
 @njit(cache=CACHE, nogil=True, error_model="numpy")
-def _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, ab, sab, busnorma, busul, nbul, prior_lo,
-         prior_hi, use_prior, funz0, chi2, avo, avt):
+def _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, ab, sab, busnorma,
+         busul, nbul, prior_lo, prior_hi, use_prior, funz0, chi2, avo, avt):
     """onesource::fit over every (galaxy) model: fills chi2, returns the minimum.
 
     Same operations in the same order per model as LePhare's loop (bands in order), with
     the loops turned inside out (bands outer, models inner: the compiler vectorises over
     models). ``fluxT``: model fluxes (bands, models). The absolute-magnitude prior
-    calls log10 only for scalings near the prior's bounds (``dm_in_lo``/``dm_in_hi``:
-    the scalings that are inside with a 1e-9 margin; outside those, LePhare's test gives
-    the same answer as the bounds)."""
+    calls log10 only for scalings near the prior's bounds (``dm_in_*``: the scalings surely
+    inside, ``dm_out_*``: surely outside, with 1e-9 relative margins; elsewhere LePhare's
+    own test with log10)."""
     nb = ab.shape[0]
     nlib = fluxT.shape[1]
     invsab = np.empty(nb)
@@ -137,6 +137,84 @@ def _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, ab, sab, busnorma, busul, nbul, p
         s2n[i] = ab[i] * invsab[i]
     for i in range(nb):
         abinvsabsq[i] = ab[i] * invsabsq[i]
+    if nb == 6:
+        _fit6(fluxT, abinvsabsq, invsabsq, s2n, invsab, chi2, avo)
+    else:
+        _fit_any(fluxT, abinvsabsq, invsabsq, s2n, invsab, chi2, avo, avt)
+    if nbul > 0:
+        for i in range(nlib):
+            for k in range(nb):
+                if (avo[i] * busul[k] * fluxT[k, i]) > ab[k] and busnorma[k] == 1:
+                    chi2[i] = HIGH_CHI2
+    if use_prior:
+        for i in range(nlib):
+            dmloc = avo[i]
+            if red[i] >= 1.e-10:
+                if dm_in_lo[i] < dmloc < dm_in_hi[i]:
+                    continue                # surely inside the prior's range: kept
+                if dmloc > dm_out_hi[i] or (dmloc > 0 and dmloc < dm_out_lo[i]):
+                    chi2[i] = HIGH_CHI2     # surely outside: rejected
+                    continue
+            abs_mag = mag0[i] - 2.5 * np.log10(dmloc)
+            if red[i] < 1.e-10:
+                abs_mag = abs_mag - funz0
+            if abs_mag <= prior_lo or abs_mag >= prior_hi:
+                chi2[i] = HIGH_CHI2
+    chimin = HIGH_CHI2
+    for i in range(nlib):
+        c = chi2[i]
+        if c < HIGH_CHI2:
+            if chimin > c:
+                chimin = c
+    return chimin
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def _fit6(fluxT, a, b, s2n, invsab, chi2, dm):
+    """Scaling and chi-square of every model, 6 bands, one pass (LePhare's operations in
+    LePhare's order per model); the scaling goes to ``dm``."""
+    f0, f1, f2, f3, f4, f5 = fluxT[0], fluxT[1], fluxT[2], fluxT[3], fluxT[4], fluxT[5]
+    a0, a1, a2, a3, a4, a5 = a[0], a[1], a[2], a[3], a[4], a[5]
+    b0, b1, b2, b3, b4, b5 = b[0], b[1], b[2], b[3], b[4], b[5]
+    s0, s1, s2, s3, s4, s5 = s2n[0], s2n[1], s2n[2], s2n[3], s2n[4], s2n[5]
+    i0, i1, i2, i3, i4, i5 = (invsab[0], invsab[1], invsab[2], invsab[3], invsab[4],
+                              invsab[5])
+    for i in range(fluxT.shape[1]):
+        x0, x1, x2, x3, x4, x5 = f0[i], f1[i], f2[i], f3[i], f4[i], f5[i]
+        avmago = 0.0 + x0 * a0
+        avmago = avmago + x1 * a1
+        avmago = avmago + x2 * a2
+        avmago = avmago + x3 * a3
+        avmago = avmago + x4 * a4
+        avmago = avmago + x5 * a5
+        avmagt = 0.0 + x0 * x0 * b0
+        avmagt = avmagt + x1 * x1 * b1
+        avmagt = avmagt + x2 * x2 * b2
+        avmagt = avmagt + x3 * x3 * b3
+        avmagt = avmagt + x4 * x4 * b4
+        avmagt = avmagt + x5 * x5 * b5
+        d = avmago / avmagt if avmagt > 0 else -999.0
+        e0 = s0 - d * x0 * i0
+        e1 = s1 - d * x1 * i1
+        e2 = s2 - d * x2 * i2
+        e3 = s3 - d * x3 * i3
+        e4 = s4 - d * x4 * i4
+        e5 = s5 - d * x5 * i5
+        c = 0.0 + e0 * e0
+        c = c + e1 * e1
+        c = c + e2 * e2
+        c = c + e3 * e3
+        c = c + e4 * e4
+        c = c + e5 * e5
+        chi2[i] = c
+        dm[i] = d
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def _fit_any(fluxT, abinvsabsq, invsabsq, s2n, invsab, chi2, avo, avt):
+    """As ``_fit6`` for any number of bands (bands outer, models inner)."""
+    nb = fluxT.shape[0]
+    nlib = fluxT.shape[1]
     for i in range(nlib):
         avo[i] = 0.0
         avt[i] = 0.0
@@ -161,32 +239,11 @@ def _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, ab, sab, busnorma, busul, nbul, p
         for i in range(nlib):
             inter = sk - avo[i] * f[i] * b
             chi2[i] += inter * inter
-    if nbul > 0:
-        for i in range(nlib):
-            for k in range(nb):
-                if (avo[i] * busul[k] * fluxT[k, i]) > ab[k] and busnorma[k] == 1:
-                    chi2[i] = HIGH_CHI2
-    if use_prior:
-        for i in range(nlib):
-            dmloc = avo[i]
-            if red[i] >= 1.e-10 and dm_in_lo[i] < dmloc < dm_in_hi[i]:
-                continue                    # inside the prior's range: kept
-            abs_mag = mag0[i] - 2.5 * np.log10(dmloc)
-            if red[i] < 1.e-10:
-                abs_mag = abs_mag - funz0
-            if abs_mag <= prior_lo or abs_mag >= prior_hi:
-                chi2[i] = HIGH_CHI2
-    chimin = HIGH_CHI2
-    for i in range(nlib):
-        c = chi2[i]
-        if c < HIGH_CHI2:
-            if chimin > c:
-                chimin = c
-    return chimin
 
 
 @njit(cache=CACHE, nogil=True, error_model="numpy")
-def fit_chunk(mags, errs, contexts, fluxT, mag0, red, dm_in_lo, dm_in_hi, pos, xaxis,
+def fit_chunk(mags, errs, contexts, fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo,
+              dm_out_hi, pos, xaxis,
               min_err, fac_err, a0, gbcont, contforb, prior_lo, prior_hi, use_prior, funz0,
               threshold):
     """BAY_ZG PDFs (LePhare's grid ``xaxis``, LePhare's normalisation) of every object."""
@@ -202,11 +259,14 @@ def fit_chunk(mags, errs, contexts, fluxT, mag0, red, dm_in_lo, dm_in_hi, pos, x
     chi2 = np.empty(nlib)
     avo = np.empty(nlib)
     avt = np.empty(nlib)
+    thr = np.empty(nx)
+    sref = np.empty(nx)
     for j in range(n):
         nbul = _prep(mags[j], errs[j], nb, gbcont, contforb, contexts[j], min_err, fac_err,
                      a0, ab, sab, busnorma, busul, ab_ori)
-        chimin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, ab, sab, busnorma, busul, nbul,
-                      prior_lo, prior_hi, use_prior, funz0, chi2, avo, avt)
+        chimin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, ab, sab,
+                      busnorma, busul, nbul, prior_lo, prior_hi, use_prior, funz0, chi2, avo,
+                      avt)
         # rm_discrepant (galaxy library only: the min over types is the galaxy min)
         improved = chimin
         nremoved = 0
@@ -215,9 +275,9 @@ def fit_chunk(mags, errs, contexts, fluxT, mag0, red, dm_in_lo, dm_in_hi, pos, x
             for k in range(nb):
                 if busnorma[k] == 1:
                     busnorma[k] = 0
-                    newmin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, ab, sab, busnorma,
-                                  busul, nbul, prior_lo, prior_hi, use_prior, funz0, chi2,
-                                  avo, avt)
+                    newmin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, ab,
+                                  sab, busnorma, busul, nbul, prior_lo, prior_hi, use_prior,
+                                  funz0, chi2, avo, avt)
                     if improved > newmin:
                         improved = newmin
                         fldis = k
@@ -225,19 +285,29 @@ def fit_chunk(mags, errs, contexts, fluxT, mag0, red, dm_in_lo, dm_in_hi, pos, x
                     chimin = newmin
             if fldis >= 0:
                 busnorma[fldis] = 0
-                chimin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, ab, sab, busnorma, busul,
-                              nbul, prior_lo, prior_hi, use_prior, funz0, chi2, avo, avt)
+                chimin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, ab, sab,
+                              busnorma, busul, nbul, prior_lo, prior_hi, use_prior, funz0,
+                              chi2, avo, avt)
                 nremoved += 1
             else:
                 break
-        # generatePDF: BAY_ZG
+        # generatePDF: BAY_ZG, summed in LePhare's order. A term below 2^-54 of the
+        # bin's partial sum cannot change it (less than half an ulp): its exp is skipped.
+        # thr[p] = ln(sref[p]) - 37.5 with sref[p] <= the partial sum (54 ln 2 = 37.43)
         pdf = out[j]
+        for k in range(nx):
+            thr[k] = EXP_UNDERFLOW
+            sref[k] = 0.0
         for i in range(nlib):
             c = chi2[i]
             if c < HIGH_CHI2:
                 x = -0.5 * (c - chimin)
-                if x >= EXP_UNDERFLOW:
-                    pdf[pos[i]] += np.exp(x)
+                p = pos[i]
+                if x >= thr[p]:
+                    pdf[p] += np.exp(x)
+                    if pdf[p] > 2.0 * sref[p]:
+                        sref[p] = pdf[p]
+                        thr[p] = max(np.log(pdf[p]) - 37.5, EXP_UNDERFLOW)
         somme = 0.0
         for k in range(nx - 1):
             somme += (pdf[k] + pdf[k + 1]) / 2. * (xaxis[k + 1] - xaxis[k])
@@ -316,6 +386,8 @@ class FastLephare:
         with np.errstate(over="ignore", under="ignore"):
             self.dm_in_lo = 10.0 ** ((self.mag0 - hi) / 2.5) * (1 + 1e-9)
             self.dm_in_hi = 10.0 ** ((self.mag0 - lo) / 2.5) * (1 - 1e-9)
+            self.dm_out_lo = 10.0 ** ((self.mag0 - hi) / 2.5) * (1 - 1e-9)
+            self.dm_out_hi = 10.0 ** ((self.mag0 - lo) / 2.5) * (1 + 1e-9)
         h0, om, ol = (float(x) for x in _kw(config, "COSMOLOGY", "70,0.3,0.7").split(","))
         gridz = np.array(photz.gridz, dtype=np.float64)
         self.funz0 = float(lp.cosmo(h0, om, ol).distMod(gridz[1] / 20.))
@@ -360,7 +432,7 @@ class FastLephare:
             ctx += ok.astype(np.int64) * 2 ** k
         lo, hi, use_prior = self.prior
         pdf = fit_chunk(mags, errs, ctx, self.fluxT, self.mag0, self.red, self.dm_in_lo,
-                        self.dm_in_hi, self.pos,
+                        self.dm_in_hi, self.dm_out_lo, self.dm_out_hi, self.pos,
                         self.xaxis, self.min_err, self.fac_err, self.a0, self.gbcont,
                         self.contforb, lo, hi, use_prior, self.funz0, self.threshold)
         ens = qp.Ensemble(qp.interp, data=dict(xvals=self.xaxis, yvals=pdf))
