@@ -9,7 +9,7 @@ SNAKEMAKE_ARGS ?=
 
 DEMO := resources/dc2_object_hats
 
-.PHONY: env demo run test test-fast bench plan lock clean
+.PHONY: env demo lephare-data run test test-fast bench plan lock clean
 
 $(BIN)/.installed: envs/requirements.lock envs/no-deps.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,16 +28,28 @@ $(DEMO)/properties: $(BIN)/.installed workflow/src/pzpipe/planning/synth.py
 
 demo: $(DEMO)/properties
 
-run: env demo
+# LePhare's auxiliary data (a subset of lephare-data, resources/lephare/PROVENANCE.md),
+# unpacked once, checked against its sha256 list (config: algorithms.lephare.lepharedir)
+LEPHARE_DATA := resources/lephare/data
+$(LEPHARE_DATA)/.unpacked: resources/lephare/lephare-data-subset.tar.xz resources/lephare/SHA256SUMS
+	rm -rf $(LEPHARE_DATA).tmp && mkdir -p $(LEPHARE_DATA).tmp
+	tar -xJf resources/lephare/lephare-data-subset.tar.xz -C $(LEPHARE_DATA).tmp
+	cd $(LEPHARE_DATA).tmp/data && sha256sum --quiet -c ../../SHA256SUMS
+	rm -rf $(LEPHARE_DATA) && mv $(LEPHARE_DATA).tmp/data $(LEPHARE_DATA) && rm -rf $(LEPHARE_DATA).tmp
+	touch $@
+
+lephare-data: $(LEPHARE_DATA)/.unpacked
+
+run: env demo lephare-data
 	$(BIN)/snakemake --profile $(PROFILE) $(SNAKEMAKE_ARGS)
 
-test: env demo
+test: env demo lephare-data
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
-test-fast: env demo
+test-fast: env demo lephare-data
 	$(BIN)/python -m pytest -ra -m "not slow and not slurm" $(PYTEST_ARGS)
 
-bench: env
+bench: env lephare-data
 	$(BIN)/python -m pzpipe.planning.bench $(BENCH_ARGS)
 
 lock:

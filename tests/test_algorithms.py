@@ -3,6 +3,7 @@ in the shared code, and the version guard of the fast paths."""
 import ast
 import io
 import logging
+import os
 import re
 import tokenize
 from pathlib import Path
@@ -26,7 +27,8 @@ def test_registry_one_module_per_estimator():
         mod = __import__(f"pzpipe.algorithms.{name}", fromlist=["ALGORITHM"])
         assert mod.ALGORITHM is algo
         assert set(algo.extra_meta) == set(algo.extras.values()), name
-    assert algorithms.default_names() == ("bpz", "fzboost", "knn", "tpz", "dnf", "gpz", "cmnn")
+    assert algorithms.default_names() == ("bpz", "fzboost", "knn", "tpz", "dnf", "gpz", "cmnn",
+                                          "lephare")
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
     from pzpipe.run.config import enabled_algorithms
 
@@ -87,7 +89,8 @@ def test_fast_paths_are_verified_on_the_installed_versions():
     for name, algo in algorithms.REGISTRY.items():
         if algo.fast is not None:
             assert algorithms.version_mismatches(algo.fast) == [], name
-    assert set(algorithms.guarantees()) == {"bpz", "fzboost", "tpz", "gpz", "cmnn", "dnf", "knn"}
+    assert set(algorithms.guarantees()) == {"bpz", "fzboost", "tpz", "gpz", "cmnn", "dnf", "knn",
+                                            "lephare"}
 
 
 GUARDED = [(name, dist) for name, algo in sorted(algorithms.REGISTRY.items())
@@ -225,17 +228,20 @@ def test_fast_false_is_not_a_warning(caplog):
 
 def test_prepare_data_is_declared_by_the_algorithm(tmp_path):
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
-    assert algorithms.with_data_dir(list(algorithms.REGISTRY)) == ["bpz"]
+    assert algorithms.with_data_dir(list(algorithms.REGISTRY)) == ["bpz", "lephare"]
     with pytest.raises(PipelineError, match="declares no data directory"):
         train.prepare_data("knn", cfg, str(tmp_path / "knn_data"))
     assert not (tmp_path / "knn_data").exists()
 
 
-def test_lephare_without_its_data_is_a_clear_error(monkeypatch):
+def test_lephare_without_its_data_is_a_clear_error(monkeypatch, tmp_path):
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
-    c = deep_update(cfg, {"algorithms": {"lephare": {"enabled": True}}})
-    monkeypatch.delenv("LEPHAREDIR", raising=False)
-    with pytest.raises(PipelineError, match=r"lephare.*(does not import|LEPHAREDIR)"):
+    (tmp_path / "vega").mkdir()
+    (tmp_path / "vega" / "VegaLCB.sed").write_text("")
+    c = deep_update(cfg, {"algorithms": {"lephare": {"lepharedir": str(tmp_path)}}})
+    monkeypatch.setenv("LEPHAREDIR", os.environ.get("LEPHAREDIR", ""))
+    with pytest.raises(PipelineError, match=r"lepharedir=.*lacks vega/BD\+17o4708.sed.*"
+                                            r"downloads nothing"):
         algorithms.stage_params(algorithms.get("lephare"), c, "inform")
 
 

@@ -134,15 +134,26 @@ class Runner:
         return pdf, anc
 
     def grid_pdf(self, ens) -> np.ndarray:
-        """RAIL's PDFs on the pipeline grid.
+        """RAIL's PDFs on the pipeline grid (``grid_pdf``)."""
+        return grid_pdf(ens, self.zgrid)
 
-        An ``interp`` ensemble whose x values are the pipeline grid (to 1e-12: RAIL's BPZ
-        builds its grid with ``arange``) gives its own y values at those nodes: qp's
-        ``pdf()`` would re-interpolate them and change the last bits. Any other ensemble
-        (other grids, Gaussians, mixtures) is evaluated with ``ens.pdf``."""
-        x = (ens.metadata or {}).get("xvals")
-        if x is not None and "yvals" in ens.objdata:
-            x = np.ravel(np.asarray(x, dtype=np.float64))
-            if x.shape == self.zgrid.shape and np.allclose(x, self.zgrid, rtol=0, atol=1e-12):
-                return np.array(ens.objdata["yvals"], dtype=np.float64)
-        return np.asarray(ens.pdf(self.zgrid), dtype=np.float64)
+
+def grid_pdf_of_ensemble(ens, params: dict) -> np.ndarray:
+    """``grid_pdf`` on the grid of RAIL parameters ``params`` (``zmin``, ``zmax``,
+    ``nzbins``: the pipeline's grid, ``pzpipe.core.zgrid``), for standalone fast paths."""
+    return grid_pdf(ens, np.linspace(params["zmin"], params["zmax"], params["nzbins"]))
+
+
+def grid_pdf(ens, zgrid: np.ndarray) -> np.ndarray:
+    """RAIL's PDFs on the pipeline grid ``zgrid``.
+
+    An ``interp`` ensemble whose x values are the pipeline grid (to 1e-12: RAIL's BPZ
+    builds its grid with ``arange``) gives its own y values at those nodes: qp's
+    ``pdf()`` would re-interpolate them and change the last bits. Any other ensemble
+    (other grids, Gaussians, mixtures) is evaluated with ``ens.pdf``."""
+    x = (ens.metadata or {}).get("xvals")
+    if x is not None and "yvals" in ens.objdata:
+        x = np.ravel(np.asarray(x, dtype=np.float64))
+        if x.shape == zgrid.shape and np.allclose(x, zgrid, rtol=0, atol=1e-12):
+            return np.array(ens.objdata["yvals"], dtype=np.float64)
+    return np.asarray(ens.pdf(zgrid), dtype=np.float64)

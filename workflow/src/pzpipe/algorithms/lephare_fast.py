@@ -1,0 +1,439 @@
+"""LePhare's galaxy photo-z PDF (``BAY_ZG``) with RAIL's LephareEstimator numbers, compiled.
+
+RAIL's ``LephareEstimator`` calls ``lephare.process`` per chunk: LePhare's C++ then, per
+object, fits every model of the library (``onesource::fit``: the analytic flux scaling and
+chi-square), retries the fit without its worst bands when the best chi-square exceeds
+``RM_DISCREPANT_BD`` (``rm_discrepant``), and builds the marginal posteriors
+(``generatePDF``); then it derives a dozen more products per object (best-fit physical
+parameters, absolute magnitudes, emission-line fluxes, mass/SFR/age PDFs ...) that RAIL
+drops: it keeps only the ``BAY_ZG`` PDF (``posterior_output`` 11). LePhare runs ~10
+objects/s/core that way.
+
+``FastLephare`` computes only what RAIL keeps, with LePhare's own arithmetic in LePhare's
+own order (numba, no fastmath): the flux conversions of ``PhotoZ::prep_data``
+(``convertFlux``, ``rescale_flux_errors`` with ``ERR_SCALE``/``ERR_FACTOR``, ``fltUsed``
+with ``GLB_CONTEXT``/``FORB_CONTEXT``, ``adapt_mag`` with the model's offsets), the fit
+with the absolute-magnitude prior (``MAG_ABS``, ``MAG_REF``) and upper limits, the
+``rm_discrepant`` loop (including its quirk: when no band removal improves the fit, the
+chi-squares left are those of the last trial removal), ``BAY_ZG`` = sum over models at
+each redshift of exp(-(chi2 - chi2_min)/2) (terms whose exponential underflows to 0 are
+skipped: same sum), normalised by LePhare's trapezoid, then RAIL's qp ensemble. The
+library (model fluxes, redshifts, z=0 magnitudes) is read by LePhare's own ``PhotoZ``.
+
+Scope: galaxy libraries (``ZPHOTLIB`` without star/QSO libraries: their models only change
+``rm_discrepant``'s threshold test), ``ZFIX NO``, no ``NZ_PRIOR``, magnitudes in
+(``INP_TYPE M``, ``CAT_MAG AB``); anything else raises (run with ``fast: false``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from numba import njit
+
+from ._numba import CACHE
+
+HIGH_CHI2 = 1.0e9
+INVALID_FLUX = -9999.0
+LN10 = 2.302585092994046         # LePhare's POW10D: exp(2.302585092994046 * x)
+EXP_UNDERFLOW = -746.0           # exp(x) == 0.0 below this (double)
+# lephare 1.0.0's wheel divides by the constant 1.086 as a multiplication by its
+# reciprocal (measured against its prep_data on 1,800 random fluxes: every bit equal)
+INV1086 = 1.0 / 1.086
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def _prep(mag, err, nb, gbcont, contforb, context, min_err, fac_err, a0, ab, sab, busnorma,
+          busul, ab_ori):
+    """PhotoZ::prep_data + adapt_mag for one object; returns nbul."""
+    for k in range(nb):
+        ab[k] = mag[k]
+        sab[k] = err[k]
+        if np.isnan(ab[k]) or np.isnan(sab[k]):      # lephare.process: NaN -> -99
+            ab[k] = -99.0
+            sab[k] = -99.0
+    # convertFlux (AB)
+    for k in range(nb):
+        if ab[k] < 0 and sab[k] < 0:
+            ab[k] = INVALID_FLUX
+            sab[k] = INVALID_FLUX
+    for k in range(nb):
+        if ab[k] != INVALID_FLUX:
+            ab[k] = np.exp(LN10 * (-0.4 * (ab[k] + 48.6 - 0.0)))
+    for k in range(nb):
+        if ab[k] != INVALID_FLUX:
+            sab[k] = ab[k] * sab[k] * INV1086
+    # rescale_flux_errors
+    nmin = min_err.shape[0]
+    for k in range(nb):
+        if sab[k] >= 0 and ab[k] != 0.0:
+            sab[k] = 1.086 * sab[k] / ab[k]
+            me = min_err[k] if nmin > 1 else min_err[0]
+            sab[k] = np.sqrt(sab[k] * sab[k] + me * me)
+            sab[k] = abs(ab[k]) * sab[k] * INV1086
+    nfac = fac_err.shape[0]
+    for k in range(nb):
+        fe = fac_err[k] if nfac > 1 else fac_err[0]
+        if sab[k] > 0:
+            sab[k] = sab[k] * fe
+    # keepOri
+    for k in range(nb):
+        ab_ori[k] = ab[k]
+    # fltUsed
+    cont = context
+    if gbcont >= 0:
+        cont = gbcont
+    nbul = 0
+    for k in range(nb):
+        if cont <= 0:
+            bused = 1
+        else:
+            bused = (cont >> k) & 1
+        if contforb > 0 and ((contforb >> k) & 1) == 1:
+            bused = 0
+        if sab[k] < 0 and ab[k] < 0:
+            bused = 0
+        if sab[k] == 0:
+            bused = 0
+            ab[k] = -99.9
+            sab[k] = -99.9
+        busnorma[k] = bused
+        if sab[k] < 0:
+            busnorma[k] = 0
+        busul[k] = 0
+        if bused == 1 and sab[k] < 0:
+            busul[k] = 1
+        if busul[k] == 1:
+            nbul += 1
+    # adapt_mag (offsets a0)
+    for k in range(nb):
+        if ab_ori[k] > 0 or sab[k] > 0:
+            ab[k] = ab_ori[k] * 10.0 ** (0.4 * a0[k])
+    return nbul
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, ab, sab, busnorma,
+         busul, nbul, prior_lo, prior_hi, use_prior, funz0, chi2, avo, avt):
+    """onesource::fit over every (galaxy) model: fills chi2, returns the minimum.
+
+    Same operations in the same order per model as LePhare's loop (bands in order), with
+    the loops turned inside out (bands outer, models inner: the compiler vectorises over
+    models). ``fluxT``: model fluxes (bands, models). The absolute-magnitude prior
+    calls log10 only for scalings near the prior's bounds (``dm_in_*``: the scalings surely
+    inside, ``dm_out_*``: surely outside, with 1e-9 relative margins; elsewhere LePhare's
+    own test with log10)."""
+    nb = ab.shape[0]
+    nlib = fluxT.shape[1]
+    invsab = np.empty(nb)
+    invsabsq = np.empty(nb)
+    s2n = np.empty(nb)
+    abinvsabsq = np.empty(nb)
+    for i in range(nb):
+        invsab[i] = busnorma[i] * 1.0 / sab[i]
+    for i in range(nb):
+        invsabsq[i] = invsab[i] * invsab[i]
+        s2n[i] = ab[i] * invsab[i]
+    for i in range(nb):
+        abinvsabsq[i] = ab[i] * invsabsq[i]
+    if nb == 6:
+        _fit6(fluxT, abinvsabsq, invsabsq, s2n, invsab, chi2, avo)
+    else:
+        _fit_any(fluxT, abinvsabsq, invsabsq, s2n, invsab, chi2, avo, avt)
+    if nbul > 0:
+        for i in range(nlib):
+            for k in range(nb):
+                if (avo[i] * busul[k] * fluxT[k, i]) > ab[k] and busnorma[k] == 1:
+                    chi2[i] = HIGH_CHI2
+    if use_prior:
+        for i in range(nlib):
+            dmloc = avo[i]
+            if red[i] >= 1.e-10:
+                if dm_in_lo[i] < dmloc < dm_in_hi[i]:
+                    continue                # surely inside the prior's range: kept
+                if dmloc > dm_out_hi[i] or (dmloc > 0 and dmloc < dm_out_lo[i]):
+                    chi2[i] = HIGH_CHI2     # surely outside: rejected
+                    continue
+            abs_mag = mag0[i] - 2.5 * np.log10(dmloc)
+            if red[i] < 1.e-10:
+                abs_mag = abs_mag - funz0
+            if abs_mag <= prior_lo or abs_mag >= prior_hi:
+                chi2[i] = HIGH_CHI2
+    chimin = HIGH_CHI2
+    for i in range(nlib):
+        c = chi2[i]
+        if c < HIGH_CHI2:
+            if chimin > c:
+                chimin = c
+    return chimin
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def _fit6(fluxT, a, b, s2n, invsab, chi2, dm):
+    """Scaling and chi-square of every model, 6 bands, one pass (LePhare's operations in
+    LePhare's order per model); the scaling goes to ``dm``."""
+    f0, f1, f2, f3, f4, f5 = fluxT[0], fluxT[1], fluxT[2], fluxT[3], fluxT[4], fluxT[5]
+    a0, a1, a2, a3, a4, a5 = a[0], a[1], a[2], a[3], a[4], a[5]
+    b0, b1, b2, b3, b4, b5 = b[0], b[1], b[2], b[3], b[4], b[5]
+    s0, s1, s2, s3, s4, s5 = s2n[0], s2n[1], s2n[2], s2n[3], s2n[4], s2n[5]
+    i0, i1, i2, i3, i4, i5 = (invsab[0], invsab[1], invsab[2], invsab[3], invsab[4],
+                              invsab[5])
+    for i in range(fluxT.shape[1]):
+        x0, x1, x2, x3, x4, x5 = f0[i], f1[i], f2[i], f3[i], f4[i], f5[i]
+        avmago = 0.0 + x0 * a0
+        avmago = avmago + x1 * a1
+        avmago = avmago + x2 * a2
+        avmago = avmago + x3 * a3
+        avmago = avmago + x4 * a4
+        avmago = avmago + x5 * a5
+        avmagt = 0.0 + x0 * x0 * b0
+        avmagt = avmagt + x1 * x1 * b1
+        avmagt = avmagt + x2 * x2 * b2
+        avmagt = avmagt + x3 * x3 * b3
+        avmagt = avmagt + x4 * x4 * b4
+        avmagt = avmagt + x5 * x5 * b5
+        d = avmago / avmagt if avmagt > 0 else -999.0
+        e0 = s0 - d * x0 * i0
+        e1 = s1 - d * x1 * i1
+        e2 = s2 - d * x2 * i2
+        e3 = s3 - d * x3 * i3
+        e4 = s4 - d * x4 * i4
+        e5 = s5 - d * x5 * i5
+        c = 0.0 + e0 * e0
+        c = c + e1 * e1
+        c = c + e2 * e2
+        c = c + e3 * e3
+        c = c + e4 * e4
+        c = c + e5 * e5
+        chi2[i] = c
+        dm[i] = d
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def _fit_any(fluxT, abinvsabsq, invsabsq, s2n, invsab, chi2, avo, avt):
+    """As ``_fit6`` for any number of bands (bands outer, models inner)."""
+    nb = fluxT.shape[0]
+    nlib = fluxT.shape[1]
+    for i in range(nlib):
+        avo[i] = 0.0
+        avt[i] = 0.0
+        chi2[i] = 0.0
+    for k in range(nb):
+        a = abinvsabsq[k]
+        b = invsabsq[k]
+        f = fluxT[k]
+        for i in range(nlib):
+            fluxin = f[i]
+            avo[i] += fluxin * a
+            avt[i] += fluxin * fluxin * b
+    for i in range(nlib):
+        dmloc = -999.0
+        if avt[i] > 0:
+            dmloc = avo[i] / avt[i]
+        avo[i] = dmloc                      # the scaling, from here on
+    for k in range(nb):
+        sk = s2n[k]
+        b = invsab[k]
+        f = fluxT[k]
+        for i in range(nlib):
+            inter = sk - avo[i] * f[i] * b
+            chi2[i] += inter * inter
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def fit_chunk(mags, errs, contexts, fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo,
+              dm_out_hi, pos, xaxis,
+              min_err, fac_err, a0, gbcont, contforb, prior_lo, prior_hi, use_prior, funz0,
+              threshold):
+    """BAY_ZG PDFs (LePhare's grid ``xaxis``, LePhare's normalisation) of every object."""
+    n, nb = mags.shape
+    nlib = fluxT.shape[1]
+    nx = xaxis.shape[0]
+    out = np.zeros((n, nx))
+    ab = np.empty(nb)
+    sab = np.empty(nb)
+    busnorma = np.empty(nb, dtype=np.int64)
+    busul = np.empty(nb, dtype=np.int64)
+    ab_ori = np.empty(nb)
+    chi2 = np.empty(nlib)
+    avo = np.empty(nlib)
+    avt = np.empty(nlib)
+    thr = np.empty(nx)
+    sref = np.empty(nx)
+    for j in range(n):
+        nbul = _prep(mags[j], errs[j], nb, gbcont, contforb, contexts[j], min_err, fac_err,
+                     a0, ab, sab, busnorma, busul, ab_ori)
+        chimin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, ab, sab,
+                      busnorma, busul, nbul, prior_lo, prior_hi, use_prior, funz0, chi2, avo,
+                      avt)
+        # rm_discrepant (galaxy library only: the min over types is the galaxy min)
+        improved = chimin
+        nremoved = 0
+        while improved > threshold and nremoved < 2:
+            fldis = -99
+            for k in range(nb):
+                if busnorma[k] == 1:
+                    busnorma[k] = 0
+                    newmin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, ab,
+                                  sab, busnorma, busul, nbul, prior_lo, prior_hi, use_prior,
+                                  funz0, chi2, avo, avt)
+                    if improved > newmin:
+                        improved = newmin
+                        fldis = k
+                    busnorma[k] = 1
+                    chimin = newmin
+            if fldis >= 0:
+                busnorma[fldis] = 0
+                chimin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, ab, sab,
+                              busnorma, busul, nbul, prior_lo, prior_hi, use_prior, funz0,
+                              chi2, avo, avt)
+                nremoved += 1
+            else:
+                break
+        # generatePDF: BAY_ZG, summed in LePhare's order. A term below 2^-54 of the
+        # bin's partial sum cannot change it (less than half an ulp): its exp is skipped.
+        # thr[p] = ln(sref[p]) - 37.5 with sref[p] <= the partial sum (54 ln 2 = 37.43)
+        pdf = out[j]
+        for k in range(nx):
+            thr[k] = EXP_UNDERFLOW
+            sref[k] = 0.0
+        for i in range(nlib):
+            c = chi2[i]
+            if c < HIGH_CHI2:
+                x = -0.5 * (c - chimin)
+                p = pos[i]
+                if x >= thr[p]:
+                    pdf[p] += np.exp(x)
+                    if pdf[p] > 2.0 * sref[p]:
+                        sref[p] = pdf[p]
+                        thr[p] = max(np.log(pdf[p]) - 37.5, EXP_UNDERFLOW)
+        somme = 0.0
+        for k in range(nx - 1):
+            somme += (pdf[k] + pdf[k + 1]) / 2. * (xaxis[k + 1] - xaxis[k])
+        if somme > 0:
+            # PDF::normalization; the wheel multiplies by the reciprocal (measured)
+            inv = 1.0 / somme
+            for k in range(nx):
+                pdf[k] = pdf[k] * inv
+    return out
+
+
+def _kw(config: dict, key: str, default: str) -> str:
+    v = config.get(key, default)
+    v = getattr(v, "value", v)
+    return str(v).strip() if v is not None else default
+
+
+class FastLephare:
+    """Standalone fast path (see the module docstring): ``FastLephare(model, params)``,
+    ``.estimate(data) -> (pdf on the pipeline grid, {})``. ``model``: the pipeline's
+    LephareInformer model; ``params``: the LephareEstimator parameters of the run
+    (``run_dir``: the library directory, LEPHAREWORK)."""
+
+    def __init__(self, model: dict, params: dict):
+        from .. import PipelineError
+        from . import lephare as lpalgo
+        from .runner import grid_pdf_of_ensemble
+
+        self._grid_pdf = grid_pdf_of_ensemble
+        self.params = dict(params)
+        self.bands = list(params["bands"])
+        self.err_bands = list(params["err_bands"])
+        lephare_dir = os.environ["LEPHAREDIR"]
+        work = params.get("run_dir") or os.environ["LEPHAREWORK"]
+        lpalgo.use_env(lephare_dir, work)
+        import lephare as lp
+
+        config = lpalgo.resolve_model_config(dict(model["lephare_config"]), lephare_dir)
+        if params.get("use_inform_offsets", True) and model.get("offsets") is not None:
+            config["APPLY_SYSSHIFT"] = ",".join(str(o) for o in model["offsets"])
+        if int(params.get("posterior_output", 11)) != 11:
+            raise PipelineError("lephare fast path: only posterior_output 11 (BAY_ZG); "
+                                "set algorithms.lephare.fast: false")
+        for key, ok in (("ZFIX", "NO"), ("NZ_PRIOR", "-1"), ("INP_TYPE", "M"),
+                        ("CAT_MAG", "AB")):
+            if _kw(config, key, ok).upper() != ok:
+                raise PipelineError(f"lephare fast path: {key}={_kw(config, key, ok)} is not "
+                                    f"supported (only {ok}); set algorithms.lephare.fast: false")
+        keymap = lp.all_types_to_keymap(config)
+        photz = lpalgo._quiet(lp.PhotoZ, keymap)
+        lib = photz.fullLib
+        if not all(s.is_gal() for s in lib):
+            raise PipelineError("lephare fast path: the library holds star/QSO models "
+                                "(ZPHOTLIB); only galaxy libraries are supported; set "
+                                "algorithms.lephare.fast: false")
+        flux = np.array(photz.flux, dtype=np.float64)
+        self.fluxT = np.ascontiguousarray(flux.T)          # (bands, models)
+        self.red = np.array(photz.zLib, dtype=np.float64)
+        nb = flux.shape[1]
+        if nb != len(self.bands):
+            raise PipelineError(f"lephare: the library has {nb} filters, the run "
+                                f"{len(self.bands)} bands")
+        # MAG_ABS prior (PhotoZ constructor)
+        mabs = [float(x) for x in _kw(config, "MAG_ABS", "0.,0.").split(",")[:2]]
+        lo, hi = min(mabs), max(mabs)
+        babs = int(_kw(config, "MAG_REF", "1").split(",")[0]) - 1
+        if babs < 0:
+            lo = hi = 99.0
+        self.prior = (lo, hi, bool(lo < 0 and hi < 0))
+        z0 = np.array([s.index_z0 for s in lib], dtype=np.int64)
+        mag_z0 = {int(i): float(lib[int(i)].mag[babs]) for i in np.unique(z0)} if babs >= 0 \
+            else {}
+        self.mag0 = np.array([mag_z0.get(int(i), 0.0) for i in z0], dtype=np.float64)
+        # scalings surely inside the prior (abs mag = mag0 - 2.5 log10(dm) in (lo, hi)),
+        # with a 1e-9 relative margin; log10 is called outside them (LePhare's test)
+        with np.errstate(over="ignore", under="ignore"):
+            self.dm_in_lo = 10.0 ** ((self.mag0 - hi) / 2.5) * (1 + 1e-9)
+            self.dm_in_hi = 10.0 ** ((self.mag0 - lo) / 2.5) * (1 - 1e-9)
+            self.dm_out_lo = 10.0 ** ((self.mag0 - hi) / 2.5) * (1 - 1e-9)
+            self.dm_out_hi = 10.0 ** ((self.mag0 - lo) / 2.5) * (1 + 1e-9)
+        h0, om, ol = (float(x) for x in _kw(config, "COSMOLOGY", "70,0.3,0.7").split(","))
+        gridz = np.array(photz.gridz, dtype=np.float64)
+        self.funz0 = float(lp.cosmo(h0, om, ol).distMod(gridz[1] / 20.))
+        # BAY_ZG grid and the bin of every model: LePhare's own PDF object
+        src = lp.onesource(0, photz.gridz)
+        pdfz = src.pdfmap[11]
+        self.xaxis = np.array(pdfz.xaxis, dtype=np.float64)
+        zs = np.unique(self.red)
+        idx = {float(z): int(pdfz.index(float(z))) for z in zs}
+        self.pos = np.array([idx[float(z)] for z in self.red], dtype=np.int64)
+        self.min_err = np.array([float(x) for x in _kw(config, "ERR_SCALE", "0.0").split(",")])
+        self.fac_err = np.array([float(x) for x in _kw(config, "ERR_FACTOR", "1.0").split(",")])
+        if len(self.min_err) not in (1, nb) or len(self.fac_err) not in (1, nb):
+            raise PipelineError("lephare: ERR_SCALE / ERR_FACTOR need 1 or one value per band")
+        # PhotoZ::compute_offsets: APPLY_SYSSHIFT (one per band) wins over AUTO_ADAPT
+        shift = [x for x in _kw(config, "APPLY_SYSSHIFT", "").split(",") if x.strip()]
+        if len(shift) == nb:
+            self.a0 = np.array([float(x) for x in shift])
+        elif _kw(config, "AUTO_ADAPT", "NO").upper().startswith("Y"):
+            raise PipelineError("lephare fast path: AUTO_ADAPT at estimate time is not "
+                                "supported; set algorithms.lephare.fast: false")
+        else:
+            self.a0 = np.zeros(nb)
+        self.gbcont = int(_kw(config, "GLB_CONTEXT", "-99").split(",")[0])
+        self.contforb = int(_kw(config, "FORB_CONTEXT", "0").split(",")[0])
+        self.threshold = float(_kw(config, "RM_DISCREPANT_BD", "1.e9").split(",")[0])
+        del photz, lib, src
+
+    def estimate(self, data: dict):
+        import qp
+
+        n = len(data[self.bands[0]])
+        mags = np.ascontiguousarray(np.stack([np.asarray(data[b], dtype=np.float64)
+                                              for b in self.bands], axis=1))
+        errs = np.ascontiguousarray(np.stack([np.asarray(data[e], dtype=np.float64)
+                                              for e in self.err_bands], axis=1))
+        # RAIL's context (_rail_to_lephare_input): bands with mag > 0 and err > 0
+        ctx = np.zeros(n, dtype=np.int64)
+        for k in range(len(self.bands)):
+            ok = (mags[:, k] > 0) & ~np.isnan(mags[:, k]) & (errs[:, k] > 0) & \
+                ~np.isnan(errs[:, k])
+            ctx += ok.astype(np.int64) * 2 ** k
+        lo, hi, use_prior = self.prior
+        pdf = fit_chunk(mags, errs, ctx, self.fluxT, self.mag0, self.red, self.dm_in_lo,
+                        self.dm_in_hi, self.dm_out_lo, self.dm_out_hi, self.pos,
+                        self.xaxis, self.min_err, self.fac_err, self.a0, self.gbcont,
+                        self.contforb, lo, hi, use_prior, self.funz0, self.threshold)
+        ens = qp.Ensemble(qp.interp, data=dict(xvals=self.xaxis, yvals=pdf))
+        return self._grid_pdf(ens, self.params), {}
