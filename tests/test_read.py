@@ -62,9 +62,14 @@ def estimates(tmp_path_factory):
     from pzpipe.stages.samples import read_sample
 
     d = tmp_path_factory.mktemp("read_models")
+    # LePhare: a small galaxy library (the library build is LePhare's training cost)
+    (d / "lephare_MOD.list").write_text("COSMOS_SED/Ell1_A_0.sed\nCOSMOS_SED/Sc_A_0.sed\n"
+                                        "COSMOS_SED/SB11_A_0.sed\n")
     cfg = deep_update(DEFAULT_CFG, {
         "training": {"max_rows": 1500},
         "algorithms": {
+            "lephare": {"inform": {"lephare.GAL_SED": str(d / "lephare_MOD.list"),
+                                   "lephare.EB_V": "0.", "gal.EM_DISPERSION": "1."}},
             "tpz": {"inform": {"n_random": 1, "n_trees": 2}},
             "fzboost": {"inform": {"max_basis": 15, "nbump": 4, "nsharp": 4,
                                    "regression_params": {"max_depth": 4,

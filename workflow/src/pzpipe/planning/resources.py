@@ -45,9 +45,12 @@ JOBS: dict[str, dict[str, Any]] = {
     "partition_batch": {"mem_mb": 2000, "runtime": 30, "sites": {
         "apollo": {"mem_mb": 3000, "runtime": 60},
         "sdumont": {"mem_mb": 8000, "runtime": 90}}},
+    # LePhare's library build (RAIL's LSST default galaxy library) is ~15 CPU-minutes on
+    # the reference machine (~50 min on an Apollo slot, core_speed 0.324) and peaks above
+    # 1.8 GB RSS
     "prepare_data": {"sites": {
-        "apollo": {"mem_mb": 2000, "runtime": 20},
-        "sdumont": {"mem_mb": 4000, "runtime": 20}}},
+        "apollo": {"mem_mb": 6000, "runtime": 120},
+        "sdumont": {"mem_mb": 8000, "runtime": 120}}},
     "train": {"mem_mb": 4000, "runtime": 120, "sites": {
         "apollo": {"mem_mb": 16000},
         "sdumont": {"mem_mb": 32000}}},
