@@ -421,3 +421,25 @@ def test_stale_import_work_directory_is_removed(tmp_path):
                           pixel_threshold=50, highest_order=9)
     assert hatsio.is_hats(out)
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["objects_hats"]
+
+
+def test_provenance_takes_no_git_lock(tmp_path, monkeypatch):
+    """The code version is read with `git --no-optional-locks`: a SIGKILL of a run (the
+    trials above) while `git status` held the checkout's index.lock left it behind once."""
+    from pzpipe.run import provenance
+
+    seen = []
+    real = subprocess.run
+
+    def spy(cmd, *a, **k):
+        seen.append(list(cmd))
+        return real(cmd, *a, **k)
+
+    monkeypatch.setattr(provenance.subprocess, "run", spy)
+    provenance.code_version.cache_clear()
+    try:
+        provenance.code_version()
+    finally:
+        provenance.code_version.cache_clear()
+    gits = [c for c in seen if c and c[0] == "git"]
+    assert gits and all("--no-optional-locks" in c for c in gits), gits

@@ -37,8 +37,12 @@ def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
 @lru_cache(maxsize=1)
 def code_version() -> dict:
     """git commit of the pipeline checkout and whether it has uncommitted changes."""
+    # --no-optional-locks: `git status` would otherwise take the checkout's index.lock to
+    # refresh the index, and a job killed meanwhile (SIGKILL of a run's process group, seen
+    # in tests/test_resume.py) leaves the lock behind: the user's next `git commit` fails
     def git(*args):
-        return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True,
+        return subprocess.run(["git", "--no-optional-locks", "-C", str(REPO_ROOT), *args],
+                              capture_output=True,
                               text=True, timeout=30).stdout.strip()
     try:
         commit = git("rev-parse", "HEAD") or None
