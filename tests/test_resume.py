@@ -12,7 +12,7 @@ PZPIPE_RESUME_ALL_ALGOS=1 keeps all of the test config's.
 
 Where the kills land (deterministic: no timing): each kill waits for a job's start marker
 - the "start <stage>.<function>" line every job writes first into its rule log
-(pzpipe.jobs.job_log), fresh in this attempt - and then SIGKILLs the group at once, while
+(pzpipe.core.jobs.job_log), fresh in this attempt - and then SIGKILLs the group at once, while
 that job runs and the rest of the run waits; a kill whose run ended before its marker
 fails the test. KILLS lists the marker of each trial (rule, and which of its jobs to start
 in this attempt): import_objects, partition_batch, estimate_batch (first, middle, last),
@@ -189,7 +189,7 @@ def temporaries(wd: Path) -> list[str]:
 
 def started(wd: Path, rule: str, since_ns: int) -> int:
     """How many jobs of ``rule`` have started since ``since_ns``: rule logs rewritten since
-    then whose first line is the job's start line (pzpipe.jobs.job_log truncates the log
+    then whose first line is the job's start line (pzpipe.core.jobs.job_log truncates the log
     and writes "start ..." first)."""
     n = 0
     for p in (wd / "logs").glob(f"{rule}.log" if rule in ("import_objects", "export")

@@ -25,7 +25,7 @@ import os
 import sys
 import time
 
-_TARGETS = ("pzpipe.stages.estimate", "pzpipe.estimate")
+_TARGETS = ("pzpipe.stages.estimate",)
 
 
 def _rss_mb(pid: int) -> float:

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -231,6 +232,31 @@ def lephare_config(params: dict) -> tuple[dict, dict]:
     return config, gal
 
 
+_BUILD_TIME = re.compile(r"^(CREATION_DATE) .*$|^(# File written automatically) at \S+ (by .*)$",
+                         re.M)
+
+
+def _drop_build_times(work: str) -> None:
+    """LePhare writes the wall-clock time of the build into the text files that describe
+    its library (``*.doc``: ``CREATION_DATE``; ``*_config.yaml``: ``# File written
+    automatically at <time>``). Those lines are replaced by time-free ones so that the
+    same configuration gives byte-identical library files (the release bundles them;
+    tests/test_determinism.py). LePhare reads neither line back."""
+    for root, _, names in os.walk(work):
+        for n in names:
+            if not n.endswith((".doc", ".yaml")):
+                continue
+            path = os.path.join(root, n)
+            with open(path) as f:
+                text = f.read()
+            new = _BUILD_TIME.sub(lambda m: (f"{m.group(1)} (removed for reproducibility)"
+                                             if m.group(1) else f"{m.group(2)} {m.group(3)}"),
+                                  text)
+            if new != text:
+                with open(path, "w") as f:
+                    f.write(new)
+
+
 def prepare_data(cfg: dict, out_dir: str) -> None:
     """LePhare's library build (filters, galaxy SED library, model magnitudes) into
     ``out_dir/inform_lephare`` (LEPHAREWORK of the training and estimate jobs)."""
@@ -248,6 +274,7 @@ def prepare_data(cfg: dict, out_dir: str) -> None:
     t0 = time.time()
     gal["LIB_ASCII"] = "NO"                 # ASCII copies of the libraries: not read
     _quiet(lp.prepare, config, star_config=None, gal_config=gal, qso_config=None)
+    _drop_build_times(work)
     size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(work) for f in fs)
     log.info("LePhare library in %s: %.1f MB, built in %.1f s", work, size / 1e6,
              time.time() - t0)
