@@ -1,5 +1,7 @@
 """Determinism: two uninterrupted runs of the small pipeline (config/test.yaml, from the
-HATS import on) in two directories give a byte-identical release - every file of the
+HATS import on) in two directories - the second through the one-node Slurm when one
+answers (as in CI: the jobs then run on the Slurm node, one sbatch each or in arrays),
+else locally (helpers.runs.second_run) - give a byte-identical release - every file of the
 collection: the photo-z catalog's pixel files and metadata, its margin and id index,
 the estimators' configurations and models, manifest.json, manifest_files.csv, conservation.json and
 README.md - TPZ included, the same models byte for byte (their sha256 is in the manifest,
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.runs import full_run, small_run
+from helpers.runs import second_run, small_run
 from helpers.trees import compare_trees, files, format_diffs
 
 pytestmark = pytest.mark.slow
@@ -21,9 +23,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
+    """The session's small run and its second run (helpers.runs.second_run: through the
+    one-node Slurm when there is one, as in CI, else a second local run)."""
     a = small_run(tmp_path_factory)
-    b = tmp_path_factory.mktemp("determinism-b")
-    full_run(b)
+    b, _ = second_run(tmp_path_factory)
     return a, b
 
 

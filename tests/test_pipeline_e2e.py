@@ -1,6 +1,5 @@
 """One real end-to-end `snakemake` run on a small subset (config/test.yaml)."""
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -8,7 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from helpers.runs import SNAKEMAKE, smk
+from helpers.runs import SNAKEMAKE, small_run, smk
 
 from pzpipe import algorithms
 
@@ -19,9 +18,9 @@ ALGOS = algorithms.default_names()      # the default run
 
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("e2e")
-    smk(wd)
-    return wd
+    """The session's finished small run (helpers.runs.small_run: config/test.yaml, the
+    default target), shared with the audit, collection and determinism tests."""
+    return small_run(tmp_path_factory)
 
 
 def test_dry_run_plans_the_dag(tmp_path):

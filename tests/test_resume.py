@@ -59,15 +59,17 @@ KEEP = ("bpz", "tpz", "knn")      # BPZ: its data directory; TPZ: per-chunk seed
 
 
 def _overlay() -> str:
-    """Disable every estimator of config/config.yaml but KEEP (PZPIPE_RESUME_ALL_ALGOS=1:
-    keep the test config's)."""
+    """2 estimate workers (a process pool to kill; config/test.yaml has 1); every estimator
+    of config/config.yaml disabled but KEEP (PZPIPE_RESUME_ALL_ALGOS=1: keep the test
+    config's)."""
+    workers = "estimate: {workers: 2}\n"
     if os.environ.get("PZPIPE_RESUME_ALL_ALGOS"):
-        return "{}\n"
+        return workers
     from pzpipe.run.config import load_config
 
     names = load_config(REPO / "config" / "config.yaml")["algorithms"]
-    return "algorithms: {" + ", ".join(f"{a}: {{enabled: false}}" for a in names
-                                       if a not in KEEP) + "}\n"
+    return workers + "algorithms: {" + ", ".join(f"{a}: {{enabled: false}}" for a in names
+                                                 if a not in KEEP) + "}\n"
 
 
 # Kill points: per trial, the markers of its kills (the first in the run, the second in

@@ -5,10 +5,11 @@ Needs the one-node Slurm of `.ci/setup_slurm.sh` (or any Slurm with partitions
 PZPIPE_REQUIRE_SLURM=1 (set by CI after running the setup script): then they
 FAIL, so a CI that asked for Slurm cannot silently pass without it.
 
-Runs config/test.yaml twice, in two scratch working directories:
-  local:  --profile profiles/local --cores 2
-  slurm:  --profile profiles/ci-slurm   (sbatch, squeue, array jobs)
-and compares every estimate parquet file cell by cell (not mtimes).
+Compares two runs of config/test.yaml in two scratch working directories (the session's
+runs of tests/helpers/runs.py, shared with test_determinism.py):
+  local:  --profile profiles/local --cores 2      (small_run)
+  slurm:  --profile profiles/ci-slurm   (sbatch, squeue, array jobs; second_run)
+every estimate file and every release file byte for byte (not mtimes).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.runs import smk
+from helpers.runs import second_run, small_run, smk
 from helpers.slurm import require_slurm
 from helpers.trees import compare_trees, files, format_diffs
 
@@ -39,13 +40,23 @@ def slurm():
 
 @pytest.fixture(scope="module")
 def runs(slurm, tmp_path_factory):
-    local = tmp_path_factory.mktemp("local")
-    on_slurm = tmp_path_factory.mktemp("slurm")
-    # no default profile: each run names its own; output kept in the run directory
-    opts = dict(profile=None, overlays=EXTRA, timeout=2400, keep_output=True)
-    smk(local, "--profile", str(REPO / "profiles" / "local"), "--cores", "2", cwd=local, **opts)
-    r = smk(on_slurm, "--profile", str(REPO / "profiles" / "ci-slurm"), cwd=on_slurm, **opts)
-    return local, on_slurm, r.stdout + r.stderr
+    """(the local run, the Slurm run, the Slurm run's Snakemake output): the session's
+    small run (helpers.runs.small_run, profiles/local) and its second run, which goes
+    through Slurm here (helpers.runs.second_run; test_determinism.py compares the same
+    pair)."""
+    if EXTRA:                     # debugging with an extra overlay: a pair of its own
+        local, on_slurm = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("slurm")
+        opts = dict(profile=None, overlays=EXTRA, timeout=2400, keep_output=True)
+        smk(local, "--profile", str(REPO / "profiles" / "local"), "--cores", "2", cwd=local,
+            **opts)
+        r = smk(on_slurm, "--profile", str(REPO / "profiles" / "ci-slurm"), cwd=on_slurm,
+                **opts)
+        return local, on_slurm, r.stdout + r.stderr
+    local = small_run(tmp_path_factory)
+    on_slurm, how = second_run(tmp_path_factory)
+    assert how == "slurm", "Slurm answered but the second run was made locally"
+    return local, on_slurm, ((on_slurm / "snakemake.stdout").read_text()
+                             + (on_slurm / "snakemake.stderr").read_text())
 
 
 def test_setup_script_is_idempotent_and_reports_idle(slurm):

@@ -56,7 +56,7 @@ def test_toy_estimator_runs_end_to_end(tmp_path, monkeypatch):
     smk(wd, "--scheduler", "greedy", overlays=[overlay(tmp_path / "toy.yaml")],
         keep_output=True)
     rel = wd / "results" / "release"
-    files = sorted((rel / "dataset").rglob("*.parquet"))
+    files = sorted((rel / "photoz" / "dataset").rglob("Npix=*.parquet"))
     assert files
     rows = 0
     for f in files:

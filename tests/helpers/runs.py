@@ -1,8 +1,8 @@
 """Snakemake runs for the end-to-end tests: the command line, one run, and the finished
 small run (config/test.yaml) shared by every test of a pytest session.
 
-Used by test_audit.py, test_determinism.py, test_resume.py, test_pipeline_e2e.py and
-test_slurm.py. Overridable to try the tests against another checkout or config:
+Used by test_audit.py, test_collection.py, test_determinism.py, test_resume.py,
+test_pipeline_e2e.py, test_slurm.py and test_slurm_faults.py. Overridable to try the tests against another checkout or config:
 PZPIPE_TEST_SNAKEFILE, PZPIPE_TEST_CONFIGFILE, PZPIPE_TEST_PROFILE; PZPIPE_TEST_SMALL_RUN
 names a finished run of config/test.yaml to use instead of making one (while developing
 tests; it is only read).
@@ -88,6 +88,35 @@ def small_run(tmp_path_factory) -> Path:
             secs = full_run(wd)
             (wd / ".done").write_text(json.dumps({"seconds": round(secs, 1)}))
     return wd
+
+
+def second_run(tmp_path_factory) -> tuple[Path, str]:
+    """A second uninterrupted run of config/test.yaml, shared by the session
+    (test_determinism.py compares it with :func:`small_run`, test_slurm.py with the same):
+    through the one-node Slurm (profiles/ci-slurm) when one answers, else locally
+    (profiles/local). Returns (run directory, "slurm" | "local"); the Snakemake output is
+    kept in snakemake.stdout/.stderr of the directory. One full run less in CI than a
+    local second run plus a separate local-vs-Slurm pair."""
+    from helpers.slurm import slurm_status
+
+    base = tmp_path_factory.getbasetemp()
+    wd = base / "pzpipe-second-run"
+    with open(base / "pzpipe-second-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = wd / ".done"
+        if not done.exists():
+            if wd.exists():
+                shutil.rmtree(wd)
+            wd.mkdir()
+            how = "slurm" if slurm_status() is None else "local"
+            prof = REPO / "profiles" / ("ci-slurm" if how == "slurm" else "local")
+            t0 = time.time()
+            # no default profile: each run names its own; run from its directory
+            extra = () if how == "slurm" else ("--cores", "2")
+            smk(wd, "--profile", str(prof), *extra, profile=None, cwd=wd, timeout=2400,
+                keep_output=True)
+            done.write_text(json.dumps({"how": how, "seconds": round(time.time() - t0, 1)}))
+    return wd, json.loads((wd / ".done").read_text())["how"]
 
 
 def copy_run(src: Path, dst: Path) -> Path:
