@@ -165,9 +165,9 @@ def test_fast_path_equals_rail_and_runs_compiled(env, rail_pdf, monkeypatch):
     calls = {"rows": 0}
     kernel = lephare_fast.fit_chunk
 
-    def counted(mags, *a):
+    def counted(mags, *a, **kw):
         calls["rows"] += len(mags)
-        return kernel(mags, *a)
+        return kernel(mags, *a, **kw)
 
     monkeypatch.setattr(lephare_fast, "fit_chunk", counted)
     r, pdf = _runner(env, True, "lp_fast")
@@ -182,6 +182,7 @@ def test_fast_path_equals_rail_and_runs_compiled(env, rail_pdf, monkeypatch):
     ab, sab, abo = np.empty(nb), np.empty(nb), np.empty(nb)
     bn, bu = np.empty(nb, np.int64), np.empty(nb, np.int64)
     chi2, avo, avt = (np.empty(fl.fluxT.shape[1]) for _ in range(3))
+    sure = np.empty(fl.fluxT.shape[1], dtype=bool)
     lo, hi, use_prior = fl.prior
     above = 0
     for j in range(n):
@@ -190,8 +191,8 @@ def test_fast_path_equals_rail_and_runs_compiled(env, rail_pdf, monkeypatch):
         nbul = lephare_fast._prep(mags, errs, nb, fl.gbcont, fl.contforb, 0, fl.min_err,
                                   fl.fac_err, fl.a0, ab, sab, bn, bu, abo)
         cmin = lephare_fast._fit(fl.fluxT, fl.mag0, fl.red, fl.dm_in_lo, fl.dm_in_hi,
-                                 fl.dm_out_lo, fl.dm_out_hi, ab, sab, bn, bu, nbul, lo, hi,
-                                 use_prior, fl.funz0, chi2, avo, avt)
+                                 fl.dm_out_lo, fl.dm_out_hi, fl.plo, fl.phi, ab, sab, bn, bu,
+                                 nbul, lo, hi, use_prior, fl.funz0, chi2, avo, avt, sure)
         above += cmin > fl.threshold
     assert fl.threshold == 500.0 and above >= 3, above
 

@@ -114,18 +114,16 @@ def _prep(mag, err, nb, gbcont, contforb, context, min_err, fac_err, a0, ab, sab
 
 
 @njit(cache=CACHE, nogil=True, error_model="numpy")
-def _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, ab, sab, busnorma,
-         busul, nbul, prior_lo, prior_hi, use_prior, funz0, chi2, avo, avt):
+def _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, plo, phi, ab, sab,
+         busnorma, busul, nbul, prior_lo, prior_hi, use_prior, funz0, chi2, avo, avt, sure):
     """onesource::fit over every (galaxy) model: fills chi2, returns the minimum.
 
     Same operations in the same order per model as LePhare's loop (bands in order), with
     the loops turned inside out (bands outer, models inner: the compiler vectorises over
-    models). ``fluxT``: model fluxes (bands, models). The absolute-magnitude prior
-    calls log10 only for scalings near the prior's bounds (``dm_in_*``: the scalings surely
-    inside, ``dm_out_*``: surely outside, with 1e-9 relative margins; elsewhere LePhare's
-    own test with log10)."""
+    models). ``fluxT``: model fluxes (bands, models); ``sure``: a work array (bool, one per
+    model) for ``_flags``."""
     nb = ab.shape[0]
-    nlib = fluxT.shape[1]
+    nlib = chi2.shape[0]
     invsab = np.empty(nb)
     invsabsq = np.empty(nb)
     s2n = np.empty(nb)
@@ -137,36 +135,31 @@ def _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, ab, sab, bu
         s2n[i] = ab[i] * invsab[i]
     for i in range(nb):
         abinvsabsq[i] = ab[i] * invsabsq[i]
+    if nb == 6 and nbul == 0 and use_prior:       # the common case, in one pass
+        namb = _fit6_prior(fluxT, abinvsabsq, invsabsq, s2n, invsab, plo, phi, chi2, sure)
+        if namb:
+            for i in range(nlib):
+                if sure[i]:
+                    continue
+                dmloc = _scale6(fluxT, i, abinvsabsq, invsabsq)
+                abs_mag = mag0[i] - 2.5 * np.log10(dmloc)
+                if red[i] < 1.e-10:
+                    abs_mag = abs_mag - funz0
+                if abs_mag <= prior_lo or abs_mag >= prior_hi:
+                    chi2[i] = HIGH_CHI2
+        chimin = HIGH_CHI2
+        for i in range(nlib):
+            c = chi2[i]
+            if c < HIGH_CHI2:
+                if chimin > c:
+                    chimin = c
+        return chimin
     if nb == 6:
         _fit6(fluxT, abinvsabsq, invsabsq, s2n, invsab, chi2, avo)
     else:
         _fit_any(fluxT, abinvsabsq, invsabsq, s2n, invsab, chi2, avo, avt)
-    if nbul > 0:
-        for i in range(nlib):
-            for k in range(nb):
-                if (avo[i] * busul[k] * fluxT[k, i]) > ab[k] and busnorma[k] == 1:
-                    chi2[i] = HIGH_CHI2
-    if use_prior:
-        for i in range(nlib):
-            dmloc = avo[i]
-            if red[i] >= 1.e-10:
-                if dm_in_lo[i] < dmloc < dm_in_hi[i]:
-                    continue                # surely inside the prior's range: kept
-                if dmloc > dm_out_hi[i] or (dmloc > 0 and dmloc < dm_out_lo[i]):
-                    chi2[i] = HIGH_CHI2     # surely outside: rejected
-                    continue
-            abs_mag = mag0[i] - 2.5 * np.log10(dmloc)
-            if red[i] < 1.e-10:
-                abs_mag = abs_mag - funz0
-            if abs_mag <= prior_lo or abs_mag >= prior_hi:
-                chi2[i] = HIGH_CHI2
-    chimin = HIGH_CHI2
-    for i in range(nlib):
-        c = chi2[i]
-        if c < HIGH_CHI2:
-            if chimin > c:
-                chimin = c
-    return chimin
+    return _flags(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, ab, busnorma,
+                  busul, nbul, prior_lo, prior_hi, use_prior, funz0, chi2, avo, sure)
 
 
 @njit(cache=CACHE, nogil=True, error_model="numpy")
@@ -211,6 +204,77 @@ def _fit6(fluxT, a, b, s2n, invsab, chi2, dm):
 
 
 @njit(cache=CACHE, nogil=True, error_model="numpy")
+def _fit6_prior(fluxT, a, b, s2n, invsab, plo, phi, chi2, sure):
+    """``_fit6`` and the sure part of ``_flags``' prior in one pass (6 bands, no upper
+    limit): the chi-square of every model, HIGH_CHI2 where its scaling is surely outside
+    the prior's range; ``sure[i]`` False where LePhare's log10 test must decide (``plo``,
+    ``phi``: the scaling bounds, NaN for the z = 0 models). Returns how many are not
+    sure. The scalings are not stored: ``_scale6`` recomputes one (same operations)."""
+    f0, f1, f2, f3, f4, f5 = fluxT[0], fluxT[1], fluxT[2], fluxT[3], fluxT[4], fluxT[5]
+    a0, a1, a2, a3, a4, a5 = a[0], a[1], a[2], a[3], a[4], a[5]
+    b0, b1, b2, b3, b4, b5 = b[0], b[1], b[2], b[3], b[4], b[5]
+    s0, s1, s2, s3, s4, s5 = s2n[0], s2n[1], s2n[2], s2n[3], s2n[4], s2n[5]
+    i0, i1, i2, i3, i4, i5 = (invsab[0], invsab[1], invsab[2], invsab[3], invsab[4],
+                              invsab[5])
+    nsure = 0
+    for i in range(fluxT.shape[1]):
+        x0, x1, x2, x3, x4, x5 = f0[i], f1[i], f2[i], f3[i], f4[i], f5[i]
+        avmago = 0.0 + x0 * a0
+        avmago = avmago + x1 * a1
+        avmago = avmago + x2 * a2
+        avmago = avmago + x3 * a3
+        avmago = avmago + x4 * a4
+        avmago = avmago + x5 * a5
+        avmagt = 0.0 + x0 * x0 * b0
+        avmagt = avmagt + x1 * x1 * b1
+        avmagt = avmagt + x2 * x2 * b2
+        avmagt = avmagt + x3 * x3 * b3
+        avmagt = avmagt + x4 * x4 * b4
+        avmagt = avmagt + x5 * x5 * b5
+        d = avmago / avmagt if avmagt > 0 else -999.0
+        e0 = s0 - d * x0 * i0
+        e1 = s1 - d * x1 * i1
+        e2 = s2 - d * x2 * i2
+        e3 = s3 - d * x3 * i3
+        e4 = s4 - d * x4 * i4
+        e5 = s5 - d * x5 * i5
+        c = 0.0 + e0 * e0
+        c = c + e1 * e1
+        c = c + e2 * e2
+        c = c + e3 * e3
+        c = c + e4 * e4
+        c = c + e5 * e5
+        lo, hi = plo[i], phi[i]
+        inside = (lo * (1 + 1e-9) < d) & (d < hi * (1 - 1e-9))
+        outside = (d > hi * (1 + 1e-9)) | ((d > 0) & (d < lo * (1 - 1e-9)))
+        chi2[i] = HIGH_CHI2 if outside else c
+        ok = inside | outside
+        sure[i] = ok
+        nsure += ok
+    return fluxT.shape[1] - nsure
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def _scale6(fluxT, i, a, b):
+    """The scaling of model ``i`` as ``_fit6`` computes it."""
+    x0, x1, x2, x3, x4, x5 = (fluxT[0, i], fluxT[1, i], fluxT[2, i], fluxT[3, i],
+                              fluxT[4, i], fluxT[5, i])
+    avmago = 0.0 + x0 * a[0]
+    avmago = avmago + x1 * a[1]
+    avmago = avmago + x2 * a[2]
+    avmago = avmago + x3 * a[3]
+    avmago = avmago + x4 * a[4]
+    avmago = avmago + x5 * a[5]
+    avmagt = 0.0 + x0 * x0 * b[0]
+    avmagt = avmagt + x1 * x1 * b[1]
+    avmagt = avmagt + x2 * x2 * b[2]
+    avmagt = avmagt + x3 * x3 * b[3]
+    avmagt = avmagt + x4 * x4 * b[4]
+    avmagt = avmagt + x5 * x5 * b[5]
+    return avmago / avmagt if avmagt > 0 else -999.0
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
 def _fit_any(fluxT, abinvsabsq, invsabsq, s2n, invsab, chi2, avo, avt):
     """As ``_fit6`` for any number of bands (bands outer, models inner)."""
     nb = fluxT.shape[0]
@@ -242,80 +306,150 @@ def _fit_any(fluxT, abinvsabsq, invsabsq, s2n, invsab, chi2, avo, avt):
 
 
 @njit(cache=CACHE, nogil=True, error_model="numpy")
-def fit_chunk(mags, errs, contexts, fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo,
-              dm_out_hi, pos, xaxis,
-              min_err, fac_err, a0, gbcont, contforb, prior_lo, prior_hi, use_prior, funz0,
-              threshold):
-    """BAY_ZG PDFs (LePhare's grid ``xaxis``, LePhare's normalisation) of every object."""
-    n, nb = mags.shape
-    nlib = fluxT.shape[1]
+def _flags(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, ab, busnorma, busul,
+           nbul, prior_lo, prior_hi, use_prior, funz0, chi2, dm, sure):
+    """``onesource::fit``'s upper limits and absolute-magnitude prior (``MAG_ABS``,
+    ``MAG_REF``) on every model's chi-square; returns the minimum chi-square below
+    HIGH_CHI2 (HIGH_CHI2 if none).
+
+    The prior without a branch per model (the loop vectorises): a scaling ``dm`` surely
+    inside the prior's range is kept, one surely outside is rejected (``dm_in_*``,
+    ``dm_out_*``: 1e-9 relative margins around the bounds); LePhare's own test with log10
+    for the others (a few per object, flagged in ``sure``) and the z = 0 models."""
+    nb = ab.shape[0]
+    nlib = chi2.shape[0]
+    if nbul > 0:
+        for i in range(nlib):
+            for k in range(nb):
+                if (dm[i] * busul[k] * fluxT[k, i]) > ab[k] and busnorma[k] == 1:
+                    chi2[i] = HIGH_CHI2
+    if use_prior:
+        nsure = 0
+        for i in range(nlib):
+            d = dm[i]
+            inside = (dm_in_lo[i] < d) & (d < dm_in_hi[i])
+            outside = (d > dm_out_hi[i]) | ((d > 0) & (d < dm_out_lo[i]))
+            hiz = red[i] >= 1.e-10
+            reject = hiz & outside & (inside == False)   # noqa: E712 (numba booleans)
+            chi2[i] = HIGH_CHI2 if reject else chi2[i]
+            ok = hiz & (inside | outside)
+            sure[i] = ok
+            nsure += ok
+        if nsure < nlib:
+            for i in range(nlib):
+                if sure[i]:
+                    continue
+                abs_mag = mag0[i] - 2.5 * np.log10(dm[i])
+                if red[i] < 1.e-10:
+                    abs_mag = abs_mag - funz0
+                if abs_mag <= prior_lo or abs_mag >= prior_hi:
+                    chi2[i] = HIGH_CHI2
+    chimin = HIGH_CHI2
+    for i in range(nlib):
+        c = chi2[i]
+        if c < HIGH_CHI2:
+            if chimin > c:
+                chimin = c
+    return chimin
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def _pdf_add(chi2, t0, t1, chimin, pos, pdf, thr, sref):
+    """generatePDF's BAY_ZG sum over the models ``t0:t1`` (in model order). A term below
+    2^-54 of its bin's partial sum cannot change it (less than half an ulp): its exp is
+    skipped; thr[p] = ln(sref[p]) - 37.5 with sref[p] <= the partial sum (54 ln 2 =
+    37.43)."""
+    for i in range(t0, t1):
+        c = chi2[i - t0]
+        if c < HIGH_CHI2:
+            x = -0.5 * (c - chimin)
+            p = pos[i]
+            if x >= thr[p]:
+                pdf[p] += np.exp(x)
+                if pdf[p] > 2.0 * sref[p]:
+                    sref[p] = pdf[p]
+                    thr[p] = max(np.log(pdf[p]) - 37.5, EXP_UNDERFLOW)
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def _normalise(pdf, xaxis):
     nx = xaxis.shape[0]
-    out = np.zeros((n, nx))
+    somme = 0.0
+    for k in range(nx - 1):
+        somme += (pdf[k] + pdf[k + 1]) / 2. * (xaxis[k + 1] - xaxis[k])
+    if somme > 0:
+        # PDF::normalization; the wheel multiplies by the reciprocal (measured)
+        inv = 1.0 / somme
+        for k in range(nx):
+            pdf[k] = pdf[k] * inv
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def _one_object(mag, err, context, fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo,
+                dm_out_hi, plo, phi, pos, xaxis, min_err, fac_err, a0, gbcont, contforb, prior_lo,
+                prior_hi, use_prior, funz0, threshold, pdf, chi2, avo, avt, sure):
+    """One object over the whole library (LePhare's loop, with ``rm_discrepant``): its
+    BAY_ZG PDF into ``pdf`` (zeros on entry)."""
+    nb = mag.shape[0]
+    nx = xaxis.shape[0]
     ab = np.empty(nb)
     sab = np.empty(nb)
     busnorma = np.empty(nb, dtype=np.int64)
     busul = np.empty(nb, dtype=np.int64)
     ab_ori = np.empty(nb)
+    nbul = _prep(mag, err, nb, gbcont, contforb, context, min_err, fac_err, a0, ab, sab,
+                 busnorma, busul, ab_ori)
+    chimin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, plo, phi, ab,
+                  sab, busnorma, busul, nbul, prior_lo, prior_hi, use_prior, funz0, chi2, avo, avt,
+                  sure)
+    # rm_discrepant (galaxy library only: the min over types is the galaxy min)
+    improved = chimin
+    nremoved = 0
+    while improved > threshold and nremoved < 2:
+        fldis = -99
+        for k in range(nb):
+            if busnorma[k] == 1:
+                busnorma[k] = 0
+                newmin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, plo,
+                              phi, ab, sab, busnorma, busul, nbul, prior_lo, prior_hi, use_prior,
+                              funz0, chi2, avo, avt, sure)
+                if improved > newmin:
+                    improved = newmin
+                    fldis = k
+                busnorma[k] = 1
+                chimin = newmin
+        if fldis >= 0:
+            busnorma[fldis] = 0
+            chimin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, plo, phi,
+                          ab, sab, busnorma, busul, nbul, prior_lo, prior_hi, use_prior, funz0,
+                          chi2, avo, avt, sure)
+            nremoved += 1
+        else:
+            break
+    thr = np.full(nx, EXP_UNDERFLOW)
+    sref = np.zeros(nx)
+    _pdf_add(chi2, 0, chi2.shape[0], chimin, pos, pdf, thr, sref)
+    _normalise(pdf, xaxis)
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def fit_chunk(mags, errs, contexts, fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo,
+              dm_out_hi, plo, phi, pos, xaxis,
+              min_err, fac_err, a0, gbcont, contforb, prior_lo, prior_hi, use_prior, funz0,
+              threshold):
+    """BAY_ZG PDFs (LePhare's grid ``xaxis``, LePhare's normalisation) of every object."""
+    n = mags.shape[0]
+    nlib = fluxT.shape[1]
+    out = np.zeros((n, xaxis.shape[0]))
     chi2 = np.empty(nlib)
     avo = np.empty(nlib)
     avt = np.empty(nlib)
-    thr = np.empty(nx)
-    sref = np.empty(nx)
+    sure = np.empty(nlib, dtype=np.bool_)
     for j in range(n):
-        nbul = _prep(mags[j], errs[j], nb, gbcont, contforb, contexts[j], min_err, fac_err,
-                     a0, ab, sab, busnorma, busul, ab_ori)
-        chimin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, ab, sab,
-                      busnorma, busul, nbul, prior_lo, prior_hi, use_prior, funz0, chi2, avo,
-                      avt)
-        # rm_discrepant (galaxy library only: the min over types is the galaxy min)
-        improved = chimin
-        nremoved = 0
-        while improved > threshold and nremoved < 2:
-            fldis = -99
-            for k in range(nb):
-                if busnorma[k] == 1:
-                    busnorma[k] = 0
-                    newmin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, ab,
-                                  sab, busnorma, busul, nbul, prior_lo, prior_hi, use_prior,
-                                  funz0, chi2, avo, avt)
-                    if improved > newmin:
-                        improved = newmin
-                        fldis = k
-                    busnorma[k] = 1
-                    chimin = newmin
-            if fldis >= 0:
-                busnorma[fldis] = 0
-                chimin = _fit(fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo, dm_out_hi, ab, sab,
-                              busnorma, busul, nbul, prior_lo, prior_hi, use_prior, funz0,
-                              chi2, avo, avt)
-                nremoved += 1
-            else:
-                break
-        # generatePDF: BAY_ZG, summed in LePhare's order. A term below 2^-54 of the
-        # bin's partial sum cannot change it (less than half an ulp): its exp is skipped.
-        # thr[p] = ln(sref[p]) - 37.5 with sref[p] <= the partial sum (54 ln 2 = 37.43)
-        pdf = out[j]
-        for k in range(nx):
-            thr[k] = EXP_UNDERFLOW
-            sref[k] = 0.0
-        for i in range(nlib):
-            c = chi2[i]
-            if c < HIGH_CHI2:
-                x = -0.5 * (c - chimin)
-                p = pos[i]
-                if x >= thr[p]:
-                    pdf[p] += np.exp(x)
-                    if pdf[p] > 2.0 * sref[p]:
-                        sref[p] = pdf[p]
-                        thr[p] = max(np.log(pdf[p]) - 37.5, EXP_UNDERFLOW)
-        somme = 0.0
-        for k in range(nx - 1):
-            somme += (pdf[k] + pdf[k + 1]) / 2. * (xaxis[k + 1] - xaxis[k])
-        if somme > 0:
-            # PDF::normalization; the wheel multiplies by the reciprocal (measured)
-            inv = 1.0 / somme
-            for k in range(nx):
-                pdf[k] = pdf[k] * inv
+        _one_object(mags[j], errs[j], contexts[j], fluxT, mag0, red, dm_in_lo, dm_in_hi,
+                    dm_out_lo, dm_out_hi, plo, phi, pos, xaxis, min_err, fac_err, a0, gbcont,
+                    contforb, prior_lo, prior_hi, use_prior, funz0, threshold, out[j], chi2, avo,
+                    avt, sure)
     return out
 
 
@@ -388,6 +522,11 @@ class FastLephare:
             self.dm_in_hi = 10.0 ** ((self.mag0 - lo) / 2.5) * (1 - 1e-9)
             self.dm_out_lo = 10.0 ** ((self.mag0 - hi) / 2.5) * (1 - 1e-9)
             self.dm_out_hi = 10.0 ** ((self.mag0 - lo) / 2.5) * (1 + 1e-9)
+            # the same bounds without their margins, NaN (never sure) for the z = 0
+            # models (their prior has the funz0 term): _fit6_prior
+            zero = self.red < 1.e-10
+            self.plo = np.where(zero, np.nan, 10.0 ** ((self.mag0 - hi) / 2.5))
+            self.phi = np.where(zero, np.nan, 10.0 ** ((self.mag0 - lo) / 2.5))
         h0, om, ol = (float(x) for x in _kw(config, "COSMOLOGY", "70,0.3,0.7").split(","))
         gridz = np.array(photz.gridz, dtype=np.float64)
         self.funz0 = float(lp.cosmo(h0, om, ol).distMod(gridz[1] / 20.))
@@ -432,7 +571,8 @@ class FastLephare:
             ctx += ok.astype(np.int64) * 2 ** k
         lo, hi, use_prior = self.prior
         pdf = fit_chunk(mags, errs, ctx, self.fluxT, self.mag0, self.red, self.dm_in_lo,
-                        self.dm_in_hi, self.dm_out_lo, self.dm_out_hi, self.pos,
+                        self.dm_in_hi, self.dm_out_lo, self.dm_out_hi, self.plo, self.phi,
+                        self.pos,
                         self.xaxis, self.min_err, self.fac_err, self.a0, self.gbcont,
                         self.contforb, lo, hi, use_prior, self.funz0, self.threshold)
         ens = qp.Ensemble(qp.interp, data=dict(xvals=self.xaxis, yvals=pdf))
