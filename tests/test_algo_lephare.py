@@ -197,6 +197,19 @@ def test_fast_path_equals_rail_and_runs_compiled(env, rail_pdf, monkeypatch):
     assert fl.threshold == 500.0 and above >= 3, above
 
 
+def test_fast_path_in_slices_equals_rail(env, rail_pdf, monkeypatch):
+    """The chunk estimated in slices of FastLephare.SLICE objects (here 100: two full
+    slices and one of 52) is the same, bit for bit."""
+    monkeypatch.setattr(lephare_fast.FastLephare, "SLICE", 100)
+    calls = []
+    kernel = lephare_fast.fit_chunk
+    monkeypatch.setattr(lephare_fast, "fit_chunk",
+                        lambda mags, *a: calls.append(len(mags)) or kernel(mags, *a))
+    _, pdf = _runner(env, True, "lp_slices")
+    assert calls == [100, 100, len(rail_pdf) - 200], calls
+    np.testing.assert_array_equal(pdf, rail_pdf)
+
+
 def test_fast_path_rejects_what_it_does_not_implement(env):
     from pzpipe import PipelineError
 

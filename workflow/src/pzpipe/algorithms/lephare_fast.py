@@ -465,6 +465,10 @@ class FastLephare:
     LephareInformer model; ``params``: the LephareEstimator parameters of the run
     (``run_dir``: the library directory, LEPHAREWORK)."""
 
+    # objects per fit_chunk call: the PDFs of one slice (LePhare's grid, its qp ensemble,
+    # the pipeline grid) are ~3 x 8 x 301 x SLICE bytes beside the chunk's output
+    SLICE = 8192
+
     def __init__(self, model: dict, params: dict):
         from .. import PipelineError
         from . import lephare as lpalgo
@@ -570,10 +574,18 @@ class FastLephare:
                 ~np.isnan(errs[:, k])
             ctx += ok.astype(np.int64) * 2 ** k
         lo, hi, use_prior = self.prior
-        pdf = fit_chunk(mags, errs, ctx, self.fluxT, self.mag0, self.red, self.dm_in_lo,
-                        self.dm_in_hi, self.dm_out_lo, self.dm_out_hi, self.plo, self.phi,
-                        self.pos,
-                        self.xaxis, self.min_err, self.fac_err, self.a0, self.gbcont,
-                        self.contforb, lo, hi, use_prior, self.funz0, self.threshold)
-        ens = qp.Ensemble(qp.interp, data=dict(xvals=self.xaxis, yvals=pdf))
-        return self._grid_pdf(ens, self.params), {}
+        out = None
+        for a in range(0, max(n, 1), self.SLICE):       # memory: a slice's PDFs at a time
+            b = min(n, a + self.SLICE)
+            pdf = fit_chunk(mags[a:b], errs[a:b], ctx[a:b], self.fluxT, self.mag0, self.red,
+                            self.dm_in_lo, self.dm_in_hi, self.dm_out_lo, self.dm_out_hi,
+                            self.plo, self.phi, self.pos, self.xaxis, self.min_err,
+                            self.fac_err, self.a0, self.gbcont, self.contforb, lo, hi,
+                            use_prior, self.funz0, self.threshold)
+            ens = qp.Ensemble(qp.interp, data=dict(xvals=self.xaxis, yvals=pdf))
+            grid = self._grid_pdf(ens, self.params)
+            if out is None:
+                out = np.empty((n, grid.shape[1]), dtype=grid.dtype)
+            out[a:b] = grid
+            del pdf, ens, grid
+        return out, {}
