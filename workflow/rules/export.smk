@@ -173,4 +173,9 @@ rule release:
                 )
             ),
             input_catalog=input_catalog(),
+            index_batch_files=(
+                expand(PATHS["export_index_batch"], batch=current_layout().batch_ids())
+                if input.indexes
+                else []
+            ),
         )

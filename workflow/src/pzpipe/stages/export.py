@@ -326,6 +326,19 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def remove_leftover_temps(paths) -> None:
+    """Remove Snakemake ``temp()`` files whose consumers have all finished, if still there
+    (and their directory once empty): Snakemake deletes a temp file only right after its
+    last consumer finishes, so a run killed in between leaves it for good, and no job of
+    the resumed run consumes it again (tests/test_resume.py)."""
+    for f in paths:
+        if os.path.exists(f):
+            os.remove(f)
+    for d in {os.path.dirname(f) for f in paths}:
+        if os.path.isdir(d) and not os.listdir(d):
+            os.rmdir(d)
+
+
 def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[str],
                 dedup_reports: list[str], model_sidecars: dict[str, str], out_dir: str,
                 requirements: str | None = None, ids_files: list[str] = ()) -> dict:
@@ -449,12 +462,7 @@ def run_release(layout: Layout, algos: list[str], cfg: dict, batch_dirs: list[st
                 "n_pixels": len(pixels)}
         # the release job (run_collection) turns these into manifest.json and README.md
         write_json_atomic(tmp / CATALOG_JSON, {"manifest": manifest, "readme": info})
-    for f in ids_files:
-        if os.path.exists(f):
-            os.remove(f)
-    for d in {os.path.dirname(f) for f in ids_files}:
-        if os.path.isdir(d) and not os.listdir(d):
-            os.rmdir(d)
+    remove_leftover_temps(ids_files)
     log.info("release catalog %s: %d rows, %d files, %d pixels", out, totals["rows_out"],
              n_files, len(pixels))
     return manifest
@@ -495,9 +503,11 @@ def run_collection(layout: Layout, algos: list[str], cfg: dict, catalog_dir: str
                    sidecars: dict[str, str], models: dict[str, str],
                    data_dirs: dict[str, str] | None = None,
                    validation: dict[str, str] | None = None,
-                   input_catalog: str | None = None) -> dict:
+                   input_catalog: str | None = None, index_batch_files=()) -> dict:
     """The release folder (see the module docstring, step 4): one entry per file in
-    memory, data files hard-linked (never copied when the filesystem allows links)."""
+    memory, data files hard-linked (never copied when the filesystem allows links).
+    ``index_batch_files``: the batches' sorted ids (``temp()``, consumed by the index
+    buckets), removed once the release is in place if a kill left them."""
     from pzpipe.release import bundle
     from pzpipe.release.readme import render
     from pzpipe.stages import collection as coll
@@ -621,5 +631,6 @@ def run_collection(layout: Layout, algos: list[str], cfg: dict, catalog_dir: str
                 meta[rel] = _hash_rec(Path(root) / fn)
         manifest["metadata_files"] = meta
         write_json_atomic(tmp / "manifest.json", manifest)
+    remove_leftover_temps(index_batch_files)
     log.info("release %s: collection %s", out, manifest["collection"])
     return manifest
