@@ -308,6 +308,13 @@ def test_small_release_is_a_self_contained_collection(release):
         r = json.loads((release / "estimators" / a / "rail.json").read_text())
         assert r["estimate_params"]["bands"] and "zmin" in r["estimate_params"]
         assert (release / "estimators" / a / "model.pkl").stat().st_size > 0
+        # RAIL parameters without a path of the machine that made them (the data
+        # directory is "data", LePhare's auxiliary files "$LEPHAREDIR/...")
+        for block in ("inform_params", "estimate_params"):
+            text = json.dumps(r[block])
+            assert str(REPO) not in text and str(REPO.resolve()) not in text, (a, block, text)
+    lp = json.loads((release / "estimators" / "lephare" / "rail.json").read_text())
+    assert lp["inform_params"]["lephare.FILTER_REP"] == "$LEPHAREDIR/filt"
     # column types as documented (README, docs/estimators.md)
     sch = pq.read_schema(release / "photoz" / "dataset" / "_common_metadata")
     for c in ("gpz_pdf_loc", "gpz_pdf_scale", "cmnn_pdf_loc", "cmnn_pdf_scale", "bpz_z_median"):

@@ -88,6 +88,8 @@ class Algorithm:
                               them, in training and estimation; returns the dict.
     ``clean_model(model)``    the trained model before it is written, without run-specific
                               state (wall-clock times) so that the file is byte-reproducible.
+    ``clean_params(params)``  the RAIL parameters the release records (``rail.json``)
+                              without this machine's paths (LePhare: ``$LEPHAREDIR``).
     """
 
     name: str
@@ -110,6 +112,7 @@ class Algorithm:
     postprocess: Callable | None = None
     input_transform: Callable | None = None
     clean_model: Callable | None = None
+    clean_params: Callable | None = None
     fast: FastPath | None = None
     pdf_family: str = "interp"         # RAIL's qp parameterisation ("norm": Gaussian)
     audit_tolerance: float = 0.0       # 0: a recomputed chunk must be bit-identical

@@ -200,6 +200,23 @@ def clean_model(model: dict) -> dict:
     return out
 
 
+def clean_params(params: dict) -> dict:
+    """RAIL parameters as the release records them: LEPHAREDIR (as set for this run, and
+    its resolved form) -> ``$LEPHAREDIR`` in every string value."""
+    d = os.environ.get("LEPHAREDIR")
+    if not d:
+        return params
+    dirs = sorted({d.rstrip("/"), os.path.realpath(d)}, key=len, reverse=True)
+
+    def sub(v):
+        if isinstance(v, str):
+            for x in dirs:
+                v = v.replace(x, "$LEPHAREDIR")
+        return v
+
+    return {k: sub(v) for k, v in params.items()}
+
+
 def resolve_model_config(config: dict, lephare_dir: str) -> dict:
     """A model's LePhare config with ``$LEPHAREDIR`` replaced by ``lephare_dir``."""
     return {k: _subst(v, "$LEPHAREDIR", lephare_dir) for k, v in config.items()}
@@ -292,6 +309,7 @@ ALGORITHM = Algorithm(
     data_dir=DataDir(param="run_dir", prepare=prepare_data),
     input_transform=input_transform,
     clean_model=clean_model,
+    clean_params=clean_params,
     before_call=_before_call,
     fast=FAST,
     requires=("lephare",),

@@ -116,6 +116,9 @@ def estimator_record(algo_name: str, cfg: dict, sidecar: dict, data_dir: str | N
     inform_params = complete_params(inf_cls, inf, f"release_inform_{algo_name}")
     estimate_params = complete_params(est_cls, est, f"release_estimate_{algo_name}",
                                       model=model_path)
+    if algo.clean_params is not None:
+        inform_params = algo.clean_params(inform_params)
+        estimate_params = algo.clean_params(estimate_params)
     if algo.data_dir is not None and data_rel is not None:
         for rec in (inform_params, estimate_params):
             if algo.data_dir.param in rec:
