@@ -4,10 +4,12 @@ The validation sample is cut into ``validate.chunk_rows``-row chunks whatever th
 count (DNF couples the objects of a chunk; TPZ and CMNN are seeded per chunk), so one and
 two worker processes give byte-identical validation estimate files, for every estimator
 of the default run (``pzpipe.algorithms.default_names()``, real RAIL models trained on a
-small sample).
+small sample; LePhare with the reduced library of config/test.yaml: RAIL's default one
+takes ~19 CPU-minutes to build).
 """
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from pzpipe import algorithms
 from pzpipe.run.config import REPO_ROOT, deep_update, load_config
@@ -20,6 +22,8 @@ ALGOS = algorithms.default_names()
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("workers")
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
+    test_cfg = yaml.safe_load((REPO_ROOT / "config" / "test.yaml").read_text())
+    cfg = deep_update(cfg, {"algorithms": {"lephare": test_cfg["algorithms"]["lephare"]}})
     cfg = deep_update(cfg, {
         "training": {"max_rows": 1000},
         "validation": {"max_rows": 250},
