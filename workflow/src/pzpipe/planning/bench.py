@@ -316,6 +316,9 @@ def _migrate(row: dict, command: str | None) -> dict:
         k = re.sub(r"^fast_\w+_speedup_vs_bare_rail$", "fast_speedup_vs_bare_rail", k)
         out[k] = v
     out.setdefault("command", command)
+    if isinstance(out.get("command"), str):      # the module's name before the house plan
+        out["command"] = re.sub(r"-m pzpipe\.bench\b", "-m pzpipe.planning.bench",
+                                out["command"])
     return out
 
 
