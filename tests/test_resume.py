@@ -419,13 +419,20 @@ def test_leftover_index_batches_are_removed_by_the_release(reference, tmp_path):
     _, ref_wd, _, _, overlays = reference
     wd = copy_run(ref_wd, tmp_path / "run")
     shutil.rmtree(wd / "results" / "release")
+    # made after the batches and before the index buckets, as in the trial (mtimes:
+    # Snakemake would otherwise rerun the index jobs, and the test would not see P14)
+    exp = wd / "results" / "export"
+    t_lo = max(p.stat().st_mtime for p in [*(exp / "batches").rglob("*"), exp / "batches"])
+    t_hi = min(p.stat().st_mtime for p in [*(exp / "index_buckets").rglob("*"),
+                                            exp / "index_buckets"])
+    assert t_lo < t_hi, (t_lo, t_hi)
     left = []
-    for b in sorted((wd / "results" / "export" / "batches").iterdir()):
-        left.append(wd / "results" / "export" / "index" / f"{b.name}.parquet")
+    for b in sorted((exp / "batches").iterdir()):
+        left.append(exp / "index" / f"{b.name}.parquet")
         left[-1].parent.mkdir(parents=True, exist_ok=True)
         collection.run_index_batch(str(b), "objectId", str(left[-1]))
-        t = (wd / "results" / "export" / "index_buckets").stat().st_mtime - 3600
-        os.utime(left[-1], (t, t))              # made before the buckets, as in the trial
+        t = (t_lo + t_hi) / 2
+        os.utime(left[-1], (t, t))
     assert len(left) == 3 and all(p.exists() for p in left)
     r = smk(wd, TARGET, overlays=overlays)
     out = r.stdout + r.stderr
