@@ -10,10 +10,18 @@ a NaN error, a zero error and an object without any detection.
   (a) the pipeline with the fast path off (``Runner``, fast: false) equals RAIL's own
       ``LephareEstimator`` run on the same model and objects (non-detections as NaN):
       exact equality of the PDFs on the pipeline grid;
-  (b) the fast path (``lephare_fast.FastLephare``) equals RAIL exactly too, and every
-      object goes through its compiled kernel (counted; forcing ``fast: false`` makes the
-      count 0 and the test fail);
-  (c) other installed versions: RAIL's own code with one warning line.
+  (b) the fast path's exact kernel (``lephare_fast.FastLephare``, ``exact: true``) equals
+      RAIL exactly too, and every object goes through its compiled kernel (counted;
+      forcing ``fast: false`` makes the count 0 and the test fail);
+  (c) the fast path's tolerance kernel (the default, ``exact: false``) is within the
+      stated tolerance of RAIL: every PDF on the pipeline grid within 1e-9 of its own
+      maximum (absolute difference), point estimates (mode, mean, quantiles) within 1e-9;
+      the DC2 objects go through the tolerance kernel (counted: RAIL's code, or the exact
+      kernel, makes the count 0); the objects LePhare fits again without a band
+      (rm_discrepant) and those without any detection through the exact kernel; the
+      same with tiny tiles and blocks (bins split across tiles, the running minimum
+      rescaling the sums) and with LePhare's chi-square form (ALG_SFF_MAX = 0);
+  (d) other installed versions: RAIL's own code with one warning line.
 """
 from __future__ import annotations
 
@@ -133,10 +141,10 @@ def rail_pdf(env):
     return _rail_own(env)
 
 
-def _runner(env, fast, name):
+def _runner(env, fast, name, exact=False):
     from threadpoolctl import threadpool_limits
 
-    c = deep_update(env["cfg"], {"algorithms": {"lephare": {"fast": fast}}})
+    c = deep_update(env["cfg"], {"algorithms": {"lephare": {"fast": fast, "exact": exact}}})
     r = algorithms.Runner(env["algo"], env["model"], c, name=name, data_dir=env["data_dir"])
     with threadpool_limits(1):
         pdf, extras = r.estimate(env["data"])
@@ -160,7 +168,7 @@ def test_pipeline_rail_path_equals_rail(env, rail_pdf):
     np.testing.assert_array_equal(pdf, rail_pdf)
 
 
-def test_fast_path_equals_rail_and_runs_compiled(env, rail_pdf, monkeypatch):
+def test_exact_kernel_equals_rail_and_runs_compiled(env, rail_pdf, monkeypatch):
     n = len(env["data"]["object_id"])
     calls = {"rows": 0}
     kernel = lephare_fast.fit_chunk
@@ -170,7 +178,8 @@ def test_fast_path_equals_rail_and_runs_compiled(env, rail_pdf, monkeypatch):
         return kernel(mags, *a, **kw)
 
     monkeypatch.setattr(lephare_fast, "fit_chunk", counted)
-    r, pdf = _runner(env, True, "lp_fast")
+    r, pdf = _runner(env, True, "lp_fast", exact=True)
+    assert r.fast.tolerance_rows == 0
     assert r.fast_path is not None and isinstance(r.fast, lephare_fast.FastLephare)
     assert calls["rows"] == n, calls
     np.testing.assert_array_equal(pdf, rail_pdf)
@@ -199,15 +208,86 @@ def test_fast_path_equals_rail_and_runs_compiled(env, rail_pdf, monkeypatch):
 
 def test_fast_path_in_slices_equals_rail(env, rail_pdf, monkeypatch):
     """The chunk estimated in slices of FastLephare.SLICE objects (here 100: two full
-    slices and one of 52) is the same, bit for bit."""
+    slices and one of 52) is the same, bit for bit (exact kernel)."""
     monkeypatch.setattr(lephare_fast.FastLephare, "SLICE", 100)
     calls = []
     kernel = lephare_fast.fit_chunk
     monkeypatch.setattr(lephare_fast, "fit_chunk",
                         lambda mags, *a: calls.append(len(mags)) or kernel(mags, *a))
-    _, pdf = _runner(env, True, "lp_slices")
+    _, pdf = _runner(env, True, "lp_slices", exact=True)
     assert calls == [100, 100, len(rail_pdf) - 200], calls
     np.testing.assert_array_equal(pdf, rail_pdf)
+
+
+TOL = 1e-9          # the tolerance kernel's stated bound (docs/estimators.md)
+
+
+def _assert_within_tolerance(env, pdf, rail_pdf):
+    """PDFs within TOL of each RAIL PDF's maximum; point estimates within TOL."""
+    from pzpipe.core.zgrid import from_config
+    from pzpipe.release.pointest import point_estimates
+
+    assert pdf.shape == rail_pdf.shape
+    peak = rail_pdf.max(axis=1)
+    assert (peak > 0).sum() >= len(peak) - 1          # the object without detection: 0
+    diff = np.abs(pdf - rail_pdf).max(axis=1)
+    worst = int(np.argmax(diff / np.where(peak > 0, peak, 1.0)))
+    assert np.all(diff <= TOL * peak), (worst, diff[worst], peak[worst])
+    z = from_config(env["cfg"])
+    ours, bad_o = point_estimates(pdf, z)
+    theirs, bad_t = point_estimates(rail_pdf, z)
+    np.testing.assert_array_equal(bad_o, bad_t)
+    for key in ours:
+        np.testing.assert_allclose(ours[key][~bad_t], theirs[key][~bad_t], rtol=0, atol=TOL,
+                                   err_msg=key)
+    return diff / np.where(peak > 0, peak, 1.0)
+
+
+def _count_tolerance_calls(monkeypatch):
+    calls = {"rows": 0, "tolerance_rows": 0}
+    kernel = lephare_fast.fit_chunk_tol
+
+    def counted(mags, *a):
+        out, ntol = kernel(mags, *a)
+        calls["rows"] += len(mags)
+        calls["tolerance_rows"] += ntol
+        return out, ntol
+
+    monkeypatch.setattr(lephare_fast, "fit_chunk_tol", counted)
+    return calls
+
+
+def test_tolerance_kernel_is_within_its_tolerance_of_rail(env, rail_pdf, monkeypatch):
+    n = len(env["data"]["object_id"])
+    calls = _count_tolerance_calls(monkeypatch)
+    r, pdf = _runner(env, True, "lp_tol")          # the default: exact: false
+    assert r.fast_path is not None and not r.fast.exact
+    rel = _assert_within_tolerance(env, pdf, rail_pdf)
+    # the 240 DC2 objects went through the tolerance kernel; of the 12 added ones, those
+    # with one band 3 mag off (rm_discrepant) and the one without detection did not
+    assert calls["rows"] == n and 240 <= calls["tolerance_rows"] < n, calls
+    assert r.fast.tolerance_rows == calls["tolerance_rows"]
+    assert rel.max() > 0        # not the exact kernel's bits: the tolerance kernel ran
+    print(f"\n[lephare tolerance] max |dPDF|/max PDF {rel.max():.2e}, "
+          f"median {np.median(rel):.2e}; {calls}")
+
+
+@pytest.mark.parametrize("tile,block,sff_max", [(7, 3, lephare_fast.ALG_SFF_MAX),
+                                                (64, 64, 0.0)])
+def test_tolerance_kernel_tiles_blocks_and_chi2_form(env, rail_pdf, monkeypatch, tile, block,
+                                                     sff_max):
+    """Tiles of 7 models (the 61 bins' models split across tiles; a later tile lowers the
+    running minimum and rescales the sums) in blocks of 3 objects; or LePhare's own
+    chi-square form for every object (ALG_SFF_MAX = 0): within the same tolerance."""
+    monkeypatch.setattr(lephare_fast.FastLephare, "TILE", tile)
+    monkeypatch.setattr(lephare_fast.FastLephare, "BLOCK", block)
+    monkeypatch.setattr(lephare_fast.FastLephare, "ALG_SFF_MAX", sff_max)
+    calls = _count_tolerance_calls(monkeypatch)
+    r, pdf = _runner(env, True, f"lp_tiles{tile}")
+    ft = r.fast.tiles()[0]
+    assert ft.shape[2] == tile and ft.shape[0] == -(-r.fast.fluxT.shape[1] // tile)
+    assert calls["tolerance_rows"] >= 240, calls
+    _assert_within_tolerance(env, pdf, rail_pdf)
 
 
 def test_fast_path_rejects_what_it_does_not_implement(env):

@@ -453,6 +453,245 @@ def fit_chunk(mags, errs, contexts, fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out
     return out
 
 
+
+# ---------------------------------------------------------------- the tolerance kernel
+# (``algorithms.lephare.exact: false``, the default). The same models, prior decisions and
+# rm_discrepant as above; three differences, each bounded (docs/estimators.md):
+#   * the chi-square in its algebraic form (``_fit6_tol``) for objects with
+#     sum (S/N)^2 <= ALG_SFF_MAX (rounding ~1e-16 of it: < 1e-10 on chi2); LePhare's form
+#     above that;
+#   * exp by a polynomial (Cody-Waite reduction, degree-12 Taylor: relative error
+#     < 2e-15, measured), vectorised; terms below exp(XMIN) of the best model are left out
+#     (LePhare keeps them down to underflow): at most nlib * 4.3e-18 of the PDF's peak
+#     (412,370 models: 1.8e-12);
+#   * the sum over each redshift's models in another order: the library sorted by
+#     redshift, in tiles of TILE models that stay in cache while a block of BLOCK objects
+#     is fitted against them; bin by bin, the running minimum chi-square (within 1/1024)
+#     is the reference of the sums and rescales them when a bin lowers it (one pass).
+# Objects with upper limits, other band counts, no prior, or a best chi-square above
+# RM_DISCREPANT_BD (LePhare's band removal) go through the exact kernel above.
+XMIN = -40.0
+LOG2E = 1.4426950408889634
+LN2HI = 6.93147180369123816490e-01     # fdlibm's split of ln 2 (k * LN2HI is exact)
+LN2LO = 1.90821492927058770002e-10
+TWO_M62 = 2.168404344971009e-19        # 2 ** -62
+ALG_SFF_MAX = 1.0e5
+MIN_SCALE = 1024.0
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz"})
+def _exp_sum(buf, s0, s1, m):
+    """sum of exp(-(c - m)/2) over ``buf[s0:s1]`` for c < HIGH_CHI2 and -(c - m)/2 >= XMIN
+    (vectorised: polynomial exp, 2^k from an integer shift)."""
+    acc = 0.0
+    for i in range(s0, s1):
+        c = buf[i]
+        x = -0.5 * (c - m)
+        ok = (x >= XMIN) & (c < HIGH_CHI2)
+        x = x if ok else 0.0
+        k = np.floor(x * LOG2E + 0.5)                   # k in [-58, 0]
+        r = x - k * LN2HI
+        r = r - k * LN2LO
+        p = 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        p = p * r + 1.0
+        two_k = np.float64(np.int64(1) << (np.int64(62) + np.int64(k))) * TWO_M62
+        acc += (p * two_k) if ok else 0.0
+    return acc
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def _min_approx(buf, s0, s1):
+    """min of ``buf[s0:s1]`` within 1/1024 (an integer reduction: the compiler vectorises
+    it, not a float one)."""
+    m = np.int64(HIGH_CHI2 * MIN_SCALE)
+    for i in range(s0, s1):
+        m = min(m, np.int64(buf[i] * MIN_SCALE))
+    return m / MIN_SCALE
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy", fastmath={"contract"})
+def _fit6_tol(fluxT, a, b, sff, plo, phi, chi2, sure):
+    """``_fit6_prior`` for the tolerance kernel: the chi-square in its algebraic form,
+    ``sff - d * avmago`` (sum (s2n - d x invsab)^2 = sff - 2 d avmago + d^2 avmagt with
+    d = avmago / avmagt, ``sff`` = sum s2n^2), the sums with fused multiply-adds: half the
+    operations. ``d`` differs from LePhare's by a few 1e-16 (relative): the prior's sure
+    decisions have 1e-9 margins, the others are LePhare's test on ``_scale6``'s d."""
+    f0, f1, f2, f3, f4, f5 = fluxT[0], fluxT[1], fluxT[2], fluxT[3], fluxT[4], fluxT[5]
+    a0, a1, a2, a3, a4, a5 = a[0], a[1], a[2], a[3], a[4], a[5]
+    b0, b1, b2, b3, b4, b5 = b[0], b[1], b[2], b[3], b[4], b[5]
+    nsure = 0
+    for i in range(fluxT.shape[1]):
+        x0, x1, x2, x3, x4, x5 = f0[i], f1[i], f2[i], f3[i], f4[i], f5[i]
+        avmago = x0 * a0 + x1 * a1 + x2 * a2 + x3 * a3 + x4 * a4 + x5 * a5
+        avmagt = (x0 * x0 * b0 + x1 * x1 * b1 + x2 * x2 * b2 + x3 * x3 * b3 + x4 * x4 * b4
+                  + x5 * x5 * b5)
+        d = avmago / avmagt if avmagt > 0 else -999.0
+        c = sff - d * avmago
+        lo, hi = plo[i], phi[i]
+        inside = (lo * (1 + 1e-9) < d) & (d < hi * (1 - 1e-9))
+        outside = (d > hi * (1 + 1e-9)) | ((d > 0) & (d < lo * (1 - 1e-9)))
+        chi2[i] = HIGH_CHI2 if outside else c
+        ok = inside | outside
+        sure[i] = ok
+        nsure += ok
+    return fluxT.shape[1] - nsure
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def _fit_tiles(A, B, S, I, SFF, ft, tplo, tphi, tmag0, tred, nreal, tstart, tile_bins, segs,
+               nx, prior_lo, prior_hi, funz0, sff_max, pdf, m):
+    """The tolerance kernel over a block of objects (coefficients ``A`` = ab/sab^2, ``B``
+    = 1/sab^2, ``S`` = ab/sab, ``I`` = 1/sab per band, 0 for unused bands; ``SFF`` = sum
+    S^2): unnormalised BAY_ZG sums into ``pdf`` (zeros on entry), relative to each
+    object's best chi-square (within 1/1024: ``_min_approx``), returned in ``m``. ``ft``: the library in tiles (tiles,
+    bands, models), models sorted by redshift (``library_tiles``)."""
+    n = A.shape[0]
+    width = ft.shape[2]
+    buf = np.empty(width)
+    sure = np.empty(width, dtype=np.bool_)
+    for j in range(n):
+        m[j] = HIGH_CHI2
+    for t in range(ft.shape[0]):
+        ftt = ft[t]
+        nr = nreal[t]
+        for j in range(n):
+            if SFF[j] <= sff_max:
+                namb = _fit6_tol(ftt, A[j], B[j], SFF[j], tplo[t], tphi[t], buf, sure)
+            else:
+                namb = _fit6_prior(ftt, A[j], B[j], S[j], I[j], tplo[t], tphi[t], buf, sure)
+            if namb:                                    # LePhare's own prior test
+                for i in range(nr):
+                    if sure[i]:
+                        continue
+                    abs_mag = tmag0[t, i] - 2.5 * np.log10(_scale6(ftt, i, A[j], B[j]))
+                    if tred[t, i] < 1.e-10:
+                        abs_mag = abs_mag - funz0
+                    if abs_mag <= prior_lo or abs_mag >= prior_hi:
+                        buf[i] = HIGH_CHI2
+            for p in range(tile_bins[t, 0], tile_bins[t, 1]):   # bin by bin, online
+                s0 = max(segs[p] - tstart[t], 0)
+                s1 = min(segs[p + 1] - tstart[t], nr)
+                bmin = _min_approx(buf, s0, s1)
+                if bmin < m[j]:                         # a better model: rescale the sums
+                    if m[j] < HIGH_CHI2:
+                        f = np.exp(-0.5 * (m[j] - bmin))
+                        for q in range(nx):
+                            pdf[j, q] *= f
+                    m[j] = bmin
+                mj = m[j]
+                if bmin >= HIGH_CHI2 or -0.5 * (bmin - mj) < XMIN:
+                    continue                            # nothing of this bin counts
+                pdf[j, p] += _exp_sum(buf, s0, s1, mj)
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def fit_chunk_tol(mags, errs, contexts, fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo,
+                  dm_out_hi, plo, phi, pos, xaxis, min_err, fac_err, a0, gbcont, contforb,
+                  prior_lo, prior_hi, use_prior, funz0, threshold, ft, tplo, tphi, tmag0,
+                  tred, nreal, tstart, tile_bins, segs, block, sff_max):
+    """As ``fit_chunk`` with the tolerance kernel (blocks of ``block`` objects) where it
+    applies, the exact kernel elsewhere; also returns how many objects the tolerance
+    kernel gave."""
+    n = mags.shape[0]
+    nb = mags.shape[1]
+    nx = xaxis.shape[0]
+    nlib = fluxT.shape[1]
+    out = np.zeros((n, nx))
+    A = np.zeros((n, nb))
+    B = np.zeros((n, nb))
+    S = np.zeros((n, nb))
+    II = np.zeros((n, nb))
+    SFF = np.zeros(n)
+    tol = np.zeros(n, dtype=np.bool_)
+    ab = np.empty(nb)
+    sab = np.empty(nb)
+    busnorma = np.empty(nb, dtype=np.int64)
+    busul = np.empty(nb, dtype=np.int64)
+    ab_ori = np.empty(nb)
+    for j in range(n):                      # _fit's coefficients, per object
+        nbul = _prep(mags[j], errs[j], nb, gbcont, contforb, contexts[j], min_err, fac_err,
+                     a0, ab, sab, busnorma, busul, ab_ori)
+        if nb != 6 or nbul != 0 or not use_prior:
+            continue
+        tol[j] = True
+        for k in range(nb):
+            inv = busnorma[k] * 1.0 / sab[k]
+            II[j, k] = inv
+            B[j, k] = inv * inv
+            S[j, k] = ab[k] * inv
+            A[j, k] = ab[k] * B[j, k]
+            SFF[j] += S[j, k] * S[j, k]
+    idx = np.nonzero(tol)[0]
+    m = np.empty(block)
+    pdfb = np.zeros((block, nx))
+    for a in range(0, idx.shape[0], block):
+        sel = idx[a:a + block]
+        k = sel.shape[0]
+        pdfb[:k] = 0.0
+        _fit_tiles(A[sel], B[sel], S[sel], II[sel], SFF[sel], ft, tplo, tphi, tmag0, tred,
+                   nreal, tstart, tile_bins, segs, nx, prior_lo, prior_hi, funz0,
+                   sff_max, pdfb[:k], m[:k])
+        for q in range(k):
+            j = sel[q]
+            if m[q] + 0.01 > threshold * (1 - 1e-6):    # rm_discrepant, or no model: exact
+                tol[j] = False
+                continue
+            out[j] = pdfb[q]
+            _normalise(out[j], xaxis)
+    chi2 = np.empty(nlib)
+    avo = np.empty(nlib)
+    avt = np.empty(nlib)
+    sure = np.empty(nlib, dtype=np.bool_)
+    ntol = 0
+    for j in range(n):
+        if tol[j]:
+            ntol += 1
+            continue
+        _one_object(mags[j], errs[j], contexts[j], fluxT, mag0, red, dm_in_lo, dm_in_hi,
+                    dm_out_lo, dm_out_hi, plo, phi, pos, xaxis, min_err, fac_err, a0, gbcont,
+                    contforb, prior_lo, prior_hi, use_prior, funz0, threshold, out[j], chi2,
+                    avo, avt, sure)
+    return out, ntol
+
+
+def library_tiles(fluxT, plo, phi, mag0, red, pos, nx, width):
+    """The library sorted by redshift bin (LePhare's order within a bin), cut in tiles of
+    ``width`` models (the last one padded): (ft, tplo, tphi, tmag0, tred, nreal, tstart,
+    tile_bins, segs); tile t holds the models of the bins ``tile_bins[t]:tile_bins[t+1]``
+    (a bin can span tiles), ``segs[p]`` is where bin p starts."""
+    order = np.argsort(pos, kind="stable")
+    segs = np.searchsorted(pos[order], np.arange(nx + 1)).astype(np.int64)
+    nlib, nb = fluxT.shape[1], fluxT.shape[0]
+    tstart = np.arange(0, nlib, width, dtype=np.int64)
+    nt = tstart.shape[0]
+    nreal = np.minimum(tstart + width, nlib) - tstart
+    # bins overlapping tile t: from the bin of its first model to that of its last
+    first = np.searchsorted(segs, tstart, side="right") - 1
+    last = np.searchsorted(segs, tstart + nreal - 1, side="right") - 1
+    tile_bins = np.stack([first, last + 1], axis=1).astype(np.int64)
+    w = int(nreal.max())
+    ft = np.zeros((nt, nb, w))
+    tplo, tphi = np.full((nt, w), np.nan), np.full((nt, w), np.nan)
+    tmag0, tred = np.zeros((nt, w)), np.ones((nt, w))
+    for t in range(nt):
+        o = order[tstart[t]:tstart[t] + nreal[t]]
+        k = nreal[t]
+        ft[t, :, :k] = fluxT[:, o]
+        tplo[t, :k], tphi[t, :k], tmag0[t, :k], tred[t, :k] = plo[o], phi[o], mag0[o], red[o]
+    return ft, tplo, tphi, tmag0, tred, nreal, tstart, tile_bins, segs
+
+
 def _kw(config: dict, key: str, default: str) -> str:
     v = config.get(key, default)
     v = getattr(v, "value", v)
@@ -468,6 +707,11 @@ class FastLephare:
     # objects per fit_chunk call: the PDFs of one slice (LePhare's grid, its qp ensemble,
     # the pipeline grid) are ~3 x 8 x 301 x SLICE bytes beside the chunk's output
     SLICE = 8192
+    # tolerance kernel: models per library tile (6 x 8 x TILE bytes stay in L2 cache while
+    # a block of BLOCK objects is fitted against them)
+    TILE = 4096
+    BLOCK = 64
+    ALG_SFF_MAX = ALG_SFF_MAX
 
     def __init__(self, model: dict, params: dict):
         from .. import PipelineError
@@ -557,7 +801,18 @@ class FastLephare:
         self.gbcont = int(_kw(config, "GLB_CONTEXT", "-99").split(",")[0])
         self.contforb = int(_kw(config, "FORB_CONTEXT", "0").split(",")[0])
         self.threshold = float(_kw(config, "RM_DISCREPANT_BD", "1.e9").split(",")[0])
+        # the kernel: exact (bit-identical to LePhare) or the tolerance kernel (default);
+        # set from algorithms.lephare.exact by lephare._before_call
+        self.exact = bool(params.get("exact", False))
+        self._tiles = None
+        self.tolerance_rows = 0             # objects the tolerance kernel gave (tests)
         del photz, lib, src
+
+    def tiles(self):
+        if self._tiles is None:
+            self._tiles = library_tiles(self.fluxT, self.plo, self.phi, self.mag0, self.red,
+                                        self.pos, self.xaxis.shape[0], self.TILE)
+        return self._tiles
 
     def estimate(self, data: dict):
         import qp
@@ -577,11 +832,16 @@ class FastLephare:
         out = None
         for a in range(0, max(n, 1), self.SLICE):       # memory: a slice's PDFs at a time
             b = min(n, a + self.SLICE)
-            pdf = fit_chunk(mags[a:b], errs[a:b], ctx[a:b], self.fluxT, self.mag0, self.red,
-                            self.dm_in_lo, self.dm_in_hi, self.dm_out_lo, self.dm_out_hi,
-                            self.plo, self.phi, self.pos, self.xaxis, self.min_err,
-                            self.fac_err, self.a0, self.gbcont, self.contforb, lo, hi,
-                            use_prior, self.funz0, self.threshold)
+            args = (mags[a:b], errs[a:b], ctx[a:b], self.fluxT, self.mag0, self.red,
+                    self.dm_in_lo, self.dm_in_hi, self.dm_out_lo, self.dm_out_hi, self.plo,
+                    self.phi, self.pos, self.xaxis, self.min_err, self.fac_err, self.a0,
+                    self.gbcont, self.contforb, lo, hi, use_prior, self.funz0,
+                    self.threshold)
+            if self.exact:
+                pdf = fit_chunk(*args)
+            else:
+                pdf, ntol = fit_chunk_tol(*args, *self.tiles(), self.BLOCK, self.ALG_SFF_MAX)
+                self.tolerance_rows += int(ntol)
             ens = qp.Ensemble(qp.interp, data=dict(xvals=self.xaxis, yvals=pdf))
             grid = self._grid_pdf(ens, self.params)
             if out is None:
