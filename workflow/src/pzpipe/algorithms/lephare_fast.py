@@ -460,8 +460,8 @@ def fit_chunk(mags, errs, contexts, fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out
 #   * the chi-square in its algebraic form (``_fit6_tol``) for objects with
 #     sum (S/N)^2 <= ALG_SFF_MAX (rounding ~1e-16 of it: < 1e-10 on chi2); LePhare's form
 #     above that;
-#   * exp by a polynomial (Cody-Waite reduction, degree-12 Taylor: relative error
-#     < 2e-15, measured), vectorised; terms below exp(XMIN) of the best model are left out
+#   * exp by a polynomial (Cody-Waite reduction, degree-10 Taylor: relative error
+#     < 3e-13), vectorised; terms below exp(XMIN) of the best model are left out
 #     (LePhare keeps them down to underflow): at most nlib * 4.3e-18 of the PDF's peak
 #     (412,370 models: 1.8e-12);
 #   * the sum over each redshift's models in another order: the library sorted by
@@ -492,9 +492,7 @@ def _exp_sum(buf, s0, s1, m):
         k = np.floor(x * LOG2E + 0.5)                   # k in [-58, 0]
         r = x - k * LN2HI
         r = r - k * LN2LO
-        p = 1.0 / 479001600.0
-        p = p * r + 1.0 / 39916800.0
-        p = p * r + 1.0 / 3628800.0
+        p = 1.0 / 3628800.0
         p = p * r + 1.0 / 362880.0
         p = p * r + 1.0 / 40320.0
         p = p * r + 1.0 / 5040.0
@@ -521,12 +519,13 @@ def _min_approx(buf, s0, s1):
 
 
 @njit(cache=CACHE, nogil=True, error_model="numpy", fastmath={"contract"})
-def _fit6_tol(fluxT, a, b, sff, plo, phi, chi2, sure):
+def _fit6_tol(fluxT, a, b, sff, ilo, ihi, olo, ohi, chi2, sure):
     """``_fit6_prior`` for the tolerance kernel: the chi-square in its algebraic form,
     ``sff - d * avmago`` (sum (s2n - d x invsab)^2 = sff - 2 d avmago + d^2 avmagt with
     d = avmago / avmagt, ``sff`` = sum s2n^2), the sums with fused multiply-adds: half the
     operations. ``d`` differs from LePhare's by a few 1e-16 (relative): the prior's sure
-    decisions have 1e-9 margins, the others are LePhare's test on ``_scale6``'s d."""
+    decisions have 1e-9 margins (``ilo`` .. ``ohi``: the bounds with them, NaN for the
+    z = 0 models), the others are LePhare's test on ``_scale6``'s d."""
     f0, f1, f2, f3, f4, f5 = fluxT[0], fluxT[1], fluxT[2], fluxT[3], fluxT[4], fluxT[5]
     a0, a1, a2, a3, a4, a5 = a[0], a[1], a[2], a[3], a[4], a[5]
     b0, b1, b2, b3, b4, b5 = b[0], b[1], b[2], b[3], b[4], b[5]
@@ -538,9 +537,8 @@ def _fit6_tol(fluxT, a, b, sff, plo, phi, chi2, sure):
                   + x5 * x5 * b5)
         d = avmago / avmagt if avmagt > 0 else -999.0
         c = sff - d * avmago
-        lo, hi = plo[i], phi[i]
-        inside = (lo * (1 + 1e-9) < d) & (d < hi * (1 - 1e-9))
-        outside = (d > hi * (1 + 1e-9)) | ((d > 0) & (d < lo * (1 - 1e-9)))
+        inside = (ilo[i] < d) & (d < ihi[i])
+        outside = (d > ohi[i]) | ((d > 0) & (d < olo[i]))
         chi2[i] = HIGH_CHI2 if outside else c
         ok = inside | outside
         sure[i] = ok
@@ -549,7 +547,7 @@ def _fit6_tol(fluxT, a, b, sff, plo, phi, chi2, sure):
 
 
 @njit(cache=CACHE, nogil=True, error_model="numpy")
-def _fit_tiles(A, B, S, I, SFF, ft, tplo, tphi, tmag0, tred, nreal, tstart, tile_bins, segs,
+def _fit_tiles(A, B, S, I, SFF, ft, tplo, tphi, tb4, tmag0, tred, nreal, tstart, tile_bins, segs,
                nx, prior_lo, prior_hi, funz0, sff_max, pdf, m):
     """The tolerance kernel over a block of objects (coefficients ``A`` = ab/sab^2, ``B``
     = 1/sab^2, ``S`` = ab/sab, ``I`` = 1/sab per band, 0 for unused bands; ``SFF`` = sum
@@ -567,7 +565,8 @@ def _fit_tiles(A, B, S, I, SFF, ft, tplo, tphi, tmag0, tred, nreal, tstart, tile
         nr = nreal[t]
         for j in range(n):
             if SFF[j] <= sff_max:
-                namb = _fit6_tol(ftt, A[j], B[j], SFF[j], tplo[t], tphi[t], buf, sure)
+                namb = _fit6_tol(ftt, A[j], B[j], SFF[j], tb4[t, 0], tb4[t, 1], tb4[t, 2],
+                                 tb4[t, 3], buf, sure)
             else:
                 namb = _fit6_prior(ftt, A[j], B[j], S[j], I[j], tplo[t], tphi[t], buf, sure)
             if namb:                                    # LePhare's own prior test
@@ -598,7 +597,7 @@ def _fit_tiles(A, B, S, I, SFF, ft, tplo, tphi, tmag0, tred, nreal, tstart, tile
 @njit(cache=CACHE, nogil=True, error_model="numpy")
 def fit_chunk_tol(mags, errs, contexts, fluxT, mag0, red, dm_in_lo, dm_in_hi, dm_out_lo,
                   dm_out_hi, plo, phi, pos, xaxis, min_err, fac_err, a0, gbcont, contforb,
-                  prior_lo, prior_hi, use_prior, funz0, threshold, ft, tplo, tphi, tmag0,
+                  prior_lo, prior_hi, use_prior, funz0, threshold, ft, tplo, tphi, tb4, tmag0,
                   tred, nreal, tstart, tile_bins, segs, block, sff_max):
     """As ``fit_chunk`` with the tolerance kernel (blocks of ``block`` objects) where it
     applies, the exact kernel elsewhere; also returns how many objects the tolerance
@@ -639,7 +638,7 @@ def fit_chunk_tol(mags, errs, contexts, fluxT, mag0, red, dm_in_lo, dm_in_hi, dm
         sel = idx[a:a + block]
         k = sel.shape[0]
         pdfb[:k] = 0.0
-        _fit_tiles(A[sel], B[sel], S[sel], II[sel], SFF[sel], ft, tplo, tphi, tmag0, tred,
+        _fit_tiles(A[sel], B[sel], S[sel], II[sel], SFF[sel], ft, tplo, tphi, tb4, tmag0, tred,
                    nreal, tstart, tile_bins, segs, nx, prior_lo, prior_hi, funz0,
                    sff_max, pdfb[:k], m[:k])
         for q in range(k):
@@ -667,7 +666,7 @@ def fit_chunk_tol(mags, errs, contexts, fluxT, mag0, red, dm_in_lo, dm_in_hi, dm
 
 def library_tiles(fluxT, plo, phi, mag0, red, pos, nx, width):
     """The library sorted by redshift bin (LePhare's order within a bin), cut in tiles of
-    ``width`` models (the last one padded): (ft, tplo, tphi, tmag0, tred, nreal, tstart,
+    ``width`` models (the last one padded): (ft, tplo, tphi, tb4, tmag0, tred, nreal, tstart,
     tile_bins, segs); tile t holds the models of the bins ``tile_bins[t]:tile_bins[t+1]``
     (a bin can span tiles), ``segs[p]`` is where bin p starts."""
     order = np.argsort(pos, kind="stable")
@@ -683,13 +682,16 @@ def library_tiles(fluxT, plo, phi, mag0, red, pos, nx, width):
     w = int(nreal.max())
     ft = np.zeros((nt, nb, w))
     tplo, tphi = np.full((nt, w), np.nan), np.full((nt, w), np.nan)
+    tb4 = np.full((nt, 4, w), np.nan)       # the bounds with their margins: _fit6_tol
     tmag0, tred = np.zeros((nt, w)), np.ones((nt, w))
     for t in range(nt):
         o = order[tstart[t]:tstart[t] + nreal[t]]
         k = nreal[t]
         ft[t, :, :k] = fluxT[:, o]
         tplo[t, :k], tphi[t, :k], tmag0[t, :k], tred[t, :k] = plo[o], phi[o], mag0[o], red[o]
-    return ft, tplo, tphi, tmag0, tred, nreal, tstart, tile_bins, segs
+        tb4[t, :, :k] = (plo[o] * (1 + 1e-9), phi[o] * (1 - 1e-9), plo[o] * (1 - 1e-9),
+                         phi[o] * (1 + 1e-9))
+    return ft, tplo, tphi, tb4, tmag0, tred, nreal, tstart, tile_bins, segs
 
 
 def _kw(config: dict, key: str, default: str) -> str:
