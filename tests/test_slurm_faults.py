@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers.runs import REPO, prepare_from, small_run, smk, smk_cmd
+from helpers.runs import CONFIGFILE, REPO, prepare_from, small_run, smk, smk_cmd
 from helpers.slurm import require_slurm
 from helpers.trees import compare_trees, files, format_diffs
 
@@ -95,22 +95,37 @@ def slurm_id(rec: dict) -> str:
     return rec["SLURM_JOB_ID"]
 
 
+def _enabled_algorithms(*overlays: Path) -> list[str]:
+    """The estimators config/test.yaml (+ ``overlays``) enables, defaults included (the
+    schema holds them: config/config.yaml has ``algorithms: {}``)."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "workflow" / "src"))
+    from pzpipe.run.config import deep_update, enabled_algorithms, validate_config
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for f in [CONFIGFILE, *overlays]:
+        cfg = deep_update(cfg, yaml.safe_load(Path(f).read_text()))
+    return enabled_algorithms(validate_config(cfg))
+
+
 @pytest.fixture(scope="module")
 def start(tmp_path_factory):
     """What every run starts from: the small run's outputs up to the partition, an overlay
     keeping KEEP's estimators, and the uninterrupted local run's release from there."""
     require_slurm()
     base = small_run(tmp_path_factory)
-    algos = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["algorithms"]
     overlay = tmp_path_factory.mktemp("faults-overlay") / "overlay.yaml"
-    overlay.write_text("algorithms: {" + ", ".join(f"{a}: {{enabled: false}}" for a in algos
+    overlay.write_text("algorithms: {" + ", ".join(f"{a}: {{enabled: false}}"
+                                                   for a in _enabled_algorithms()
                                                    if a not in KEEP) + "}\n")
+    assert _enabled_algorithms(overlay) == list(KEEP), overlay.read_text()
     subs = ["models", "objects_hats", "partition",
             *(p.name for p in (base / "results").glob("*_data"))]
     ref = prepare_from(base, tmp_path_factory.mktemp("faults-ref"), subs)
     r = smk(ref, TARGET, overlays=[overlay], keep_output=True)
     out = r.stdout + r.stderr
-    assert "rule estimate_batch:" in out
+    assert out.count("rule estimate_batch:") == 3 * len(KEEP), out[-3000:]
     assert "rule partition_batch:" not in out and "rule train:" not in out, out[-3000:]
     assert (ref / "results" / "estimates" / f"{CANCELLED}.parquet").exists()
     return base, subs, [overlay], ref
