@@ -1,7 +1,20 @@
 """Faults on the real one-node Slurm (`.ci/setup_slurm.sh`), through `profiles/ci-slurm`
 with array mode off (as in profiles/apollo and profiles/sdumont): each run recovers with the
-same command (or the one docs/clusters.md gives) and writes a release byte-identical to an
-uninterrupted run's.
+same command (or the one docs/clusters.md gives), its estimates are byte-identical to an
+uninterrupted run's, and so is the release made from them.
+
+What runs where: the Slurm runs target the estimate files (results/estimates/<algo>/<batch>
+.parquet of every batch: the jobs the faults hit, their retries and the rerun after the
+controller's death all go through Slurm). The rest of the release (validation, export,
+margin, index and release jobs) is then made in the same directory by a local run
+(profiles/local, no fault injection), which must run no estimate, partition or train job:
+the release is made from the estimates the faulted Slurm run left. The export rules under
+Slurm are covered by test_slurm.py (the whole small config through profiles/ci-slurm,
+release byte-identical to a local run's). Under Slurm they only cost time here: their
+bodies take 0.02-2 s, but each level of the chain waits for a Slurm job step and for the
+plugin's status checks (2 s, then +10 s per check while no job finishes: plugin 2.8, not a
+setting); measured, the jobs were seen finished in 14 s steps, 86 s for the chain after
+the last estimate (a local run makes the same release in ~50-60 s).
 
 1. an estimate job cancelled with `scancel` while it runs: the profile's retries resubmit it;
 2. an estimate job killed by Slurm for exceeding its memory (--mem): resubmitted with more
@@ -21,8 +34,9 @@ a few seconds, between the --mem of attempt 1 and that of attempt 2 (2).
 
 Small: the runs start from the models, data directories, imported catalog and partition of
 the session's small run (tests/helpers/runs.py) with one estimator (KEEP), so Slurm runs 3
-estimate_batch jobs and the export rules. The reference is the same start run locally
-without a fault (test_slurm.py shows a local and a Slurm run's releases are byte-identical).
+estimate_batch jobs (and their retries). The reference is the same start run locally
+to the release without a fault (test_slurm.py shows a local and a Slurm run's estimates and
+releases are byte-identical).
 Without Slurm the tests skip, unless PZPIPE_REQUIRE_SLURM=1: then they fail.
 """
 from __future__ import annotations
@@ -128,14 +142,19 @@ def start(tmp_path_factory):
     assert out.count("rule estimate_batch:") == 3 * len(KEEP), out[-3000:]
     assert "rule partition_batch:" not in out and "rule train:" not in out, out[-3000:]
     assert (ref / "results" / "estimates" / f"{CANCELLED}.parquet").exists()
-    return base, subs, [overlay], ref
+    # the Slurm runs' targets: every estimate file the reference run made
+    estimates = sorted(str(p.relative_to(ref)) for p in (ref / "results" / "estimates").rglob(
+        "*.parquet"))
+    assert len(estimates) == 3 and f"results/estimates/{OVER_MEMORY}.parquet" in estimates, \
+        estimates
+    return base, subs, [overlay], ref, estimates
 
 
 class Run:
     """One Slurm run of ``start`` in ``wd`` with a fault injected, in its own session."""
 
     def __init__(self, start, wd: Path, faults: dict[str, str]):
-        base, subs, self.overlays, self.ref = start
+        base, subs, self.overlays, self.ref, estimates = start
         self.wd = prepare_from(base, wd, subs)
         self.fault_dir = wd / "fault"
         self.fault_dir.mkdir()
@@ -143,7 +162,7 @@ class Run:
                         PZPIPE_FAULTS=";".join(f"{t}={m}" for t, m in faults.items()),
                         PYTHONPATH=os.pathsep.join(
                             p for p in (str(INJECT), os.environ.get("PYTHONPATH")) if p))
-        self.cmd = smk_cmd(self.wd, "--profile", str(PROFILE), *NO_ARRAYS, TARGET,
+        self.cmd = smk_cmd(self.wd, "--profile", str(PROFILE), *NO_ARRAYS, *estimates,
                            overlays=self.overlays, profile=None)
         self.n = 0
         self.proc = None
@@ -174,6 +193,27 @@ class Run:
         wait_for(marker.exists, f"the start marker of {target}", self.proc, log=self.log)
         return wait_for(lambda: next((c for c in calls(self.fault_dir, target)
                                       if c.get("held")), None), "the held call's record")
+
+    def assert_estimates_identical(self):
+        """The Slurm run's estimates have the bytes of the uninterrupted run's."""
+        a, b = self.ref / "results" / "estimates", self.wd / "results" / "estimates"
+        assert len(files(a)) == 3
+        diffs = compare_trees(a, b)
+        assert not diffs, "estimates differ from the uninterrupted run's:\n" + format_diffs(diffs)
+
+    def finish_locally(self) -> str:
+        """The release from the Slurm run's outputs: a local run (profiles/local, without
+        the fault injection) of TARGET in the same directory. It must make the rest of the
+        release and nothing before the estimates: a rerun estimate job would hide what the
+        Slurm run left."""
+        assert not (self.wd / "results" / "release").exists()
+        r = smk(self.wd, TARGET, overlays=self.overlays)
+        out = r.stdout + r.stderr
+        (self.wd / "snakemake.local.log").write_text(out)
+        assert "rule release:" in out and "rule export:" in out, out[-3000:]
+        for rule in ("estimate_batch", "partition_batch", "train", "prepare_data"):
+            assert f"rule {rule}:" not in out, f"the local run ran {rule}:\n{out[-3000:]}"
+        return out
 
     def assert_release_identical(self):
         a, b = self.ref / "results" / "release", self.wd / "results" / "release"
@@ -232,6 +272,8 @@ def test_the_faulted_run_finished_by_itself_identical(faulted):
     run, rc, log, _ = faulted
     assert rc == 0, log[-5000:]
     assert "Submitted array job" not in log and "has been submitted with SLURM jobid" in log
+    run.assert_estimates_identical()
+    run.finish_locally()
     run.assert_release_identical()
 
 
@@ -298,6 +340,8 @@ def test_controller_killed_while_jobs_run_recovers_after_cancelling_orphans(star
     rc, log = run.run()
     assert rc == 0, log[-5000:]
     assert "rule estimate_batch:" in log
+    run.assert_estimates_identical()
+    run.finish_locally()
     run.assert_release_identical()
     report("controller", run_id=run_id, orphans=orphans, states_after_scancel=states,
            calls=calls(run.fault_dir, CANCELLED), seconds=round(time.time() - t0))
