@@ -1,7 +1,8 @@
 """pzpipe.planning.forecast: job durations and the greedy schedule, on hand-computed cases."""
 import pytest
 
-from pzpipe.planning.forecast import Job, build_jobs, estimate_job_seconds, simulate
+from pzpipe.planning.forecast import (Job, build_jobs, estimate_job_seconds, release_wall_hours,
+                                      simulate, site_core_hours)
 
 
 def test_estimate_job_workers_take_the_next_chunk():
@@ -37,3 +38,19 @@ def test_build_jobs_counts_and_costs():
     assert sum(j.rule == "export_dedup" for j in jobs) == 3          # 2500 ids / 1000
     sim = simulate(jobs, cores=2)
     assert sim["stages"]["estimate_batch"]["jobs"] == 2 and sim["wall_s"] > 10
+
+
+def test_core_and_wall_hours_charge_each_workers_start_once_per_job():
+    """A worker's start (load_s) is paid once per objects_per_worker objects, in the site's
+    seconds (/ core_speed); without objects_per_worker (or load_s 0) it is left out."""
+    site = {"core_speed": 0.5, "cores": 10, "tail_factor": 1.2}
+    base = 1_000_000 / (100 * 0.5) / 3600
+    assert site_core_hours(1_000_000, 100, site) == pytest.approx(base)
+    # 1e6 objects, 300k per worker and job: 4 starts (the last worker's share is partial)
+    assert site_core_hours(1_000_000, 100, site, load_s=9, objects_per_worker=300_000) == \
+        pytest.approx(base + 4 * 9 / 0.5 / 3600)
+    assert site_core_hours(1_000_000, 100, site, load_s=0, objects_per_worker=300_000) == \
+        pytest.approx(base)
+    assert release_wall_hours(1_000_000, 100, site, load_s=9, objects_per_worker=300_000) == \
+        pytest.approx((base + 4 * 9 / 0.5 / 3600) / 10 * 1.2)
+    assert release_wall_hours(1_000_000, 100, site, job_hours=99.0) == 99.0

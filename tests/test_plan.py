@@ -100,8 +100,10 @@ def test_plan_core_hours_wall_and_storage():
                cores_apollo=10, cores_sdumont=20, threads=1)
     fast = p["per_algorithm"]["fast"]
     assert fast["core_hours_reference"] == pytest.approx(n / 1000 / 3600)
-    assert fast["apollo"]["core_hours"] == pytest.approx(n / 500 / 3600)
-    assert fast["sdumont"]["core_hours"] == pytest.approx(n / 1000 / 3600)
+    # estimating, plus each worker's start (load_s absent: 1 s per reference core) once
+    # per job: 5 jobs of 2 chunks on one thread
+    assert fast["apollo"]["core_hours"] == pytest.approx(n / 500 / 3600 + 5 * 2 / 3600)
+    assert fast["sdumont"]["core_hours"] == pytest.approx(n / 1000 / 3600 + 5 * 1 / 3600)
     # 2 chunks per batch on one thread at 500 obj/s, after loading the model (1 s per
     # reference core, 2 s on apollo)
     assert fast["apollo"]["job_hours"] == pytest.approx((2 + 2 * 130_000 / 500) / 3600)

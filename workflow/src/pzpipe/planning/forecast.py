@@ -144,21 +144,31 @@ def batch_seconds(algo: str, chunks_per_batch: int, threads: int, *, chunk_rows:
                                 float(e.get("load_s", 1.0)) / speed)
 
 
-def site_core_hours(objects: float, obj_per_s_core: float, site: Mapping) -> float:
+def site_core_hours(objects: float, obj_per_s_core: float, site: Mapping,
+                    load_s: float = 0.0, objects_per_worker: float = 0.0) -> float:
     """Core-hours of ``site`` to estimate ``objects`` at ``obj_per_s_core`` objects/s per
-    reference core (the site's ``core_speed`` converts reference cores to its CPUs)."""
-    return objects / (float(obj_per_s_core) * float(site.get("core_speed", 1.0))) / 3600.0
+    reference core (the site's ``core_speed`` converts reference cores to its CPUs), plus
+    each worker's start (``load_s`` reference seconds, once per ``objects_per_worker``
+    objects: one estimate_batch job's objects / its workers) when both are given."""
+    speed = float(site.get("core_speed", 1.0))
+    hours = objects / (float(obj_per_s_core) * speed) / 3600.0
+    if load_s and objects_per_worker:
+        hours += math.ceil(objects / float(objects_per_worker)) * float(load_s) / speed / 3600.0
+    return hours
 
 
 def release_wall_hours(objects: float, obj_per_s_core: float, site: Mapping,
-                       cores: int | None = None, job_hours: float = 0.0) -> float:
-    """Wall hours of one estimator over a release on ``site``: its core-hours spread over
-    the site's cores (when jobs outnumber cores, the scheduler's greedy layout of
-    :func:`simulate` tends to this), times the site's ``tail_factor``; never less than one
-    job (``job_hours``). The planner's table and the benchmark's 40e9 column use this."""
+                       cores: int | None = None, job_hours: float = 0.0,
+                       load_s: float = 0.0, objects_per_worker: float = 0.0) -> float:
+    """Wall hours of one estimator over a release on ``site``: its core-hours
+    (:func:`site_core_hours`, workers' starts included when ``load_s`` and
+    ``objects_per_worker`` are given) spread over the site's cores (when jobs outnumber
+    cores, the scheduler's greedy layout of :func:`simulate` tends to this), times the
+    site's ``tail_factor``; never less than one job (``job_hours``). The planner's table
+    and the benchmark's 40e9 column use this."""
     cores = int(cores or site.get("cores", 1))
-    wall = site_core_hours(objects, obj_per_s_core, site) / max(1, cores) \
-        * float(site.get("tail_factor", 1.0))
+    wall = site_core_hours(objects, obj_per_s_core, site, load_s, objects_per_worker) \
+        / max(1, cores) * float(site.get("tail_factor", 1.0))
     return max(wall, job_hours)
 
 

@@ -274,16 +274,19 @@ def plan(
             "core_hours_reference": ref_core_h,
             "measured": bool(a.get("measured", False)),
         }
+        # each worker's start (model loading), once per job: what batch_seconds charges
+        load_s = float(a.get("load_s", 1.0))
+        per_worker = cpb * chunk_rows / max(1, threads)
         for site, cores in sites.items():
             s = site_entry(tp, site)
-            core_h = forecast.site_core_hours(n_obj, rate, s)
+            core_h = forecast.site_core_hours(n_obj, rate, s, load_s, per_worker)
             job_h = batch_seconds(algo, cpb, threads, chunk_rows=chunk_rows, throughput=tp,
                                   site=site) / 3600.0
             slots = max(1, cores // max(1, threads))
             waves = math.ceil(n_batches / slots) if n_batches else 0
             # the one time model (pzpipe.planning.forecast), as the benchmark's 40e9 column uses it
             wall_h = forecast.release_wall_hours(n_obj, rate, s, cores,
-                                                 job_h if n_batches else 0.0)
+                                                 job_h if n_batches else 0.0, load_s, per_worker)
             entry[site] = {
                 "core_hours": core_h,
                 "cores": cores,
@@ -402,6 +405,7 @@ def format_plan(p: Mapping) -> str:
           f"{_fmt_hours(t['wall_hours_sdumont']):>13}")
         w(f"  cores: Apollo {first['apollo']['cores']:,}, Santos Dumont {first['sdumont']['cores']:,}; "
           "wall = core-h / cores x tail factor, algorithms run one after another;")
+        w("  core-h include each worker's start (load_s) once per estimate_batch job;")
         w("  * = throughput not yet measured by the project's benchmark (resources/throughput.yaml)")
     w("")
     w("Storage:")
