@@ -817,8 +817,8 @@ class FastLephare:
         self.contforb = int(_kw(config, "FORB_CONTEXT", "0").split(",")[0])
         self.threshold = float(_kw(config, "RM_DISCREPANT_BD", "1.e9").split(",")[0])
         # the kernel: exact (bit-identical to LePhare) or the tolerance kernel (default);
-        # set from algorithms.lephare.exact by lephare._before_call
-        self.exact = bool(params.get("exact", False))
+        # set from algorithms.lephare.exact by lephare._before_call before each call
+        self.exact = False
         self._tiles = None
         self.tolerance_rows = 0             # objects the tolerance kernel gave (tests)
         del photz, lib, src
