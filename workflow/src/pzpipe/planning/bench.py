@@ -22,6 +22,7 @@ some estimators only); ``--note`` is stored with each row written (e.g. "shared 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -43,6 +44,7 @@ REFERENCE_PDF_BYTES = (2400, 2800)      # 301 float64 values + overhead, per obj
 RELEASE_OBJECTS = 40e9
 
 
+@functools.lru_cache(maxsize=1)
 def _objects_per_worker() -> float:
     """Objects one worker estimates per estimate_batch job in the planner's 40e9 release
     (default estimators, its chunks_per_batch and threads)."""
@@ -55,12 +57,12 @@ def _objects_per_worker() -> float:
 
 def _apollo_hours(obj_per_s_core: float, load_s: float | None = None) -> float:
     """The planner's 40e9 wall hours on Apollo (``load_s`` None: the planner's default
-    1 s per worker start, as for a throughput entry without ``load_s``)."""
+    for a throughput entry without ``load_s``)."""
     from pzpipe.planning import forecast, plan
 
     site = plan.load_throughput()["sites"]["apollo"]
     return forecast.release_wall_hours(RELEASE_OBJECTS, obj_per_s_core, site,
-                                       load_s=1.0 if load_s is None else load_s,
+                                       load_s=forecast.DEFAULT_LOAD_S if load_s is None else load_s,
                                        objects_per_worker=_objects_per_worker())
 
 
@@ -413,16 +415,13 @@ def to_markdown(results) -> str:
         steady = "pipeline_2w_steady_obj_s_per_core" in r
         one = r.get("pipeline_1w_steady_obj_s", r["pipeline_1w_obj_s"])
         two = planner_rate(r)
+        bare = r["bare_rail_obj_s"]
+        start = f"{r['load_s']:.2f}" if steady else "-"
         lines.append(
-            f"| {a} | {r['objects']} | {r['bare_rail_obj_s']:.0f} | {one:.0f} | "
-            f"{one / r['bare_rail_obj_s']:.2f} | {two:.0f} | {two / r['bare_rail_obj_s']:.2f} | "
-            f"{2 * two / one:.2f} | {r['load_s']:.2f} | " if steady else
-            f"| {a} | {r['objects']} | {r['bare_rail_obj_s']:.0f} | {one:.0f} | "
-            f"{r['ratio_1w']:.2f} | {two:.0f} | {r['ratio_2w_per_core']:.2f} | "
-            f"{r['scaling_1_to_2']:.2f} | - | ")
-        lines[-1] += (f"{mem_s} | {r['bytes_per_object']:.1f} | {r['max_cdf_error']:.2e} | "
-                      f"{_apollo_hours(two, r.get('load_s')):.1f} | "
-                      f"{spec.get('reference_hours', '-')} |")
+            f"| {a} | {r['objects']} | {bare:.0f} | {one:.0f} | {one / bare:.2f} | {two:.0f} | "
+            f"{two / bare:.2f} | {2 * two / one:.2f} | {start} | {mem_s} | "
+            f"{r['bytes_per_object']:.1f} | {r['max_cdf_error']:.2e} | "
+            f"{_apollo_hours(two, r.get('load_s')):.1f} | {spec.get('reference_hours', '-')} |")
         if steady:
             extra.append(f"- {a}: with each worker's start inside the timings: "
                          f"{r['pipeline_1w_obj_s']:.0f} obj/s on 1 worker, "

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 # Package data (a symlink to resources/throughput.yaml in a clone), found by installs too
 THROUGHPUT_FILE = Path(__file__).resolve().parents[1] / "data" / "throughput.yaml"
 
+# a worker's start (s per reference core) for a throughput entry without ``load_s``
+DEFAULT_LOAD_S = 1.0
+
 STAGE_ORDER = ("prepare_data", "train", "partition_batch", "validate_estimate", "estimate_batch",
                "validate", "export_batch", "export_dedup", "export")
 
@@ -141,7 +144,7 @@ def batch_seconds(algo: str, chunks_per_batch: int, threads: int, *, chunk_rows:
     speed = float(site_entry(tp, site).get("core_speed", 1.0))
     return estimate_job_seconds([int(chunk_rows)] * int(chunks_per_batch),
                                 float(e["obj_per_s_core"]) * speed, threads,
-                                float(e.get("load_s", 1.0)) / speed)
+                                float(e.get("load_s", DEFAULT_LOAD_S)) / speed)
 
 
 def site_core_hours(objects: float, obj_per_s_core: float, site: Mapping,
@@ -193,7 +196,7 @@ def build_jobs(batches: Sequence[Sequence[int]], algos: Sequence[str], tp: Mappi
             per = math.ceil(validation_rows / max(1, workers))
             jobs.append(Job("validate_estimate", f"validate_estimate/{a}",
                             ov + estimate_job_seconds([per] * max(1, workers), rate, workers,
-                                                      float(e.get("load_s", 1.0))),
+                                                      float(e.get("load_s", DEFAULT_LOAD_S))),
                             workers, [f"train/{a}"]))
     if validation_rows:
         jobs.append(Job("validate", "validate", ov + _stage(tp, "validate_s", 20),
@@ -210,7 +213,7 @@ def build_jobs(batches: Sequence[Sequence[int]], algos: Sequence[str], tp: Mappi
             deps = [f"partition/{b}", f"train/{a}"]
             jobs.append(Job("estimate_batch", f"estimate/{a}/{b}",
                             ov + estimate_job_seconds(chunks, rate, workers,
-                                                      float(e.get("load_s", 1.0))),
+                                                      float(e.get("load_s", DEFAULT_LOAD_S))),
                             workers, deps))
         jobs.append(Job("export_batch", f"export_batch/{b}", ov + rows * exp_us * 1e-6 / core_speed,
                         1, [f"estimate/{a}/{b}" for a in algos]))

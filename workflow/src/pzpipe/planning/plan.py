@@ -275,7 +275,7 @@ def plan(
             "measured": bool(a.get("measured", False)),
         }
         # each worker's start (model loading), once per job: what batch_seconds charges
-        load_s = float(a.get("load_s", 1.0))
+        load_s = float(a.get("load_s", forecast.DEFAULT_LOAD_S))
         per_worker = cpb * chunk_rows / max(1, threads)
         for site, cores in sites.items():
             s = site_entry(tp, site)
